@@ -1,0 +1,191 @@
+// bulkhead: parse the command line, build the VM and its devices explicitly, run it.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <absl/strings/str_format.h>
+#include <kj/async-unix.h>
+
+#include "demo-guest.h"
+#include "kernel/base/log.h"
+#include "kernel/base/errno-status.h"
+#include "kernel/base/status-macros.h"
+#include "kernel/boot/flat.h"
+#include "kernel/boot/multiboot.h"
+#include "kernel/exit-status.h"
+#include "kernel/options.h"
+#include "kernel/vm.h"
+
+namespace bulkhead {
+namespace {
+
+constexpr uint64_t MAX_IMAGE_BYTES = 1ull << 30;
+
+absl::StatusOr<std::vector<uint8_t>> readImage(const std::string& path, const char* what) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errnoStatus(absl::StrFormat("cannot read %s %s", what, path));
+  kj::AutoCloseFd owned(fd);
+  struct stat info;
+  if (fstat(fd, &info) != 0) return errnoStatus(absl::StrFormat("cannot stat %s %s", what, path));
+  if (!S_ISREG(info.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s %s is not a regular file", what, path));
+  }
+  if (static_cast<uint64_t>(info.st_size) > MAX_IMAGE_BYTES) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s %s is larger than 1 GiB", what, path));
+  }
+  std::vector<uint8_t> bytes(info.st_size);
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = read(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return errnoStatus(absl::StrFormat("reading %s %s", what, path));
+    done += n;
+  }
+  return bytes;
+}
+
+// Input for the serial line only when select/epoll can watch it (a terminal, pipe or socket).
+bool pollable(int fd) {
+  struct stat info;
+  if (fstat(fd, &info) != 0) return false;
+  return isatty(fd) || S_ISFIFO(info.st_mode) || S_ISSOCK(info.st_mode);
+}
+
+absl::StatusOr<DeviceSpec> serialSpec(const Options& options) {
+  DeviceSpec spec;
+  spec.kind = "serial";
+  if (options.serial == Options::Serial::FILE) {
+    int fd = open(options.serialPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return errnoStatus(absl::StrFormat("--serial: cannot open %s", options.serialPath));
+    spec.backends.emplace_back(fd);
+    return spec;
+  }
+  spec.backends.emplace_back(fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3));
+  if (pollable(STDIN_FILENO)) spec.backends.emplace_back(fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3));
+  return spec;
+}
+
+absl::Status loadGuest(Vm& vm, const Options& options, std::vector<uint8_t>& kernelImage) {
+  BootState state;
+  if (!options.flat.empty()) {
+    ASSIGN_OR_RETURN(std::vector<uint8_t> image, readImage(options.flat, "flat image"));
+    absl::StatusOr<BootState> loaded =
+        loadFlat(vm.memory(), kj::arrayPtr(image.data(), image.size()), options.entry, options.mode);
+    if (!loaded.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("flat image %s: %s", options.flat, loaded.status().message()));
+    }
+    state = *loaded;
+  } else {
+    std::vector<std::vector<uint8_t>> moduleImages;
+    std::vector<MultibootModule> modules;
+    for (const std::string& module : options.modules) {
+      std::string path = module.substr(0, module.find(' '));
+      ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, readImage(path, "module"));
+      moduleImages.push_back(std::move(bytes));
+    }
+    for (size_t i = 0; i < moduleImages.size(); ++i) {
+      modules.push_back({kj::arrayPtr(moduleImages[i].data(), moduleImages[i].size()),
+                         options.modules[i]});
+    }
+    absl::StatusOr<BootState> loaded =
+        loadMultiboot(vm.memory(), kj::arrayPtr(kernelImage.data(), kernelImage.size()),
+                      options.kernel + (options.cmdline.empty() ? "" : " " + options.cmdline),
+                      modules);
+    if (!loaded.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("kernel %s: %s", options.kernel, loaded.status().message()));
+    }
+    state = *loaded;
+  }
+  return vm.setBootState(state);
+}
+
+int run(Options options) {
+  std::vector<uint8_t> kernelImage;
+  if (options.command == Options::Command::DEMO) {
+    kernelImage.assign(DEMO_GUEST, DEMO_GUEST + sizeof(DEMO_GUEST));
+    options.kernel = "demo";
+    options.devices.push_back({"debug-exit", {}});
+  } else if (!options.kernel.empty()) {
+    absl::StatusOr<std::vector<uint8_t>> image = readImage(options.kernel, "kernel");
+    if (!image.ok()) {
+      logLine(image.status().message());
+      return EXIT_BAD_INPUT;
+    }
+    kernelImage = std::move(*image);
+  }
+
+  kj::UnixEventPort::captureSignal(SIGINT);
+  kj::UnixEventPort::captureSignal(SIGTERM);
+  kj::AsyncIoContext io = kj::setupAsyncIo();
+  VmConfig config;
+  config.memoryBytes = options.memoryBytes;
+  config.cpus = options.cpus;
+  config.handleSignals = true;
+  absl::StatusOr<std::unique_ptr<Vm>> vm = Vm::create(config, io);
+  if (!vm.ok()) {
+    logLine(vm.status().message());
+    return EXIT_HOST_FAILURE;
+  }
+  absl::Status loaded = loadGuest(**vm, options, kernelImage);
+  if (!loaded.ok()) {
+    logLine(loaded.message());
+    return loaded.code() == absl::StatusCode::kInvalidArgument ||
+                   loaded.code() == absl::StatusCode::kNotFound
+               ? EXIT_BAD_INPUT
+               : EXIT_HOST_FAILURE;
+  }
+  std::vector<DeviceSpec> specs;
+  if (options.serial != Options::Serial::NONE) {
+    absl::StatusOr<DeviceSpec> serial = serialSpec(options);
+    if (!serial.ok()) {
+      logLine(serial.status().message());
+      return EXIT_BAD_INPUT;
+    }
+    specs.push_back(std::move(*serial));
+  }
+  for (const DeviceArgument& device : options.devices) {
+    DeviceSpec spec;
+    spec.kind = device.kind;
+    spec.options = device.options;
+    spec.mayExit = device.kind == "debug-exit";
+    specs.push_back(std::move(spec));
+  }
+  for (DeviceSpec& spec : specs) {
+    absl::Status added = (*vm)->addDevice(std::move(spec));
+    if (!added.ok()) {
+      logLine(added.message());
+      return EXIT_BAD_INPUT;
+    }
+  }
+  return (*vm)->run();
+}
+
+}  // namespace
+}  // namespace bulkhead
+
+int main(int argc, char** argv) {
+  std::vector<std::string> arguments(argv + 1, argv + argc);
+  absl::StatusOr<bulkhead::Options> options = bulkhead::parseOptions(arguments);
+  if (!options.ok()) {
+    bulkhead::logLine(options.status().message());
+    return bulkhead::EXIT_BAD_INPUT;
+  }
+  switch (options->command) {
+    case bulkhead::Options::Command::HELP:
+      fputs(bulkhead::usageText(), stdout);
+      return 0;
+    case bulkhead::Options::Command::VERSION:
+      puts("bulkhead " BULKHEAD_VERSION);
+      return 0;
+    case bulkhead::Options::Command::RUN:
+    case bulkhead::Options::Command::DEMO:
+      return bulkhead::run(std::move(*options));
+  }
+  return bulkhead::EXIT_BAD_INPUT;
+}

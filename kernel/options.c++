@@ -1,0 +1,212 @@
+#include "kernel/options.h"
+
+#include <cerrno>
+#include <cstdlib>
+
+#include <absl/strings/str_format.h>
+#include <absl/strings/str_split.h>
+
+namespace bulkhead {
+
+namespace {
+
+const char* const KNOWN_DEVICES = "debug-exit";
+
+absl::Status bad(const std::string& message) {
+  return absl::InvalidArgumentError(absl::StrCat(message, "; see bulkhead --help"));
+}
+
+absl::StatusOr<DeviceArgument> parseDevice(const std::string& text) {
+  std::vector<std::string> parts = absl::StrSplit(text, ',');
+  DeviceArgument device{parts[0], {}};
+  if (device.kind != "debug-exit") {
+    return bad(absl::StrFormat("--device %s: unknown device (known: %s; the serial port is "
+                               "--serial)",
+                               device.kind, KNOWN_DEVICES));
+  }
+  for (size_t i = 1; i < parts.size(); ++i) {
+    std::pair<std::string, std::string> option = absl::StrSplit(parts[i], absl::MaxSplits('=', 1));
+    if (option.first != "iobase" || option.second.empty()) {
+      return bad(absl::StrFormat("--device %s: unknown option '%s' (debug-exit takes iobase=PORT)",
+                                 device.kind, parts[i]));
+    }
+    absl::StatusOr<uint64_t> port = parseNumber(option.second);
+    if (!port.ok() || *port > 0xfffc) {
+      return bad(absl::StrFormat("--device %s: iobase '%s' is not a port number below 0xfffc",
+                                 device.kind, option.second));
+    }
+    device.options.push_back(option);
+  }
+  return device;
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> parseNumber(const std::string& text) {
+  if (text.empty() || text[0] == '-' || text[0] == '+') {
+    return absl::InvalidArgumentError("not a number");
+  }
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long value = strtoull(text.c_str(), &end, 0);
+  if (errno != 0 || *end != '\0') return absl::InvalidArgumentError("not a number");
+  return value;
+}
+
+absl::StatusOr<uint64_t> parseSize(const std::string& text) {
+  if (text.empty()) return absl::InvalidArgumentError("empty size");
+  uint64_t shift = 0;
+  std::string digits = text;
+  switch (text.back()) {
+    case 'K': case 'k': shift = 10; break;
+    case 'M': case 'm': shift = 20; break;
+    case 'G': case 'g': shift = 30; break;
+    default: break;
+  }
+  if (shift != 0) digits.pop_back();
+  absl::StatusOr<uint64_t> value = parseNumber(digits);
+  if (!value.ok() || *value == 0 || *value > (uint64_t{1} << (40 - shift))) {
+    return absl::InvalidArgumentError("not a size");
+  }
+  return *value << shift;
+}
+
+absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) {
+  Options options;
+  if (arguments.empty()) return options;  // help
+  const std::string& command = arguments[0];
+  if (command == "--help" || command == "-h" || command == "help") return options;
+  if (command == "--version") {
+    options.command = Options::Command::VERSION;
+    return options;
+  }
+  if (command == "demo") {
+    options.command = Options::Command::DEMO;
+    if (arguments.size() > 1) return bad("demo takes no arguments");
+    return options;
+  }
+  if (command != "run") {
+    return bad(absl::StrFormat("unknown command '%s' (commands: run, demo)", command));
+  }
+  options.command = Options::Command::RUN;
+  for (size_t i = 1; i < arguments.size(); ++i) {
+    const std::string& flag = arguments[i];
+    if (flag == "--help" || flag == "-h") {
+      options.command = Options::Command::HELP;
+      return options;
+    }
+    if (flag.rfind("--", 0) != 0) {
+      return bad(absl::StrFormat("unexpected argument '%s' (options start with --)", flag));
+    }
+    if (i + 1 >= arguments.size()) return bad(absl::StrFormat("%s needs a value", flag));
+    const std::string& value = arguments[++i];
+    if (flag == "--kernel") {
+      options.kernel = value;
+    } else if (flag == "--flat") {
+      options.flat = value;
+    } else if (flag == "--entry") {
+      absl::StatusOr<uint64_t> entry = parseNumber(value);
+      if (!entry.ok()) {
+        return bad(absl::StrFormat("--entry '%s' is not an address (e.g. 0x7c00)", value));
+      }
+      options.entry = *entry;
+      options.entryGiven = true;
+    } else if (flag == "--mode") {
+      if (value == "16") {
+        options.mode = CpuMode::REAL16;
+      } else if (value == "32") {
+        options.mode = CpuMode::PROTECTED32;
+      } else if (value == "64") {
+        options.mode = CpuMode::LONG64;
+      } else {
+        return bad(absl::StrFormat("--mode '%s' is not 16, 32 or 64", value));
+      }
+      options.modeGiven = true;
+    } else if (flag == "--cmdline") {
+      options.cmdline = value;
+    } else if (flag == "--module") {
+      options.modules.push_back(value);
+    } else if (flag == "--memory") {
+      absl::StatusOr<uint64_t> size = parseSize(value);
+      if (!size.ok() || *size < (1 << 20) || *size % 4096 != 0) {
+        return bad(absl::StrFormat(
+            "--memory '%s' is not a size of at least 1M in whole pages (e.g. 64M or 1G)", value));
+      }
+      options.memoryBytes = *size;
+    } else if (flag == "--cpus") {
+      absl::StatusOr<uint64_t> cpus = parseNumber(value);
+      if (!cpus.ok() || *cpus == 0 || *cpus > 64) {
+        return bad(absl::StrFormat("--cpus '%s' is not a count from 1 to 64", value));
+      }
+      options.cpus = *cpus;
+    } else if (flag == "--serial") {
+      if (value == "stdio") {
+        options.serial = Options::Serial::STDIO;
+      } else if (value == "none") {
+        options.serial = Options::Serial::NONE;
+      } else if (value.rfind("file:", 0) == 0 && value.size() > 5) {
+        options.serial = Options::Serial::FILE;
+        options.serialPath = value.substr(5);
+      } else {
+        return bad(absl::StrFormat("--serial '%s' is not stdio, none or file:PATH", value));
+      }
+    } else if (flag == "--device") {
+      absl::StatusOr<DeviceArgument> device = parseDevice(value);
+      if (!device.ok()) return device.status();
+      options.devices.push_back(*device);
+    } else {
+      return bad(absl::StrFormat("unknown option %s", flag));
+    }
+  }
+  bool kernel = !options.kernel.empty();
+  bool flat = !options.flat.empty();
+  if (kernel == flat) {
+    return bad(kernel ? "give either --kernel or --flat, not both"
+                      : "no guest given: pass --kernel FILE (Multiboot) or --flat FILE --entry "
+                        "ADDR --mode 16|32|64, or try `bulkhead demo`");
+  }
+  if (flat && (!options.entryGiven || !options.modeGiven)) {
+    return bad("--flat needs --entry ADDR and --mode 16|32|64");
+  }
+  if (!flat && (options.entryGiven || options.modeGiven)) {
+    return bad("--entry and --mode only apply to --flat images");
+  }
+  if (flat && (!options.modules.empty() || !options.cmdline.empty())) {
+    return bad("--module and --cmdline only apply to --kernel images");
+  }
+  return options;
+}
+
+const char* usageText() {
+  return R"(bulkhead: a virtual machine monitor whose devices run as separate, isolated processes
+
+usage:
+  bulkhead run --kernel FILE [--cmdline TEXT] [--module "FILE [ARGS]"]... [common options]
+  bulkhead run --flat FILE --entry ADDR --mode 16|32|64 [common options]
+  bulkhead demo        run the built-in demo guest (serial on stdio, debug-exit)
+  bulkhead --help | --version
+
+guest:
+  --kernel FILE        a Multiboot (v1) kernel, ELF32 or with the header's address fields
+  --cmdline TEXT       the kernel's command line
+  --module "FILE ARGS" a Multiboot module and its command line; repeatable
+  --flat FILE          a flat binary, loaded at --entry and started there
+  --entry ADDR         load and start address (16-bit mode: CS:IP = 0:ADDR, so below 0x10000)
+  --mode 16|32|64      real mode, flat 32-bit protected mode, or 64-bit mode with the first
+                       4 GiB identity-mapped
+
+common options:
+  --memory SIZE        guest RAM, e.g. 64M (default) or 1G
+  --cpus N             vCPUs (default 1)
+  --serial stdio|file:PATH|none
+                       COM1 (16550A at 0x3f8, IRQ 4), in its own process; default stdio
+  --device debug-exit[,iobase=PORT]
+                       a port (default 0xf4) that ends the VM: writing v exits with
+                       status (v << 1) | 1, as QEMU's isa-debug-exit
+
+exit status: (v << 1) | 1 from debug-exit; 0 guest powered off; 2 bad input; 4 guest crashed
+(triple fault, emulation failure, halted with interrupts off); 6 host failure; 130 interrupted.
+)";
+}
+
+}  // namespace bulkhead

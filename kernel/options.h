@@ -1,0 +1,50 @@
+// The command line of `bulkhead`: parsed into Options, or one error line saying what is wrong.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <absl/status/statusor.h>
+
+#include "kernel/boot/boot-state.h"
+
+namespace bulkhead {
+
+struct DeviceArgument {
+  std::string kind;
+  std::vector<std::pair<std::string, std::string>> options;
+};
+
+struct Options {
+  enum class Command { HELP, VERSION, RUN, DEMO };
+  enum class Serial { STDIO, FILE, NONE };
+
+  Command command = Command::HELP;
+  std::string kernel;  // Multiboot ELF
+  std::string flat;    // flat binary
+  uint64_t entry = 0;
+  bool entryGiven = false;
+  CpuMode mode = CpuMode::REAL16;
+  bool modeGiven = false;
+  std::string cmdline;
+  std::vector<std::string> modules;  // "FILE" or "FILE ARGUMENTS"
+  uint64_t memoryBytes = 64ull << 20;
+  unsigned cpus = 1;
+  Serial serial = Serial::STDIO;
+  std::string serialPath;
+  std::vector<DeviceArgument> devices;
+};
+
+absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments);
+
+// "64M", "1G", "4096K" or plain bytes; 0 or garbage is an error.
+absl::StatusOr<uint64_t> parseSize(const std::string& text);
+// Decimal or 0x-prefixed hexadecimal.
+absl::StatusOr<uint64_t> parseNumber(const std::string& text);
+
+const char* usageText();
+
+}  // namespace bulkhead

@@ -1,0 +1,245 @@
+#include "kernel/supervisor/remote-device.h"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include <absl/strings/str_cat.h>
+#include <absl/strings/str_format.h>
+#include <kj/exception.h>
+
+namespace bulkhead {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto SPIN_FOR_REPLY = std::chrono::microseconds(300);
+constexpr auto ROUND_TRIP_TIMEOUT = std::chrono::milliseconds(5000);
+constexpr auto FULL_RING_TIMEOUT = std::chrono::milliseconds(5000);
+
+void signalEventfd(int fd) {
+  uint64_t one = 1;
+  ssize_t ignored = write(fd, &one, sizeof(one));
+  (void)ignored;
+}
+
+protocol::Space wireSpace(Space space) {
+  return space == Space::MMIO ? protocol::Space::MMIO : protocol::Space::PIO;
+}
+
+}  // namespace
+
+RemoteDevice::RemoteDevice(std::string name, ChannelMapping mappingIn, kj::AutoCloseFd toDevice,
+                           kj::AutoCloseFd toCore, DeviceSink& sink)
+    : deviceName(kj::mv(name)),
+      mapping(kj::mv(mappingIn)),
+      toDevice(kj::mv(toDevice)),
+      toCore(kj::mv(toCore)),
+      sink(sink),
+      requests(mapping.requests(), mapping.slotCount()),
+      replies(mapping.replies(), mapping.slotCount()) {}
+
+void RemoteDevice::allow(std::set<uint8_t> lines, bool exitAllowed) {
+  irqLines = kj::mv(lines);
+  mayExit = exitAllowed;
+}
+
+std::optional<uint64_t> RemoteDevice::post(const Fill& fill, bool expectReply) {
+  std::lock_guard<std::mutex> lock(producerLock);
+  Clock::time_point start = Clock::now();
+  for (unsigned attempt = 0;; ++attempt) {
+    if (fenced()) return std::nullopt;
+    uint64_t seq = requests.nextSeq();
+    if (expectReply) {
+      // Before the request is visible: the reply may be taken by another thread at once.
+      std::lock_guard<std::mutex> completion(completionLock);
+      awaitedSeq.store(seq, std::memory_order_relaxed);
+      answered.store(false, std::memory_order_relaxed);
+      awaiting.store(true, std::memory_order_release);
+    }
+    RingStatus status = pushMessage<protocol::Request>(requests, [&](protocol::Request::Builder r) {
+      r.setSeq(seq);
+      fill(r);
+    });
+    if (status == RingStatus::OK) {
+      if (requests.consumerNeedsWake()) signalEventfd(toDevice.get());
+      return seq;
+    }
+    if (status == RingStatus::CORRUPT) {
+      fence("the request ring's consumer index is impossible (the server wrote it)");
+      return std::nullopt;
+    }
+    // Full: the server is behind. Make sure it is awake, then wait for room, bounded.
+    if (requests.consumerNeedsWake()) signalEventfd(toDevice.get());
+    if (Clock::now() - start > FULL_RING_TIMEOUT) {
+      fence("the server took no request for 5 s while its ring was full");
+      return std::nullopt;
+    }
+    if (attempt > 1000) std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
+
+uint64_t RemoteDevice::read(Space space, uint64_t address, unsigned size) {
+  if (fenced()) {
+    if (fencedAccess.admit()) logf("read from fenced device %s: all-ones", deviceName);
+    return allOnes(size);
+  }
+  stats.reads.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> roundTrip(roundTripLock);
+  std::optional<uint64_t> seq = post([&](protocol::Request::Builder request) {
+    auto access = request.initRead();
+    access.setSpace(wireSpace(space));
+    access.setAddress(address);
+    access.setSize(size);
+  }, /*expectReply=*/true);
+  if (!seq) return allOnes(size);
+  return await(ROUND_TRIP_TIMEOUT).value_or(allOnes(size));
+}
+
+void RemoteDevice::write(Space space, uint64_t address, unsigned size, uint64_t value,
+                         bool synchronous) {
+  if (fenced()) {
+    if (fencedAccess.admit()) logf("write to fenced device %s dropped", deviceName);
+    return;
+  }
+  stats.writes.fetch_add(1, std::memory_order_relaxed);
+  auto fill = [&](protocol::Request::Builder request) {
+    auto access = synchronous ? request.initWriteSync() : request.initWrite();
+    access.setSpace(wireSpace(space));
+    access.setAddress(address);
+    access.setSize(size);
+    access.setValue(value);
+  };
+  if (!synchronous) {
+    post(fill, /*expectReply=*/false);
+    return;
+  }
+  std::lock_guard<std::mutex> roundTrip(roundTripLock);
+  if (post(fill, /*expectReply=*/true)) await(ROUND_TRIP_TIMEOUT);
+}
+
+bool RemoteDevice::drain(std::chrono::milliseconds timeout) {
+  if (fenced()) return false;
+  std::lock_guard<std::mutex> roundTrip(roundTripLock);
+  std::optional<uint64_t> seq =
+      post([](protocol::Request::Builder request) { request.setFlush(); }, /*expectReply=*/true);
+  return seq && await(timeout).has_value();
+}
+
+std::optional<uint64_t> RemoteDevice::await(std::chrono::milliseconds timeout) {
+  auto done = [&]() { return answered.load(std::memory_order_acquire) || fenced(); };
+  // The reply usually comes within microseconds: poll the ring first.
+  Clock::time_point start = Clock::now();
+  while (!done() && Clock::now() - start < SPIN_FOR_REPLY) {
+    serviceReplies();
+    __builtin_ia32_pause();
+  }
+  // Then sleep on toCore. The event loop may take the reply instead of us, so wake up every
+  // millisecond to look.
+  while (!done()) {
+    if (Clock::now() - start > timeout) {
+      fence("the server did not answer a request within its time limit (hung?)");
+      break;
+    }
+    if (armWakeup()) {
+      pollfd wake{toCore.get(), POLLIN, 0};
+      if (poll(&wake, 1, 1) > 0) {
+        uint64_t count;
+        ssize_t ignored = ::read(toCore.get(), &count, sizeof(count));
+        (void)ignored;
+      }
+    }
+    serviceReplies();
+  }
+  std::lock_guard<std::mutex> lock(completionLock);
+  awaiting.store(false, std::memory_order_release);
+  if (!answered.load(std::memory_order_acquire)) return std::nullopt;
+  return answer;
+}
+
+void RemoteDevice::serviceReplies() {
+  std::unique_lock<std::mutex> lock(consumerLock, std::try_to_lock);
+  if (!lock.owns_lock()) return;  // another thread is taking them
+  for (;;) {
+    RingStatus status = popMessage(replies, slot);
+    if (status == RingStatus::EMPTY) return;
+    if (status != RingStatus::OK) {
+      fence("the reply ring is corrupt (impossible index, sequence number or length)");
+      return;
+    }
+    handleReply(slot);
+    if (fenced()) return;
+  }
+}
+
+bool RemoteDevice::armWakeup() {
+  std::lock_guard<std::mutex> lock(consumerLock);
+  return replies.prepareSleep();
+}
+
+bool RemoteDevice::complete(uint64_t seq, uint64_t value) {
+  std::lock_guard<std::mutex> lock(completionLock);
+  if (!awaiting.load(std::memory_order_acquire) ||
+      seq != awaitedSeq.load(std::memory_order_relaxed) ||
+      answered.load(std::memory_order_relaxed)) {
+    return false;
+  }
+  answer = value;
+  answered.store(true, std::memory_order_release);
+  return true;
+}
+
+void RemoteDevice::handleReply(const PoppedMessage& message) {
+  auto handle = [&]() {
+    capnp::FlatArrayMessageReader reader(message.payload(), channelReaderOptions());
+    auto reply = reader.getRoot<protocol::Reply>();
+    switch (reply.which()) {
+      case protocol::Reply::READ_DONE:
+        if (!complete(reply.getReadDone().getSeq(), reply.getReadDone().getValue())) {
+          fence("answered a read that is not awaited (wrong, repeated or late sequence number)");
+        }
+        return;
+      case protocol::Reply::DONE:
+        if (!complete(reply.getDone().getSeq(), 0)) {
+          fence("completed a request that is not awaited (wrong, repeated or late sequence "
+                "number)");
+        }
+        return;
+      case protocol::Reply::IRQ: {
+        uint8_t line = reply.getIrq().getLine();
+        if (irqLines.count(line) == 0) {
+          fence(absl::StrFormat("drove interrupt line %u, which it did not declare", line));
+          return;
+        }
+        stats.irqChanges.fetch_add(1, std::memory_order_relaxed);
+        sink.setIrqLine(line, reply.getIrq().getLevel());
+        return;
+      }
+      case protocol::Reply::EXIT_VM: {
+        uint8_t status = reply.getExitVm().getStatus();
+        if (!mayExit) {
+          fence("asked to end the VM without the right to");
+          return;
+        }
+        sink.requestExit(status,
+                         absl::StrFormat("%s ended the VM with status %u", deviceName, status));
+        return;
+      }
+      default:
+        fence("sent a reply of unknown kind");
+        return;
+    }
+  };
+  KJ_IF_MAYBE (exception, kj::runCatchingExceptions(handle)) {
+    fence(absl::StrCat("sent a malformed reply: ", exception->getDescription().cStr()));
+  }
+}
+
+void RemoteDevice::fence(const std::string& reason) {
+  if (isFenced.exchange(true, std::memory_order_acq_rel)) return;
+  logf("device %s fenced: %s; its reads now return all-ones and writes are dropped", deviceName,
+       reason);
+}
+
+}  // namespace bulkhead

@@ -1,0 +1,108 @@
+// The core's end of one device's channel: an IoHandler that turns guest accesses into ring
+// requests and takes the server's replies.
+//
+// Writes are posted (the vCPU goes on at once) unless the range is synchronous; reads wait for
+// their reply, spinning briefly and then sleeping. Everything the server writes is checked: a
+// reply must answer the request being waited for, an interrupt line must be one the device
+// declared, an exit request needs the right to end the VM. A violation fences the device:
+// from then on reads return all-ones and writes are dropped, and the VM goes on.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+
+#include <kj/io.h>
+
+#include "kernel/base/log.h"
+#include "kernel/bus/io-bus.h"
+#include "servers/sdk/channel.h"
+
+namespace bulkhead {
+
+// What a device may do to the rest of the VM.
+class DeviceSink {
+ public:
+  virtual ~DeviceSink() noexcept(false) = default;
+  virtual void setIrqLine(uint32_t line, bool level) = 0;
+  virtual void requestExit(int status, const std::string& why) = 0;
+};
+
+struct RemoteDeviceCounters {
+  std::atomic<uint64_t> reads{0};
+  std::atomic<uint64_t> writes{0};
+  std::atomic<uint64_t> irqChanges{0};
+};
+
+class RemoteDevice final : public IoHandler {
+ public:
+  // `mapping` is the ring memfd's mapping; `toDevice`/`toCore` the eventfds.
+  RemoteDevice(std::string name, ChannelMapping mapping, kj::AutoCloseFd toDevice,
+               kj::AutoCloseFd toCore, DeviceSink& sink);
+
+  // Called once the server said what it wants, before the guest runs.
+  void allow(std::set<uint8_t> irqLines, bool mayExit);
+
+  uint64_t read(Space space, uint64_t address, unsigned size) override;
+  void write(Space space, uint64_t address, unsigned size, uint64_t value,
+             bool synchronous) override;
+
+  // Takes every waiting reply. The core's event loop calls it when toCore fires.
+  void serviceReplies();
+  // After serviceReplies(): tells the server to signal toCore for the next reply. Returns false
+  // when a reply arrived meanwhile (service again).
+  bool armWakeup();
+  int toCoreFd() const { return toCore.get(); }
+
+  // Waits until the server has handled every request sent so far and flushed its host output.
+  // Used when the VM ends, so no guest output is lost. False on timeout or fence.
+  bool drain(std::chrono::milliseconds timeout);
+
+  void fence(const std::string& reason);
+  bool fenced() const { return isFenced.load(std::memory_order_acquire); }
+  const std::string& name() const { return deviceName; }
+  const RemoteDeviceCounters& counters() const { return stats; }
+
+ private:
+  using Fill = std::function<void(protocol::Request::Builder)>;
+  // Pushes a request; returns its sequence number, or nothing when fenced or the ring is dead.
+  // `expectReply` registers the request as the awaited one before the server can see it.
+  std::optional<uint64_t> post(const Fill& fill, bool expectReply);
+  // Waits for the awaited request's completion; its value, or nothing on fence or timeout.
+  std::optional<uint64_t> await(std::chrono::milliseconds timeout);
+  void handleReply(const PoppedMessage& message);
+  // Records the answer to the awaited request; false when `seq` is not the one awaited.
+  bool complete(uint64_t seq, uint64_t value);
+
+  std::string deviceName;
+  ChannelMapping mapping;
+  kj::AutoCloseFd toDevice;
+  kj::AutoCloseFd toCore;
+  DeviceSink& sink;
+  std::set<uint8_t> irqLines;
+  bool mayExit = false;
+
+  std::mutex producerLock;  // vCPUs share the request ring
+  RingProducer requests;
+  std::mutex roundTripLock;  // one round trip at a time
+  std::mutex consumerLock;   // one reader of the reply ring at a time
+  RingConsumer replies;
+  PoppedMessage slot;
+
+  std::mutex completionLock;
+  std::atomic<uint64_t> awaitedSeq{0};
+  std::atomic<bool> awaiting{false};
+  std::atomic<bool> answered{false};
+  uint64_t answer = 0;
+
+  std::atomic<bool> isFenced{false};
+  RateLimitedLog fencedAccess;
+  RemoteDeviceCounters stats;
+};
+
+}  // namespace bulkhead

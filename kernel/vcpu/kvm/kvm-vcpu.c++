@@ -1,0 +1,179 @@
+#include "kernel/vcpu/kvm/kvm-vcpu.h"
+
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include <vector>
+
+#include <absl/strings/str_format.h>
+
+#include "kernel/base/errno-status.h"
+#include "kernel/boot/layout.h"
+
+namespace bulkhead {
+
+namespace {
+
+// Control-register and EFLAGS bits (SDM Vol. 3, 2.5; Vol. 1, 3.4.3).
+constexpr uint64_t CR0_PE = 1ull << 0;
+constexpr uint64_t CR0_ET = 1ull << 4;
+constexpr uint64_t CR0_PG = 1ull << 31;
+constexpr uint64_t CR4_PAE = 1ull << 5;
+constexpr uint64_t EFER_LME = 1ull << 8;
+constexpr uint64_t EFER_LMA = 1ull << 10;
+constexpr uint64_t RFLAGS_RESERVED = 1ull << 1;
+constexpr uint64_t RFLAGS_IF = 1ull << 9;
+
+// g++ sizes `struct kvm_cpuid2` (a header with a zero-length array) as 12 bytes, not the 8 the
+// kernel encodes in the ioctl numbers, so the headers' macros yield numbers KVM rejects.
+struct CpuidHeader {
+  uint32_t nent;
+  uint32_t padding;
+};
+constexpr unsigned long GET_SUPPORTED_CPUID = _IOWR(KVMIO, 0x05, CpuidHeader);
+constexpr unsigned long SET_CPUID2 = _IOW(KVMIO, 0x90, CpuidHeader);
+
+constexpr uint8_t SEGMENT_CODE_READ_ACCESSED = 0xb;
+constexpr uint8_t SEGMENT_DATA_WRITE_ACCESSED = 0x3;
+
+kvm_segment flatSegment(uint16_t selector, uint8_t type, bool code64) {
+  kvm_segment segment{};
+  segment.base = 0;
+  segment.limit = 0xffffffff;
+  segment.selector = selector;
+  segment.type = type;
+  segment.present = 1;
+  segment.s = 1;
+  segment.g = 1;
+  segment.l = code64 ? 1 : 0;
+  segment.db = code64 ? 0 : 1;
+  return segment;
+}
+
+void realSegment(kvm_segment& segment) {
+  segment.base = 0;
+  segment.selector = 0;
+}
+
+}  // namespace
+
+KvmVcpu::KvmVcpu(unsigned index, kj::AutoCloseFd fd, kvm_run* run, size_t runBytes)
+    : vcpuIndex(index), vcpuFd(kj::mv(fd)), run(run), runBytes(runBytes) {}
+
+KvmVcpu::~KvmVcpu() { munmap(run, runBytes); }
+
+absl::Status KvmVcpu::setCpuid(int kvmFd) {
+  // The host's supported CPUID, as is. TODO(issue 6): a CPU model with feature masks.
+  for (size_t entries = 64; entries <= 4096; entries *= 2) {
+    std::vector<uint8_t> buffer(sizeof(CpuidHeader) + entries * sizeof(kvm_cpuid_entry2));
+    auto* cpuid = reinterpret_cast<CpuidHeader*>(buffer.data());
+    cpuid->nent = entries;
+    if (ioctl(kvmFd, GET_SUPPORTED_CPUID, cpuid) < 0) {
+      if (errno == E2BIG) continue;
+      return errnoStatus("KVM_GET_SUPPORTED_CPUID");
+    }
+    if (ioctl(vcpuFd.get(), SET_CPUID2, cpuid) < 0) return errnoStatus("KVM_SET_CPUID2");
+    return absl::OkStatus();
+  }
+  return absl::InternalError("KVM_GET_SUPPORTED_CPUID wants more than 4096 entries");
+}
+
+absl::Status KvmVcpu::setBootState(const BootState& state) {
+  kvm_sregs sregs;
+  if (ioctl(vcpuFd.get(), KVM_GET_SREGS, &sregs) < 0) return errnoStatus("KVM_GET_SREGS");
+  switch (state.mode) {
+    case CpuMode::REAL16:
+      for (kvm_segment* segment : {&sregs.cs, &sregs.ds, &sregs.es, &sregs.fs, &sregs.gs, &sregs.ss}) {
+        realSegment(*segment);
+      }
+      break;
+    case CpuMode::PROTECTED32:
+    case CpuMode::LONG64: {
+      bool long64 = state.mode == CpuMode::LONG64;
+      sregs.cs = flatSegment(long64 ? layout::CODE64_SELECTOR : layout::CODE32_SELECTOR,
+                             SEGMENT_CODE_READ_ACCESSED, long64);
+      kvm_segment data = flatSegment(layout::DATA_SELECTOR, SEGMENT_DATA_WRITE_ACCESSED, false);
+      sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
+      sregs.gdt.base = state.gdtBase;
+      sregs.gdt.limit = state.gdtLimit;
+      sregs.cr0 = CR0_PE | CR0_ET;
+      if (long64) {
+        sregs.cr0 |= CR0_PG;
+        sregs.cr3 = state.cr3;
+        sregs.cr4 = CR4_PAE;
+        sregs.efer = EFER_LME | EFER_LMA;
+      }
+      break;
+    }
+  }
+  if (ioctl(vcpuFd.get(), KVM_SET_SREGS, &sregs) < 0) return errnoStatus("KVM_SET_SREGS");
+  kvm_regs regs{};
+  regs.rip = state.rip;
+  regs.rsp = state.rsp;
+  regs.rax = state.rax;
+  regs.rbx = state.rbx;
+  regs.rsi = state.rsi;
+  regs.rflags = RFLAGS_RESERVED;
+  if (ioctl(vcpuFd.get(), KVM_SET_REGS, &regs) < 0) return errnoStatus("KVM_SET_REGS");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> KvmVcpu::enter() {
+  if (ioctl(vcpuFd.get(), KVM_RUN, 0) < 0) {
+    if (errno == EINTR || errno == EAGAIN) return false;
+    return errnoStatus("KVM_RUN");
+  }
+  return true;
+}
+
+void KvmVcpu::kick() {
+  // immediate_exit covers a kick that lands before KVM_RUN; the signal one inside it.
+  __atomic_store_n(&run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+  if (threadKnown.load(std::memory_order_acquire)) pthread_kill(thread, SIGUSR2);
+}
+
+bool KvmVcpu::haltedWithInterruptsOff() {
+  kvm_mp_state state;
+  kvm_regs regs;
+  if (ioctl(vcpuFd.get(), KVM_GET_MP_STATE, &state) < 0) return false;
+  if (state.mp_state != KVM_MP_STATE_HALTED) return false;
+  if (ioctl(vcpuFd.get(), KVM_GET_REGS, &regs) < 0) return false;
+  return (regs.rflags & RFLAGS_IF) == 0;
+}
+
+std::string KvmVcpu::describeLocation(GuestMemory& memory) {
+  kvm_regs regs;
+  kvm_sregs sregs;
+  if (ioctl(vcpuFd.get(), KVM_GET_REGS, &regs) < 0 ||
+      ioctl(vcpuFd.get(), KVM_GET_SREGS, &sregs) < 0) {
+    return absl::StrFormat("(registers unreadable: %s)", strerror(errno));
+  }
+  CodeWidth width = sregs.cs.l ? CodeWidth::BITS64
+                    : sregs.cs.db ? CodeWidth::BITS32
+                                  : CodeWidth::BITS16;
+  const char* widthName = width == CodeWidth::BITS64   ? "64-bit"
+                          : width == CodeWidth::BITS32 ? "32-bit"
+                                                       : "16-bit";
+  std::string where = absl::StrFormat("RIP %04x:%#x (%s)", sregs.cs.selector, regs.rip, widthName);
+  kvm_translation translation{};
+  translation.linear_address = sregs.cs.base + regs.rip;
+  if (width != CodeWidth::BITS64) translation.linear_address &= 0xffffffff;
+  if (ioctl(vcpuFd.get(), KVM_TRANSLATE, &translation) < 0 || !translation.valid) {
+    return where + ", instruction not mapped";
+  }
+  uint8_t bytes[15];
+  size_t length = sizeof(bytes);
+  // Stop at the end of the page so a fetch never crosses into an unmapped one.
+  size_t toPageEnd = 0x1000 - (translation.physical_address & 0xfff);
+  if (toPageEnd < length) length = toPageEnd;
+  uint8_t* code = memory.span(translation.physical_address, length);
+  if (code == nullptr) return where + ", instruction outside RAM";
+  memcpy(bytes, code, length);
+  Disassembly disassembly = disassemble(width, regs.rip, kj::arrayPtr(bytes, length));
+  size_t shown = disassembly.valid ? disassembly.length : length;
+  return absl::StrFormat("%s: %s [%s]", where, disassembly.text,
+                         hexBytes(kj::arrayPtr(bytes, shown)));
+}
+
+}  // namespace bulkhead

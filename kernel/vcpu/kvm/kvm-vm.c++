@@ -1,0 +1,96 @@
+#include "kernel/vcpu/kvm/kvm-vm.h"
+
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include <absl/strings/str_format.h>
+
+#include "kernel/base/errno-status.h"
+#include "kernel/vcpu/kvm/kvm-vcpu.h"
+
+namespace bulkhead {
+
+namespace {
+// Three pages KVM on Intel needs for real-mode emulation; placed just below the BIOS area at the
+// top of 4 GiB, where no RAM or device lives (SDM Vol. 3, 28.3; KVM API "KVM_SET_TSS_ADDR").
+constexpr uint64_t TSS_ADDRESS = 0xfffbd000;
+constexpr uint64_t IDENTITY_MAP_ADDRESS = 0xfffbc000;
+}  // namespace
+
+bool KvmVm::available(std::string* reason) {
+  int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    *reason = absl::StrFormat("/dev/kvm cannot be opened (%s)", strerror(errno));
+    return false;
+  }
+  close(fd);
+  return true;
+}
+
+absl::StatusOr<std::unique_ptr<KvmVm>> KvmVm::create() {
+  int raw = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (raw < 0) {
+    return errnoStatus("opening /dev/kvm (is KVM enabled, and may this user use it?)");
+  }
+  kj::AutoCloseFd kvm(raw);
+  int version = ioctl(kvm.get(), KVM_GET_API_VERSION, 0);
+  if (version != KVM_API_VERSION) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("/dev/kvm speaks API version %d, not %d", version, KVM_API_VERSION));
+  }
+  int runBytes = ioctl(kvm.get(), KVM_GET_VCPU_MMAP_SIZE, 0);
+  if (runBytes <= 0) return errnoStatus("KVM_GET_VCPU_MMAP_SIZE");
+  raw = ioctl(kvm.get(), KVM_CREATE_VM, 0);
+  if (raw < 0) return errnoStatus("KVM_CREATE_VM");
+  kj::AutoCloseFd vm(raw);
+  if (ioctl(vm.get(), KVM_SET_TSS_ADDR, TSS_ADDRESS) < 0) return errnoStatus("KVM_SET_TSS_ADDR");
+  uint64_t identityMap = IDENTITY_MAP_ADDRESS;
+  if (ioctl(vm.get(), KVM_SET_IDENTITY_MAP_ADDR, &identityMap) < 0) {
+    return errnoStatus("KVM_SET_IDENTITY_MAP_ADDR");
+  }
+  if (ioctl(vm.get(), KVM_CREATE_IRQCHIP, 0) < 0) {
+    return errnoStatus("KVM_CREATE_IRQCHIP (this host's KVM has no in-kernel interrupt controller)");
+  }
+  return std::unique_ptr<KvmVm>(new KvmVm(kj::mv(kvm), kj::mv(vm), runBytes));
+}
+
+absl::Status KvmVm::mapMemory(GuestMemory& memory) {
+  for (const RamRegion& region : memory.regions()) {
+    kvm_userspace_memory_region slot{};
+    slot.slot = nextSlot++;
+    slot.guest_phys_addr = region.guestPhysical;
+    slot.memory_size = region.size;
+    slot.userspace_addr = reinterpret_cast<uint64_t>(region.host);
+    if (ioctl(vmFd.get(), KVM_SET_USER_MEMORY_REGION, &slot) < 0) {
+      return errnoStatus(absl::StrFormat("registering guest RAM at %#x+%#x with KVM",
+                                         region.guestPhysical, region.size));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<KvmVcpu>> KvmVm::createVcpu(unsigned index) {
+  int raw = ioctl(vmFd.get(), KVM_CREATE_VCPU, index);
+  if (raw < 0) return errnoStatus(absl::StrFormat("KVM_CREATE_VCPU %u", index));
+  kj::AutoCloseFd fd(raw);
+  void* run = mmap(nullptr, runBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  if (run == MAP_FAILED) return errnoStatus("mapping kvm_run");
+  auto vcpu = std::make_unique<KvmVcpu>(index, kj::mv(fd), static_cast<kvm_run*>(run), runBytes);
+  absl::Status status = vcpu->setCpuid(kvmFd.get());
+  if (!status.ok()) return status;
+  return vcpu;
+}
+
+absl::Status KvmVm::setIrqLine(uint32_t line, bool level) {
+  kvm_irq_level irq{};
+  irq.irq = line;
+  irq.level = level ? 1 : 0;
+  if (ioctl(vmFd.get(), KVM_IRQ_LINE, &irq) < 0) {
+    return errnoStatus(absl::StrFormat("KVM_IRQ_LINE %u", line));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace bulkhead

@@ -1,0 +1,41 @@
+// A KVM virtual machine: /dev/kvm, the VM file descriptor, memory slots and the in-kernel
+// interrupt controllers.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include <absl/status/statusor.h>
+#include <kj/io.h>
+
+#include "kernel/memory/guest-memory.h"
+
+namespace bulkhead {
+
+class KvmVcpu;
+
+class KvmVm {
+ public:
+  // Opens /dev/kvm and creates a VM with an in-kernel irqchip (PIC, IOAPIC, local APICs).
+  static absl::StatusOr<std::unique_ptr<KvmVm>> create();
+  // Whether /dev/kvm can be opened here; `reason` says why not.
+  static bool available(std::string* reason);
+
+  absl::Status mapMemory(GuestMemory& memory);
+  absl::StatusOr<std::unique_ptr<KvmVcpu>> createVcpu(unsigned index);
+  // Drives an interrupt line of the in-kernel PIC/IOAPIC (GSI numbering, ISA lines 0-15).
+  absl::Status setIrqLine(uint32_t line, bool level);
+
+  int fd() const { return vmFd.get(); }
+
+ private:
+  KvmVm(kj::AutoCloseFd kvm, kj::AutoCloseFd vm, size_t runBytes)
+      : kvmFd(kj::mv(kvm)), vmFd(kj::mv(vm)), runBytes(runBytes) {}
+
+  kj::AutoCloseFd kvmFd;
+  kj::AutoCloseFd vmFd;
+  size_t runBytes;
+  uint32_t nextSlot = 0;
+};
+
+}  // namespace bulkhead

@@ -1,0 +1,271 @@
+#include "kernel/vm.h"
+
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include <absl/strings/str_format.h>
+#include <kj/async-unix.h>
+
+#include "kernel/base/errno-status.h"
+#include "kernel/base/status-macros.h"
+#include "kernel/exit-status.h"
+
+namespace bulkhead {
+
+namespace {
+
+constexpr int KICK_SIGNAL = SIGUSR2;
+constexpr auto HALT_CHECK_PERIOD = 500 * kj::MILLISECONDS;
+constexpr auto DRAIN_TIMEOUT = std::chrono::milliseconds(2000);
+
+void ignoreKick(int) {}
+
+const char* internalErrorName(uint32_t suberror) {
+  switch (suberror) {
+    case KVM_INTERNAL_ERROR_EMULATION:
+      return "KVM could not emulate an instruction";
+    case KVM_INTERNAL_ERROR_SIMUL_EX:
+      return "an exception occurred while delivering another";
+    case KVM_INTERNAL_ERROR_DELIVERY_EV:
+      return "delivering an event to the guest failed";
+    default:
+      return "KVM reported an internal error";
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Vm>> Vm::create(const VmConfig& config, kj::AsyncIoContext& io) {
+  if (config.cpus == 0 || config.cpus > 64) {
+    return absl::InvalidArgumentError("--cpus must be between 1 and 64");
+  }
+  std::unique_ptr<Vm> vm(new Vm(io, config));
+  ASSIGN_OR_RETURN(vm->kvm, KvmVm::create());
+  ASSIGN_OR_RETURN(vm->ram, GuestMemory::create(config.memoryBytes));
+  RETURN_IF_ERROR(vm->kvm->mapMemory(*vm->ram));
+  for (unsigned i = 0; i < config.cpus; ++i) {
+    ASSIGN_OR_RETURN(std::unique_ptr<KvmVcpu> vcpu, vm->kvm->createVcpu(i));
+    vm->vcpus.push_back(std::move(vcpu));
+  }
+  int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) return errnoStatus("eventfd");
+  vm->stopEvent = kj::AutoCloseFd(fd);
+  return vm;
+}
+
+Vm::~Vm() {
+  requestExit(EXIT_POWER_OFF, "");
+  for (std::thread& thread : threads) thread.join();
+}
+
+absl::Status Vm::addDevice(DeviceSpec spec) {
+  ASSIGN_OR_RETURN(std::unique_ptr<DeviceProcess> process,
+                   DeviceProcess::start(io, std::move(spec), *this, ioBus));
+  processes.push_back(std::move(process));
+  return absl::OkStatus();
+}
+
+absl::Status Vm::setBootState(const BootState& state) {
+  for (auto& vcpu : vcpus) RETURN_IF_ERROR(vcpu->setBootState(state));
+  return absl::OkStatus();
+}
+
+void Vm::setIrqLine(uint32_t line, bool level) {
+  absl::Status status = kvm->setIrqLine(line, level);
+  if (!status.ok() && irqFailures.admit()) logf("interrupt line %u: %s", line, status.message());
+}
+
+void Vm::requestExit(int exitStatus, const std::string& why) {
+  std::call_once(exitOnce, [&]() {
+    status = exitStatus;
+    reason = why;
+    stopping.store(true, std::memory_order_release);
+  });
+  for (auto& vcpu : vcpus) vcpu->kick();
+  uint64_t one = 1;
+  ssize_t ignored = write(stopEvent.get(), &one, sizeof(one));
+  (void)ignored;
+}
+
+void Vm::handleIo(kvm_run& run) {
+  auto& exit = run.io;
+  uint8_t* data = reinterpret_cast<uint8_t*>(&run) + exit.data_offset;
+  for (uint32_t i = 0; i < exit.count; ++i, data += exit.size) {
+    uint64_t value = 0;
+    if (exit.direction == KVM_EXIT_IO_OUT) {
+      memcpy(&value, data, exit.size);
+      ioBus.write(Space::PIO, exit.port, exit.size, value);
+    } else {
+      value = ioBus.read(Space::PIO, exit.port, exit.size);
+      memcpy(data, &value, exit.size);
+    }
+  }
+}
+
+void Vm::handleMmio(kvm_run& run) {
+  auto& exit = run.mmio;
+  unsigned size = exit.len <= 8 ? exit.len : 8;
+  uint64_t value = 0;
+  if (exit.is_write) {
+    memcpy(&value, exit.data, size);
+    ioBus.write(Space::MMIO, exit.phys_addr, size, value);
+  } else {
+    value = ioBus.read(Space::MMIO, exit.phys_addr, size);
+    memcpy(exit.data, &value, size);
+  }
+}
+
+void Vm::vcpuLoop(KvmVcpu& vcpu) {
+  sigset_t kick;
+  sigemptyset(&kick);
+  sigaddset(&kick, KICK_SIGNAL);
+  pthread_sigmask(SIG_UNBLOCK, &kick, nullptr);
+  unsigned index = vcpu.index();
+  while (!stopping.load(std::memory_order_acquire)) {
+    absl::StatusOr<bool> entered = vcpu.enter();
+    if (!entered.ok()) {
+      requestExit(EXIT_HOST_FAILURE, absl::StrFormat("vCPU %u: %s", index, entered.status().message()));
+      break;
+    }
+    if (!*entered) {
+      vcpu.clearKick();
+      if (stopping.load(std::memory_order_acquire)) break;
+      // SDM Vol. 3, 6.7: with IF clear only NMI, SMI, INIT or reset end HLT; none comes here.
+      if (vcpu.haltedWithInterruptsOff()) {
+        requestExit(EXIT_GUEST_CRASHED,
+                    absl::StrFormat("vCPU %u halted with interrupts disabled, so nothing can wake "
+                                    "it; at %s",
+                                    index, vcpu.describeLocation(*ram)));
+      }
+      continue;
+    }
+    kvm_run& run = vcpu.exitInfo();
+    switch (run.exit_reason) {
+      case KVM_EXIT_IO:
+        handleIo(run);
+        break;
+      case KVM_EXIT_MMIO:
+        handleMmio(run);
+        break;
+      case KVM_EXIT_INTR:
+        break;
+      case KVM_EXIT_HLT:
+        requestExit(EXIT_GUEST_CRASHED,
+                    absl::StrFormat("vCPU %u halted at %s", index, vcpu.describeLocation(*ram)));
+        break;
+      case KVM_EXIT_SHUTDOWN:
+        requestExit(EXIT_GUEST_CRASHED,
+                    absl::StrFormat("vCPU %u: triple fault (the CPU shut down) at %s", index,
+                                    vcpu.describeLocation(*ram)));
+        break;
+      case KVM_EXIT_INTERNAL_ERROR:
+        requestExit(EXIT_GUEST_CRASHED,
+                    absl::StrFormat("vCPU %u: %s (suberror %u) at %s", index,
+                                    internalErrorName(run.internal.suberror), run.internal.suberror,
+                                    vcpu.describeLocation(*ram)));
+        break;
+      case KVM_EXIT_FAIL_ENTRY:
+        requestExit(EXIT_HOST_FAILURE,
+                    absl::StrFormat("vCPU %u: VM entry failed (hardware reason %#x) at %s", index,
+                                    run.fail_entry.hardware_entry_failure_reason,
+                                    vcpu.describeLocation(*ram)));
+        break;
+      case KVM_EXIT_SYSTEM_EVENT:
+        requestExit(EXIT_POWER_OFF,
+                    run.system_event.type == KVM_SYSTEM_EVENT_RESET
+                        ? "the guest asked for a reset; resets end the VM (as QEMU -no-reboot)"
+                        : "the guest powered off");
+        break;
+      default:
+        requestExit(EXIT_HOST_FAILURE,
+                    absl::StrFormat("vCPU %u: unexpected KVM exit reason %u at %s", index,
+                                    run.exit_reason, vcpu.describeLocation(*ram)));
+        break;
+    }
+  }
+}
+
+kj::Promise<void> Vm::serviceDevice(DeviceProcess& process,
+                                    kj::UnixEventPort::FdObserver& observer) {
+  uint64_t count;
+  while (::read(process.device().toCoreFd(), &count, sizeof(count)) == sizeof(count)) {
+  }
+  process.device().serviceReplies();
+  while (!process.device().armWakeup()) process.device().serviceReplies();
+  return observer.whenBecomesReadable().then(
+      [this, &process, &observer]() { return serviceDevice(process, observer); });
+}
+
+kj::Promise<void> Vm::watchHalts() {
+  return io.provider->getTimer().afterDelay(HALT_CHECK_PERIOD).then([this]() {
+    for (auto& vcpu : vcpus) vcpu->kick();
+    return watchHalts();
+  });
+}
+
+int Vm::run() {
+  struct sigaction action{};
+  action.sa_handler = ignoreKick;  // no SA_RESTART: KVM_RUN must return EINTR
+  sigaction(KICK_SIGNAL, &action, nullptr);
+  sigset_t kick;
+  sigemptyset(&kick);
+  sigaddset(&kick, KICK_SIGNAL);
+  pthread_sigmask(SIG_BLOCK, &kick, nullptr);
+
+  std::vector<kj::Own<kj::UnixEventPort::FdObserver>> observers;
+  kj::Vector<kj::Promise<void>> tasks;
+  for (auto& process : processes) {
+    auto observer = kj::heap<kj::UnixEventPort::FdObserver>(
+        io.unixEventPort, process->device().toCoreFd(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
+    tasks.add(serviceDevice(*process, *observer));
+    observers.push_back(kj::mv(observer));
+    DeviceProcess* raw = process.get();
+    tasks.add(raw->onDisconnect().then([this, raw]() {
+      if (stopping.load(std::memory_order_acquire)) return;
+      raw->device().fence(absl::StrFormat("its server process (pid %d) %s", raw->pid(), raw->stop()));
+    }, [](kj::Exception&&) {}));
+  }
+  tasks.add(watchHalts());
+
+  for (auto& vcpu : vcpus) {
+    KvmVcpu* raw = vcpu.get();
+    threads.emplace_back([this, raw]() {
+      raw->setThread(pthread_self());
+      vcpuLoop(*raw);
+    });
+  }
+
+  kj::UnixEventPort::FdObserver stopObserver(io.unixEventPort, stopEvent.get(),
+                                             kj::UnixEventPort::FdObserver::OBSERVE_READ);
+  auto interrupted = [this](siginfo_t info) {
+    requestExit(EXIT_INTERRUPTED, absl::StrFormat("stopped by signal %d", info.si_signo));
+  };
+  kj::Promise<void> stop = stopObserver.whenBecomesReadable().exclusiveJoin(
+      kj::joinPromises(tasks.releaseAsArray()).then([]() {}, [](kj::Exception&&) {}));
+  if (config.handleSignals) {
+    stop = stop.exclusiveJoin(io.unixEventPort.onSignal(SIGINT).then(interrupted))
+               .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM).then(interrupted));
+  }
+  if (!stopping.load(std::memory_order_acquire)) stop.wait(io.waitScope);
+  for (auto& vcpu : vcpus) vcpu->kick();
+  for (std::thread& thread : threads) thread.join();
+  threads.clear();
+  shutDownDevices();
+  if (!reason.empty()) logLine(reason);
+  return status;
+}
+
+void Vm::shutDownDevices() {
+  // Let every server finish what the guest sent before it ended (output included).
+  for (auto& process : processes) {
+    if (!process->device().fenced() && !process->device().drain(DRAIN_TIMEOUT)) {
+      logf("device %s did not finish its requests before the VM ended", process->kind());
+    }
+  }
+  for (auto& process : processes) process->stop();
+}
+
+}  // namespace bulkhead

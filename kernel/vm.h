@@ -1,0 +1,90 @@
+// One virtual machine: guest RAM, the I/O bus, the vCPU threads, and the device servers.
+//
+// main() (or a test) builds a VmConfig, creates the Vm, adds devices and in-process handlers,
+// then calls run(), which returns the process exit status (exit-status.h).
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <absl/status/statusor.h>
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
+
+#include "kernel/boot/boot-state.h"
+#include "kernel/bus/io-bus.h"
+#include "kernel/memory/guest-memory.h"
+#include "kernel/supervisor/device-process.h"
+#include "kernel/vcpu/kvm/kvm-vcpu.h"
+#include "kernel/vcpu/kvm/kvm-vm.h"
+
+namespace bulkhead {
+
+struct VmConfig {
+  uint64_t memoryBytes = 64 * MIB;
+  unsigned cpus = 1;
+  // SIGINT and SIGTERM end the VM cleanly; the caller must have called
+  // kj::UnixEventPort::captureSignal() for both before creating the event loop.
+  bool handleSignals = false;
+};
+
+class Vm final : public DeviceSink {
+ public:
+  static absl::StatusOr<std::unique_ptr<Vm>> create(const VmConfig& config,
+                                                    kj::AsyncIoContext& io);
+  ~Vm();
+
+  GuestMemory& memory() { return *ram; }
+  IoBus& bus() { return ioBus; }
+
+  // Starts a device server and routes its ranges here.
+  absl::Status addDevice(DeviceSpec spec);
+  const std::vector<std::unique_ptr<DeviceProcess>>& devices() const { return processes; }
+
+  // Sets every vCPU's starting state (vCPU 0 boots; others start the same way for now).
+  absl::Status setBootState(const BootState& state);
+
+  // Runs the guest until it ends; returns the exit status.
+  int run();
+
+  // DeviceSink: may be called from any thread.
+  void setIrqLine(uint32_t line, bool level) override;
+  void requestExit(int status, const std::string& why) override;
+
+  // The status and reason of the first requestExit(), once there was one.
+  int exitStatus() const { return status; }
+  const std::string& exitReason() const { return reason; }
+
+ private:
+  Vm(kj::AsyncIoContext& io, const VmConfig& config) : io(io), config(config) {}
+  void vcpuLoop(KvmVcpu& vcpu);
+  void handleIo(kvm_run& run);
+  void handleMmio(kvm_run& run);
+  kj::Promise<void> serviceDevice(DeviceProcess& process, kj::UnixEventPort::FdObserver& observer);
+  kj::Promise<void> watchHalts();
+  void shutDownDevices();
+
+  kj::AsyncIoContext& io;
+  VmConfig config;
+  std::unique_ptr<KvmVm> kvm;
+  std::unique_ptr<GuestMemory> ram;
+  std::vector<std::unique_ptr<KvmVcpu>> vcpus;
+  std::vector<std::thread> threads;
+  IoBus ioBus;
+  std::vector<std::unique_ptr<DeviceProcess>> processes;
+
+  std::atomic<bool> stopping{false};
+  std::once_flag exitOnce;
+  int status = 0;
+  std::string reason;
+  kj::AutoCloseFd stopEvent;
+  std::atomic<bool> haltCheck{false};
+  RateLimitedLog irqFailures;
+};
+
+}  // namespace bulkhead

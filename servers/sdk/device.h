@@ -1,0 +1,67 @@
+// What a device author writes against: one class with the device logic. The SDK runs it in its
+// own process, speaks the channel to the core, and calls these methods in guest order.
+//
+// docs/device-servers.md walks through writing a device with this interface.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <kj/function.h>
+#include <kj/memory.h>
+#include <kj/string.h>
+
+namespace bulkhead::sdk {
+
+enum class Space : uint8_t { PIO, MMIO };
+
+struct IoRange {
+  Space space;
+  uint64_t base;
+  uint64_t size;
+  bool synchronous = false;  // the guest's write waits until write() returned
+};
+
+// What the SDK offers a device while it runs.
+class DeviceHost {
+ public:
+  virtual ~DeviceHost() noexcept(false) = default;
+  // Drives one of the device's declared interrupt lines. Repeating a level sends nothing.
+  virtual void setIrq(uint8_t line, bool level) = 0;
+  // Ends the VM with `status` (granted only to devices the core starts with that right).
+  virtual void requestVmExit(uint8_t status) = 0;
+  // Calls `onReadable` on the device's thread whenever `fd` (a backend) has data. The callback
+  // reads until the descriptor would block and returns false to stop watching (end of file).
+  virtual void watchReadable(int fd, kj::Function<bool()> onReadable) = 0;
+};
+
+class Device {
+ public:
+  virtual ~Device() = default;
+  virtual std::vector<IoRange> ranges() = 0;
+  virtual std::vector<uint8_t> irqLines() { return {}; }
+  // `address` is absolute; `size` is 1, 2, 4 or 8. Called in the order the guest made them.
+  virtual uint64_t read(Space space, uint64_t address, unsigned size) = 0;
+  virtual void write(Space space, uint64_t address, unsigned size, uint64_t value) = 0;
+  // Push buffered host output out; the SDK calls it when the request ring runs dry and before
+  // completing a synchronous request.
+  virtual void flush() {}
+};
+
+struct DeviceConfig {
+  std::map<std::string, std::string> options;  // from the core's --device KIND,key=value,...
+  std::vector<int> backends;                   // host files the core opened for this device
+};
+
+// Builds the device once the core has attached. Throws (KJ_REQUIRE) on a bad configuration.
+using DeviceFactory = kj::Function<kj::Own<Device>(const DeviceConfig&, DeviceHost&)>;
+
+// The whole server: call from main(). The channel socket is file descriptor 3.
+int runDeviceServer(kj::StringPtr name, DeviceFactory factory);
+
+// Parses an unsigned number option ("0x3f8" or "1016"); `fallback` when absent.
+uint64_t numberOption(const DeviceConfig& config, const std::string& key, uint64_t fallback);
+
+}  // namespace bulkhead::sdk

@@ -1,0 +1,112 @@
+// The serial device server: a 16550A UART on the SDK.
+//
+// Options: iobase (default 0x3f8, COM1), irq (default 4).
+// Backends: [0] where transmitted bytes go (required), [1] where received bytes come from
+// (optional; a terminal, pipe or socket).
+#include <unistd.h>
+
+#include <string>
+
+#include <kj/debug.h>
+
+#include "servers/sdk/device.h"
+#include "servers/serial/uart16550.h"
+
+namespace bulkhead {
+namespace {
+
+constexpr size_t OUTPUT_FLUSH_BYTES = 4096;
+constexpr size_t INPUT_BUFFER_BYTES = 4096;
+
+class SerialDevice final : public sdk::Device, private Uart16550::Host {
+ public:
+  SerialDevice(const sdk::DeviceConfig& config, sdk::DeviceHost& host)
+      : host(host),
+        base(sdk::numberOption(config, "iobase", 0x3f8)),
+        irq(sdk::numberOption(config, "irq", 4)),
+        uart(*this) {
+    KJ_REQUIRE(base <= 0xfff8, "serial iobase must leave room for 8 ports", base);
+    KJ_REQUIRE(irq < 16, "serial irq must be an ISA line 0-15", irq);
+    KJ_REQUIRE(!config.backends.empty(), "serial needs an output backend");
+    output = config.backends[0];
+    if (config.backends.size() > 1) {
+      input = config.backends[1];
+      host.watchReadable(input, [this]() { return readInput(); });
+    }
+  }
+
+  std::vector<sdk::IoRange> ranges() override { return {{sdk::Space::PIO, base, 8}}; }
+  std::vector<uint8_t> irqLines() override { return {static_cast<uint8_t>(irq)}; }
+
+  uint64_t read(sdk::Space, uint64_t address, unsigned) override {
+    uint8_t value = uart.read(address - base);
+    if (!pendingInput.empty()) feedPending();
+    return value;
+  }
+
+  void write(sdk::Space, uint64_t address, unsigned, uint64_t value) override {
+    uart.write(address - base, value);
+  }
+
+  void flush() override {
+    size_t done = 0;
+    while (done < outputBuffer.size()) {
+      ssize_t n = ::write(output, outputBuffer.data() + done, outputBuffer.size() - done);
+      if (n <= 0) {
+        if (n < 0 && errno == EINTR) continue;
+        break;  // the host side is gone; the guest's bytes have nowhere to go
+      }
+      done += n;
+    }
+    outputBuffer.clear();
+  }
+
+ private:
+  void transmit(uint8_t byte) override {
+    outputBuffer.push_back(byte);
+    if (outputBuffer.size() >= OUTPUT_FLUSH_BYTES) flush();
+  }
+
+  void setIrq(bool level) override { host.setIrq(irq, level); }
+
+  bool readInput() {
+    while (pendingInput.size() < INPUT_BUFFER_BYTES) {
+      char buffer[512];
+      ssize_t n = ::read(input, buffer, sizeof(buffer));
+      if (n == 0) return false;  // end of input
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        break;  // EAGAIN: wait for the next edge
+      }
+      pendingInput.append(buffer, n);
+    }
+    feedPending();
+    return true;
+  }
+
+  void feedPending() {
+    size_t taken = uart.receive(kj::arrayPtr(
+        reinterpret_cast<const uint8_t*>(pendingInput.data()), pendingInput.size()));
+    pendingInput.erase(0, taken);
+    // TODO(perf): input beyond INPUT_BUFFER_BYTES waits for the next readable edge.
+  }
+
+  sdk::DeviceHost& host;
+  uint64_t base;
+  uint64_t irq;
+  Uart16550 uart;
+  int output = -1;
+  int input = -1;
+  std::string outputBuffer;
+  std::string pendingInput;
+};
+
+}  // namespace
+}  // namespace bulkhead
+
+int main() {
+  return bulkhead::sdk::runDeviceServer(
+      "serial", [](const bulkhead::sdk::DeviceConfig& config, bulkhead::sdk::DeviceHost& host) {
+        return kj::heap<bulkhead::SerialDevice>(config, host);
+      });
+}
