@@ -11,8 +11,8 @@
 #include <kj/async-unix.h>
 
 #include "demo-guest.h"
-#include "kernel/base/log.h"
 #include "kernel/base/errno-status.h"
+#include "kernel/base/log.h"
 #include "kernel/base/status-macros.h"
 #include "kernel/boot/flat.h"
 #include "kernel/boot/multiboot.h"
@@ -73,8 +73,8 @@ absl::Status loadGuest(Vm& vm, const Options& options, std::vector<uint8_t>& ker
   BootState state;
   if (!options.flat.empty()) {
     ASSIGN_OR_RETURN(std::vector<uint8_t> image, readImage(options.flat, "flat image"));
-    absl::StatusOr<BootState> loaded =
-        loadFlat(vm.memory(), kj::arrayPtr(image.data(), image.size()), options.entry, options.mode);
+    absl::StatusOr<BootState> loaded = loadFlat(
+        vm.memory(), kj::arrayPtr(image.data(), image.size()), options.entry, options.mode);
     if (!loaded.ok()) {
       return absl::InvalidArgumentError(
           absl::StrFormat("flat image %s: %s", options.flat, loaded.status().message()));
@@ -89,13 +89,12 @@ absl::Status loadGuest(Vm& vm, const Options& options, std::vector<uint8_t>& ker
       moduleImages.push_back(std::move(bytes));
     }
     for (size_t i = 0; i < moduleImages.size(); ++i) {
-      modules.push_back({kj::arrayPtr(moduleImages[i].data(), moduleImages[i].size()),
-                         options.modules[i]});
+      modules.push_back(
+          {kj::arrayPtr(moduleImages[i].data(), moduleImages[i].size()), options.modules[i]});
     }
-    absl::StatusOr<BootState> loaded =
-        loadMultiboot(vm.memory(), kj::arrayPtr(kernelImage.data(), kernelImage.size()),
-                      options.kernel + (options.cmdline.empty() ? "" : " " + options.cmdline),
-                      modules);
+    absl::StatusOr<BootState> loaded = loadMultiboot(
+        vm.memory(), kj::arrayPtr(kernelImage.data(), kernelImage.size()),
+        options.kernel + (options.cmdline.empty() ? "" : " " + options.cmdline), modules);
     if (!loaded.ok()) {
       return absl::InvalidArgumentError(
           absl::StrFormat("kernel %s: %s", options.kernel, loaded.status().message()));

@@ -20,9 +20,10 @@ absl::StatusOr<DeviceArgument> parseDevice(const std::string& text) {
   std::vector<std::string> parts = absl::StrSplit(text, ',');
   DeviceArgument device{parts[0], {}};
   if (device.kind != "debug-exit") {
-    return bad(absl::StrFormat("--device %s: unknown device (known: %s; the serial port is "
-                               "--serial)",
-                               device.kind, KNOWN_DEVICES));
+    return bad(
+        absl::StrFormat("--device %s: unknown device (known: %s; the serial port is "
+                        "--serial)",
+                        device.kind, KNOWN_DEVICES));
   }
   for (size_t i = 1; i < parts.size(); ++i) {
     std::pair<std::string, std::string> option = absl::StrSplit(parts[i], absl::MaxSplits('=', 1));
@@ -58,10 +59,20 @@ absl::StatusOr<uint64_t> parseSize(const std::string& text) {
   uint64_t shift = 0;
   std::string digits = text;
   switch (text.back()) {
-    case 'K': case 'k': shift = 10; break;
-    case 'M': case 'm': shift = 20; break;
-    case 'G': case 'g': shift = 30; break;
-    default: break;
+    case 'K':
+    case 'k':
+      shift = 10;
+      break;
+    case 'M':
+    case 'm':
+      shift = 20;
+      break;
+    case 'G':
+    case 'g':
+      shift = 30;
+      break;
+    default:
+      break;
   }
   if (shift != 0) digits.pop_back();
   absl::StatusOr<uint64_t> value = parseNumber(digits);

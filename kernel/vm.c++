@@ -127,7 +127,8 @@ void Vm::vcpuLoop(KvmVcpu& vcpu) {
   while (!stopping.load(std::memory_order_acquire)) {
     absl::StatusOr<bool> entered = vcpu.enter();
     if (!entered.ok()) {
-      requestExit(EXIT_HOST_FAILURE, absl::StrFormat("vCPU %u: %s", index, entered.status().message()));
+      requestExit(EXIT_HOST_FAILURE,
+                  absl::StrFormat("vCPU %u: %s", index, entered.status().message()));
       break;
     }
     if (!*entered) {
@@ -207,7 +208,7 @@ kj::Promise<void> Vm::watchHalts() {
 }
 
 int Vm::run() {
-  struct sigaction action{};
+  struct sigaction action {};
   action.sa_handler = ignoreKick;  // no SA_RESTART: KVM_RUN must return EINTR
   sigaction(KICK_SIGNAL, &action, nullptr);
   sigset_t kick;
@@ -218,15 +219,19 @@ int Vm::run() {
   std::vector<kj::Own<kj::UnixEventPort::FdObserver>> observers;
   kj::Vector<kj::Promise<void>> tasks;
   for (auto& process : processes) {
-    auto observer = kj::heap<kj::UnixEventPort::FdObserver>(
-        io.unixEventPort, process->device().toCoreFd(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
+    auto observer =
+        kj::heap<kj::UnixEventPort::FdObserver>(io.unixEventPort, process->device().toCoreFd(),
+                                                kj::UnixEventPort::FdObserver::OBSERVE_READ);
     tasks.add(serviceDevice(*process, *observer));
     observers.push_back(kj::mv(observer));
     DeviceProcess* raw = process.get();
-    tasks.add(raw->onDisconnect().then([this, raw]() {
-      if (stopping.load(std::memory_order_acquire)) return;
-      raw->device().fence(absl::StrFormat("its server process (pid %d) %s", raw->pid(), raw->stop()));
-    }, [](kj::Exception&&) {}));
+    tasks.add(raw->onDisconnect().then(
+        [this, raw]() {
+          if (stopping.load(std::memory_order_acquire)) return;
+          raw->device().fence(
+              absl::StrFormat("its server process (pid %d) %s", raw->pid(), raw->stop()));
+        },
+        [](kj::Exception&&) {}));
   }
   tasks.add(watchHalts());
 

@@ -35,8 +35,7 @@ struct VmConfig {
 
 class Vm final : public DeviceSink {
  public:
-  static absl::StatusOr<std::unique_ptr<Vm>> create(const VmConfig& config,
-                                                    kj::AsyncIoContext& io);
+  static absl::StatusOr<std::unique_ptr<Vm>> create(const VmConfig& config, kj::AsyncIoContext& io);
   ~Vm();
 
   GuestMemory& memory() { return *ram; }

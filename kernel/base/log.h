@@ -2,9 +2,9 @@
 // `RateLimitedLog` keeps a guest that repeats an odd access from flooding it.
 #pragma once
 
+#include <absl/strings/string_view.h>
 #include <atomic>
 #include <cstdint>
-#include <absl/strings/string_view.h>
 
 #include <absl/strings/str_format.h>
 

@@ -7,16 +7,16 @@
 #define BULKHEAD_CONCAT_INNER(a, b) a##b
 #define BULKHEAD_CONCAT(a, b) BULKHEAD_CONCAT_INNER(a, b)
 
-#define RETURN_IF_ERROR(expr)                  \
-  do {                                         \
-    ::absl::Status bulkheadStatus_ = (expr);   \
+#define RETURN_IF_ERROR(expr)                          \
+  do {                                                 \
+    ::absl::Status bulkheadStatus_ = (expr);           \
     if (!bulkheadStatus_.ok()) return bulkheadStatus_; \
   } while (0)
 
 #define ASSIGN_OR_RETURN(lhs, expr) \
   ASSIGN_OR_RETURN_IMPL(BULKHEAD_CONCAT(bulkheadOr_, __LINE__), lhs, expr)
 
-#define ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
-  auto tmp = (expr);                          \
+#define ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr)    \
+  auto tmp = (expr);                             \
   if (!tmp.ok()) return std::move(tmp).status(); \
   lhs = std::move(tmp).value()

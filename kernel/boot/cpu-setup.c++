@@ -33,9 +33,9 @@ bool overlaps(uint64_t base, uint64_t size, uint64_t areaStart, uint64_t areaEnd
 absl::Status checkImagePlacement(CpuMode mode, uint64_t base, uint64_t size) {
   if (mode == CpuMode::REAL16) return absl::OkStatus();
   if (overlaps(base, size, layout::GDT, layout::GDT + layout::GDT_BYTES)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "image at %#x+%#x overlaps the boot GDT at %#x; load it at or above %#x", base, size,
-        layout::GDT, layout::PAGE_TABLES_END));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("image at %#x+%#x overlaps the boot GDT at %#x; load it at or above %#x",
+                        base, size, layout::GDT, layout::PAGE_TABLES_END));
   }
   if (mode == CpuMode::LONG64 &&
       overlaps(base, size, layout::PAGE_TABLES, layout::PAGE_TABLES_END)) {

@@ -6,8 +6,8 @@
 
 namespace bulkhead::layout {
 
-constexpr uint64_t GDT = 0x500;             // flat GDT for 32- and 64-bit entry
-constexpr uint64_t GDT_BYTES = 0x20;        // null, code32 (0x08), data (0x10), code64 (0x18)
+constexpr uint64_t GDT = 0x500;              // flat GDT for 32- and 64-bit entry
+constexpr uint64_t GDT_BYTES = 0x20;         // null, code32 (0x08), data (0x10), code64 (0x18)
 constexpr uint64_t MULTIBOOT_INFO = 0x1000;  // Multiboot info, memory map, strings, module list
 constexpr uint64_t MULTIBOOT_INFO_END = 0x9000;
 constexpr uint64_t PAGE_TABLES = 0x9000;  // PML4, PDPT, 4 PDs: identity map of 4 GiB

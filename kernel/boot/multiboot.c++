@@ -104,18 +104,18 @@ absl::Status placeBytes(GuestMemory& memory, uint64_t address, kj::ArrayPtr<cons
   return absl::OkStatus();
 }
 
-absl::StatusOr<Loaded> loadWithAddressFields(GuestMemory& memory,
-                                             kj::ArrayPtr<const uint8_t> image,
+absl::StatusOr<Loaded> loadWithAddressFields(GuestMemory& memory, kj::ArrayPtr<const uint8_t> image,
                                              const Header& header) {
   // 3.1.3: the file offset of header_addr is header.offset; load_addr maps to offset
   // header.offset - (header_addr - load_addr).
   if (header.loadAddr > header.headerAddr || header.headerAddr - header.loadAddr > header.offset) {
-    return absl::InvalidArgumentError("Multiboot header: load_addr is above header_addr or "
-                                      "before the start of the file");
+    return absl::InvalidArgumentError(
+        "Multiboot header: load_addr is above header_addr or "
+        "before the start of the file");
   }
   size_t fileStart = header.offset - (header.headerAddr - header.loadAddr);
-  uint64_t loadEnd = header.loadEndAddr == 0 ? header.loadAddr + (image.size() - fileStart)
-                                             : header.loadEndAddr;
+  uint64_t loadEnd =
+      header.loadEndAddr == 0 ? header.loadAddr + (image.size() - fileStart) : header.loadEndAddr;
   if (loadEnd < header.loadAddr || loadEnd - header.loadAddr > image.size() - fileStart) {
     return absl::InvalidArgumentError("Multiboot header: load_end_addr lies beyond the file");
   }
@@ -131,7 +131,10 @@ absl::StatusOr<Loaded> loadWithAddressFields(GuestMemory& memory,
 
 absl::StatusOr<Loaded> loadElf(GuestMemory& memory, kj::ArrayPtr<const uint8_t> image) {
   const uint8_t* e = image.begin();
-  if (image.size() < ELF32_HEADER_BYTES || memcmp(e, "\x7f" "ELF", 4) != 0) {
+  if (image.size() < ELF32_HEADER_BYTES || memcmp(e,
+                                                  "\x7f"
+                                                  "ELF",
+                                                  4) != 0) {
     return absl::InvalidArgumentError(
         "not an ELF file and its Multiboot header has no address fields (flag 16)");
   }
@@ -181,7 +184,8 @@ class InfoWriter {
   explicit InfoWriter(GuestMemory& memory)
       : memory(memory),
         next(layout::MULTIBOOT_INFO + INFO_BYTES),
-        base(memory.span(layout::MULTIBOOT_INFO, layout::MULTIBOOT_INFO_END - layout::MULTIBOOT_INFO)) {}
+        base(memory.span(layout::MULTIBOOT_INFO,
+                         layout::MULTIBOOT_INFO_END - layout::MULTIBOOT_INFO)) {}
 
   uint8_t* info() { return base; }
 
@@ -221,7 +225,8 @@ absl::StatusOr<BootState> loadMultiboot(GuestMemory& memory, kj::ArrayPtr<const 
                                         const std::vector<MultibootModule>& modules) {
   if (image.size() == 0) return absl::InvalidArgumentError("the kernel image is empty");
   if (memory.lowSize() < 2 * MIB) {
-    return absl::InvalidArgumentError("Multiboot guests need at least 2M of memory; raise --memory");
+    return absl::InvalidArgumentError(
+        "Multiboot guests need at least 2M of memory; raise --memory");
   }
   std::optional<Header> found = findHeader(image);
   if (!found) {
@@ -232,9 +237,8 @@ absl::StatusOr<BootState> loadMultiboot(GuestMemory& memory, kj::ArrayPtr<const 
   const Header& header = *found;
   uint32_t unknown = header.flags & REQUIRED_FLAGS & ~UNDERSTOOD_REQUIRED;
   if (unknown != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("the Multiboot header requires features this loader lacks (flags %#x)",
-                        unknown));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the Multiboot header requires features this loader lacks (flags %#x)", unknown));
   }
   Loaded loaded;
   if (header.flags & FLAG_ADDRESS_FIELDS) {
@@ -250,9 +254,9 @@ absl::StatusOr<BootState> loadMultiboot(GuestMemory& memory, kj::ArrayPtr<const 
   uint32_t flags = INFO_MEMORY | INFO_MEMORY_MAP | INFO_LOADER_NAME | INFO_CMDLINE;
 
   uint64_t low = memory.lowSize();
-  put32(info + 4, layout::EBDA / KIB);               // mem_lower
-  put32(info + 8, (low - MIB) / KIB);                // mem_upper: up to the first hole
-  put32(info + 12, 0xffffffff);                      // boot_device: none
+  put32(info + 4, layout::EBDA / KIB);  // mem_lower
+  put32(info + 8, (low - MIB) / KIB);   // mem_upper: up to the first hole
+  put32(info + 12, 0xffffffff);         // boot_device: none
 
   ASSIGN_OR_RETURN(uint32_t cmdlineAddress, writer.string(cmdline, "command line"));
   put32(info + 16, cmdlineAddress);

@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <string>
 
-#include "kernel/bus/range-map.h"
 #include "kernel/base/log.h"
+#include "kernel/bus/range-map.h"
 
 namespace bulkhead {
 

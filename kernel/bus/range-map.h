@@ -23,14 +23,16 @@ class RangeMap {
   };
 
   absl::Status add(uint64_t base, uint64_t size, T value) {
-    if (size == 0) return absl::InvalidArgumentError(absl::StrFormat("range at %#x is empty", base));
+    if (size == 0)
+      return absl::InvalidArgumentError(absl::StrFormat("range at %#x is empty", base));
     uint64_t last = base + (size - 1);
     if (last < base) {
       return absl::InvalidArgumentError(
           absl::StrFormat("range %#x+%#x wraps past the end of the address space", base, size));
     }
     auto next = entries.lower_bound(base);
-    if (next != entries.end() && next->second.base <= last) return overlap(base, last, next->second);
+    if (next != entries.end() && next->second.base <= last)
+      return overlap(base, last, next->second);
     if (next != entries.begin()) {
       auto previous = std::prev(next);
       if (previous->second.last >= base) return overlap(base, last, previous->second);
@@ -51,9 +53,9 @@ class RangeMap {
 
  private:
   static absl::Status overlap(uint64_t base, uint64_t last, const Entry& other) {
-    return absl::AlreadyExistsError(absl::StrFormat(
-        "range %#x-%#x overlaps %#x-%#x, which is already registered", base, last, other.base,
-        other.last));
+    return absl::AlreadyExistsError(
+        absl::StrFormat("range %#x-%#x overlaps %#x-%#x, which is already registered", base, last,
+                        other.base, other.last));
   }
 
   std::map<uint64_t, Entry> entries;  // keyed by base

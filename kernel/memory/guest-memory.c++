@@ -25,11 +25,14 @@ absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::create(uint64_t bytes)
   if (fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) {
     return errnoStatus("sealing guest RAM");
   }
-  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd.get(), 0);
-  if (base == MAP_FAILED) return errnoStatus(absl::StrFormat("mapping %u bytes of guest RAM", bytes));
+  void* base =
+      mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd.get(), 0);
+  if (base == MAP_FAILED)
+    return errnoStatus(absl::StrFormat("mapping %u bytes of guest RAM", bytes));
   // Huge pages are a request, not a requirement: some hosts have THP for shmem turned off.
   madvise(base, bytes, MADV_HUGEPAGE);
-  return std::unique_ptr<GuestMemory>(new GuestMemory(kj::mv(fd), bytes, static_cast<uint8_t*>(base)));
+  return std::unique_ptr<GuestMemory>(
+      new GuestMemory(kj::mv(fd), bytes, static_cast<uint8_t*>(base)));
 }
 
 GuestMemory::GuestMemory(kj::AutoCloseFd memfd, uint64_t total, uint8_t* base)

@@ -17,6 +17,7 @@
 #include <absl/strings/str_format.h>
 
 #include "device.capnp.h"
+#include "fd-capability.h"
 #include "kernel/base/errno-status.h"
 #include "kernel/base/status-macros.h"
 
@@ -29,16 +30,6 @@ constexpr uint32_t MAX_FDS_PER_MESSAGE = 8;
 constexpr size_t MAX_RANGES = 16;
 constexpr unsigned ISA_IRQ_LINES = 16;
 constexpr auto ATTACH_TIMEOUT = 5 * kj::SECONDS;
-
-// A capability that hands one file descriptor to the peer.
-class FdCapability final : public protocol::FileDescriptor::Server {
- public:
-  explicit FdCapability(int fd) : fd(fd) {}
-  kj::Maybe<int> getFd() override { return fd; }
-
- private:
-  int fd;  // owned by the caller for as long as the attach call runs
-};
 
 bool isExecutable(const std::string& path) { return access(path.c_str(), X_OK) == 0; }
 
@@ -53,7 +44,8 @@ std::string ownDirectory() {
 std::string describeWaitStatus(int status) {
   if (WIFEXITED(status)) return absl::StrFormat("exited with status %d", WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {
-    return absl::StrFormat("killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    return absl::StrFormat("killed by signal %d (%s)", WTERMSIG(status),
+                           strsignal(WTERMSIG(status)));
   }
   return "ended";
 }
@@ -67,9 +59,8 @@ absl::StatusOr<kj::AutoCloseFd> makeEventfd() {
 absl::Status addRanges(IoBus& bus, RemoteDevice& device, capnp::List<protocol::Range>::Reader list,
                        const std::string& kind) {
   if (list.size() > MAX_RANGES) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("device server %s asked for %u ranges (at most %u)", kind, list.size(),
-                        MAX_RANGES));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "device server %s asked for %u ranges (at most %u)", kind, list.size(), MAX_RANGES));
   }
   for (auto range : list) {
     Space space;
@@ -105,16 +96,15 @@ absl::StatusOr<std::string> findServer(const std::string& kind) {
   for (const std::string& path : candidates) {
     if (isExecutable(path)) return path;
   }
-  return absl::NotFoundError(absl::StrFormat(
-      "cannot find the device server %s (looked beside %s); build it, or set "
-      "BULKHEAD_SERVER_DIR to the folder that holds it",
-      binary, own));
+  return absl::NotFoundError(
+      absl::StrFormat("cannot find the device server %s (looked beside %s); build it, or set "
+                      "BULKHEAD_SERVER_DIR to the folder that holds it",
+                      binary, own));
 }
 
 absl::StatusOr<std::unique_ptr<DeviceProcess>> DeviceProcess::start(kj::AsyncIoContext& io,
-                                                                     DeviceSpec spec,
-                                                                     DeviceSink& sink,
-                                                                     IoBus& bus) {
+                                                                    DeviceSpec spec,
+                                                                    DeviceSink& sink, IoBus& bus) {
   ASSIGN_OR_RETURN(std::string path, findServer(spec.kind));
 
   // The channel: ring memory sealed so the server cannot shrink it under the core's feet.
@@ -134,7 +124,8 @@ absl::StatusOr<std::unique_ptr<DeviceProcess>> DeviceProcess::start(kj::AsyncIoC
   ASSIGN_OR_RETURN(kj::AutoCloseFd toCore, makeEventfd());
 
   int pair[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return errnoStatus("socketpair");
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
+    return errnoStatus("socketpair");
   kj::AutoCloseFd ours(pair[0]);
   kj::AutoCloseFd theirs(pair[1]);
   int devNull = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -167,7 +158,7 @@ absl::StatusOr<std::unique_ptr<DeviceProcess>> DeviceProcess::start(kj::AsyncIoC
   process->childPid = child;
   process->stream = io.lowLevelProvider->wrapUnixSocketFd(kj::mv(ours));
   process->network = kj::heap<capnp::TwoPartyVatNetwork>(*process->stream, MAX_FDS_PER_MESSAGE,
-                                                          capnp::rpc::twoparty::Side::CLIENT);
+                                                         capnp::rpc::twoparty::Side::CLIENT);
   process->rpc = kj::heap(capnp::makeRpcClient(*process->network));
   capnp::word scratch[8];
   memset(scratch, 0, sizeof(scratch));
@@ -197,27 +188,28 @@ absl::StatusOr<std::unique_ptr<DeviceProcess>> DeviceProcess::start(kj::AsyncIoC
   process->remote = std::make_unique<RemoteDevice>(spec.kind, kj::mv(mapping), kj::mv(toDevice),
                                                    kj::mv(toCore), sink);
   KJ_IF_MAYBE (exception, kj::runCatchingExceptions([&]() {
-                 auto response =
-                     io.provider->getTimer().timeoutAfter(ATTACH_TIMEOUT, request.send())
-                         .wait(io.waitScope);
-                 absl::Status status = addRanges(bus, *process->remote, response.getRanges(),
-                                                 spec.kind);
+                 auto response = io.provider->getTimer()
+                                     .timeoutAfter(ATTACH_TIMEOUT, request.send())
+                                     .wait(io.waitScope);
+                 absl::Status status =
+                     addRanges(bus, *process->remote, response.getRanges(), spec.kind);
                  if (!status.ok()) {
                    failure = std::string(status.message());
                    return;
                  }
                  for (uint8_t line : response.getIrqLines()) {
                    if (line >= ISA_IRQ_LINES) {
-                     failure = absl::StrFormat("device server %s wants interrupt line %u; only "
-                                               "ISA lines 0-15 exist",
-                                               spec.kind, line);
+                     failure = absl::StrFormat(
+                         "device server %s wants interrupt line %u; only "
+                         "ISA lines 0-15 exist",
+                         spec.kind, line);
                      return;
                    }
                    lines.insert(line);
                  }
                })) {
-    failure = absl::StrCat("device server ", spec.kind, " failed to start: ",
-                           exception->getDescription().cStr());
+    failure = absl::StrCat("device server ", spec.kind,
+                           " failed to start: ", exception->getDescription().cStr());
   }
   if (!failure.empty()) {
     process->stop();

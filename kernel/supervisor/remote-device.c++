@@ -87,12 +87,14 @@ uint64_t RemoteDevice::read(Space space, uint64_t address, unsigned size) {
   }
   stats.reads.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard<std::mutex> roundTrip(roundTripLock);
-  std::optional<uint64_t> seq = post([&](protocol::Request::Builder request) {
-    auto access = request.initRead();
-    access.setSpace(wireSpace(space));
-    access.setAddress(address);
-    access.setSize(size);
-  }, /*expectReply=*/true);
+  std::optional<uint64_t> seq = post(
+      [&](protocol::Request::Builder request) {
+        auto access = request.initRead();
+        access.setSpace(wireSpace(space));
+        access.setAddress(address);
+        access.setSize(size);
+      },
+      /*expectReply=*/true);
   if (!seq) return allOnes(size);
   return await(ROUND_TRIP_TIMEOUT).value_or(allOnes(size));
 }
@@ -202,8 +204,9 @@ void RemoteDevice::handleReply(const PoppedMessage& message) {
         return;
       case protocol::Reply::DONE:
         if (!complete(reply.getDone().getSeq(), 0)) {
-          fence("completed a request that is not awaited (wrong, repeated or late sequence "
-                "number)");
+          fence(
+              "completed a request that is not awaited (wrong, repeated or late sequence "
+              "number)");
         }
         return;
       case protocol::Reply::IRQ: {

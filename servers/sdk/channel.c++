@@ -44,8 +44,8 @@ capnp::ReaderOptions channelReaderOptions() {
 }
 
 RingStatus popMessage(RingConsumer& ring, PoppedMessage& out) {
-  return ring.pop(kj::arrayPtr(reinterpret_cast<uint64_t*>(out.words), RING_SLOT_WORDS),
-                  out.count, out.seq);
+  return ring.pop(kj::arrayPtr(reinterpret_cast<uint64_t*>(out.words), RING_SLOT_WORDS), out.count,
+                  out.seq);
 }
 
 }  // namespace bulkhead

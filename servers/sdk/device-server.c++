@@ -10,9 +10,9 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <optional>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <thread>
 
 #include <capnp/rpc-twoparty.h>
@@ -246,8 +246,8 @@ class DeviceImpl final : public protocol::Device::Server {
     for (auto option : params.getOptions()) config.options[option.getKey()] = option.getValue();
     uint32_t slots = channel.getRingSlots();
     return kj::joinPromises(fds.releaseAsArray())
-        .then([this, context, slots, config = kj::mv(config)](
-                  kj::Array<kj::Maybe<int>> received) mutable {
+        .then([this, context, slots,
+               config = kj::mv(config)](kj::Array<kj::Maybe<int>> received) mutable {
           kj::Vector<kj::AutoCloseFd> owned;
           for (auto& maybeFd : received) {
             KJ_IF_MAYBE (fd, maybeFd) {
@@ -291,9 +291,20 @@ uint64_t numberOption(const DeviceConfig& config, const std::string& key, uint64
   char* end = nullptr;
   errno = 0;
   unsigned long long value = strtoull(it->second.c_str(), &end, 0);
-  KJ_REQUIRE(errno == 0 && end != it->second.c_str() && *end == '\0',
-             "option is not a number", key, it->second);
+  KJ_REQUIRE(errno == 0 && end != it->second.c_str() && *end == '\0', "option is not a number", key,
+             it->second);
   return value;
+}
+
+kj::Promise<void> serveDevice(kj::AsyncIoContext& io, kj::Own<kj::AsyncCapabilityStream> stream,
+                              kj::StringPtr name, DeviceFactory factory) {
+  auto runtime = kj::heap<Runtime>(name, io, kj::mv(factory));
+  auto network = kj::heap<capnp::TwoPartyVatNetwork>(*stream, MAX_FDS_PER_MESSAGE,
+                                                     capnp::rpc::twoparty::Side::SERVER);
+  auto rpc = kj::heap(capnp::makeRpcServer(*network, kj::heap<DeviceImpl>(*runtime, name)));
+  auto disconnected = network->onDisconnect();
+  // Attachments are destroyed last to first: the RPC system, the network, the runtime, the stream.
+  return disconnected.attach(kj::mv(stream), kj::mv(runtime), kj::mv(network), kj::mv(rpc));
 }
 
 int runDeviceServer(kj::StringPtr name, DeviceFactory factory) {
@@ -308,13 +319,10 @@ int runDeviceServer(kj::StringPtr name, DeviceFactory factory) {
     return 2;
   }
   kj::AsyncIoContext io = kj::setupAsyncIo();
-  auto stream = io.lowLevelProvider->wrapUnixSocketFd(
-      CHANNEL_FD, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
-  Runtime runtime(name, io, kj::mv(factory));
-  capnp::TwoPartyVatNetwork network(*stream, MAX_FDS_PER_MESSAGE, capnp::rpc::twoparty::Side::SERVER);
-  auto rpc = capnp::makeRpcServer(network, kj::heap<DeviceImpl>(runtime, name));
+  auto stream = io.lowLevelProvider->wrapUnixSocketFd(CHANNEL_FD,
+                                                      kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
   // The core closing the channel (or dying) ends the server.
-  network.onDisconnect().wait(io.waitScope);
+  serveDevice(io, kj::mv(stream), name, kj::mv(factory)).wait(io.waitScope);
   return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <kj/async-io.h>
 #include <kj/function.h>
 #include <kj/memory.h>
 #include <kj/string.h>
@@ -60,6 +61,11 @@ using DeviceFactory = kj::Function<kj::Own<Device>(const DeviceConfig&, DeviceHo
 
 // The whole server: call from main(). The channel socket is file descriptor 3.
 int runDeviceServer(kj::StringPtr name, DeviceFactory factory);
+
+// Serves one device over `stream` until the peer hangs up. runDeviceServer() runs this on file
+// descriptor 3; tests run it in process over a capability pipe.
+kj::Promise<void> serveDevice(kj::AsyncIoContext& io, kj::Own<kj::AsyncCapabilityStream> stream,
+                              kj::StringPtr name, DeviceFactory factory);
 
 // Parses an unsigned number option ("0x3f8" or "1016"); `fallback` when absent.
 uint64_t numberOption(const DeviceConfig& config, const std::string& key, uint64_t fallback);

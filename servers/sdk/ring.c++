@@ -69,9 +69,7 @@ RingConsumer::RingConsumer(void* memory, uint32_t slots)
       slots(slots),
       tail(header->tail.load(std::memory_order_acquire)) {}
 
-bool RingConsumer::hasMessages() {
-  return header->head.load(std::memory_order_acquire) != tail;
-}
+bool RingConsumer::hasMessages() { return header->head.load(std::memory_order_acquire) != tail; }
 
 RingStatus RingConsumer::pop(kj::ArrayPtr<uint64_t> out, size_t& words, uint64_t& seq) {
   uint64_t head = header->head.load(std::memory_order_acquire);

@@ -85,8 +85,8 @@ class SerialDevice final : public sdk::Device, private Uart16550::Host {
   }
 
   void feedPending() {
-    size_t taken = uart.receive(kj::arrayPtr(
-        reinterpret_cast<const uint8_t*>(pendingInput.data()), pendingInput.size()));
+    size_t taken = uart.receive(
+        kj::arrayPtr(reinterpret_cast<const uint8_t*>(pendingInput.data()), pendingInput.size()));
     pendingInput.erase(0, taken);
     // TODO(perf): input beyond INPUT_BUFFER_BYTES waits for the next readable edge.
   }

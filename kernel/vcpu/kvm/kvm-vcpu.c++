@@ -84,7 +84,8 @@ absl::Status KvmVcpu::setBootState(const BootState& state) {
   if (ioctl(vcpuFd.get(), KVM_GET_SREGS, &sregs) < 0) return errnoStatus("KVM_GET_SREGS");
   switch (state.mode) {
     case CpuMode::REAL16:
-      for (kvm_segment* segment : {&sregs.cs, &sregs.ds, &sregs.es, &sregs.fs, &sregs.gs, &sregs.ss}) {
+      for (kvm_segment* segment :
+           {&sregs.cs, &sregs.ds, &sregs.es, &sregs.fs, &sregs.gs, &sregs.ss}) {
         realSegment(*segment);
       }
       break;
@@ -149,7 +150,7 @@ std::string KvmVcpu::describeLocation(GuestMemory& memory) {
       ioctl(vcpuFd.get(), KVM_GET_SREGS, &sregs) < 0) {
     return absl::StrFormat("(registers unreadable: %s)", strerror(errno));
   }
-  CodeWidth width = sregs.cs.l ? CodeWidth::BITS64
+  CodeWidth width = sregs.cs.l    ? CodeWidth::BITS64
                     : sregs.cs.db ? CodeWidth::BITS32
                                   : CodeWidth::BITS16;
   const char* widthName = width == CodeWidth::BITS64   ? "64-bit"

@@ -51,7 +51,8 @@ absl::StatusOr<std::unique_ptr<KvmVm>> KvmVm::create() {
     return errnoStatus("KVM_SET_IDENTITY_MAP_ADDR");
   }
   if (ioctl(vm.get(), KVM_CREATE_IRQCHIP, 0) < 0) {
-    return errnoStatus("KVM_CREATE_IRQCHIP (this host's KVM has no in-kernel interrupt controller)");
+    return errnoStatus(
+        "KVM_CREATE_IRQCHIP (this host's KVM has no in-kernel interrupt controller)");
   }
   return std::unique_ptr<KvmVm>(new KvmVm(kj::mv(kvm), kj::mv(vm), runBytes));
 }

@@ -1,0 +1,71 @@
+#include "kernel/options.h"
+
+#include <gtest/gtest.h>
+
+namespace bulkhead {
+namespace {
+
+absl::StatusOr<Options> parse(std::vector<std::string> arguments) {
+  return parseOptions(arguments);
+}
+
+TEST(Options, ParsesAMultibootRun) {
+  auto options = parse({"run", "--kernel", "k.elf", "--cmdline", "a=1", "--memory", "128M",
+                        "--device", "debug-exit,iobase=0x501", "--serial", "file:/tmp/x"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->kernel, "k.elf");
+  EXPECT_EQ(options->memoryBytes, 128u << 20);
+  ASSERT_EQ(options->devices.size(), 1u);
+  EXPECT_EQ(options->devices[0].options[0].second, "0x501");
+  EXPECT_EQ(options->serial, Options::Serial::FILE);
+  EXPECT_EQ(options->serialPath, "/tmp/x");
+}
+
+TEST(Options, ParsesAFlatRun) {
+  auto options = parse({"run", "--flat", "g.bin", "--entry", "0x7c00", "--mode", "16"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->entry, 0x7c00u);
+  EXPECT_EQ(options->mode, CpuMode::REAL16);
+}
+
+TEST(Options, EveryMistakeIsOneClearError) {
+  struct Case {
+    std::vector<std::string> arguments;
+    const char* mentions;
+  } cases[] = {
+      {{"fly"}, "unknown command"},
+      {{"run"}, "no guest given"},
+      {{"run", "--kernel"}, "--kernel needs a value"},
+      {{"run", "--kernel", "a", "--flat", "b"}, "not both"},
+      {{"run", "--flat", "b", "--mode", "32"}, "--entry"},
+      {{"run", "--flat", "b", "--entry", "zz", "--mode", "32"}, "not an address"},
+      {{"run", "--flat", "b", "--entry", "0", "--mode", "8"}, "not 16, 32 or 64"},
+      {{"run", "--kernel", "a", "--memory", "12Q"}, "--memory"},
+      {{"run", "--kernel", "a", "--memory", "512K"}, "at least 1M"},
+      {{"run", "--kernel", "a", "--cpus", "0"}, "--cpus"},
+      {{"run", "--kernel", "a", "--serial", "tcp:1"}, "--serial"},
+      {{"run", "--kernel", "a", "--device", "gpu"}, "unknown device"},
+      {{"run", "--kernel", "a", "--device", "debug-exit,iobase=0x10000"}, "iobase"},
+      {{"run", "--kernel", "a", "--bogus", "1"}, "unknown option --bogus"},
+      {{"run", "--kernel", "a", "--entry", "1"}, "only apply to --flat"},
+  };
+  for (const Case& c : cases) {
+    auto options = parse(c.arguments);
+    ASSERT_FALSE(options.ok()) << c.mentions;
+    std::string message(options.status().message());
+    EXPECT_NE(message.find(c.mentions), std::string::npos) << message;
+    EXPECT_EQ(message.find('\n'), std::string::npos) << "one line: " << message;
+  }
+}
+
+TEST(Options, Sizes) {
+  EXPECT_EQ(*parseSize("64M"), 64u << 20);
+  EXPECT_EQ(*parseSize("1G"), 1u << 30);
+  EXPECT_EQ(*parseSize("4096"), 4096u);
+  EXPECT_FALSE(parseSize("0").ok());
+  EXPECT_FALSE(parseSize("-1M").ok());
+  EXPECT_FALSE(parseSize("99999999999G").ok());
+}
+
+}  // namespace
+}  // namespace bulkhead
