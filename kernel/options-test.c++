@@ -44,8 +44,9 @@ TEST(Options, EveryMistakeIsOneClearError) {
       {{"run", "--kernel", "a", "--memory", "512K"}, "at least 1M"},
       {{"run", "--kernel", "a", "--cpus", "0"}, "--cpus"},
       {{"run", "--kernel", "a", "--serial", "tcp:1"}, "--serial"},
-      {{"run", "--kernel", "a", "--device", "gpu"}, "unknown device"},
-      {{"run", "--kernel", "a", "--device", "debug-exit,iobase=0x10000"}, "iobase"},
+      {{"run", "--kernel", "a", "--device", "GPU!"}, "device kind"},
+      {{"run", "--kernel", "a", "--device", "debug-exit,iobase"}, "not key=value"},
+      {{"run", "--kernel", "a", "--device", "serial"}, "--serial"},
       {{"run", "--kernel", "a", "--bogus", "1"}, "unknown option --bogus"},
       {{"run", "--kernel", "a", "--entry", "1"}, "only apply to --flat"},
   };

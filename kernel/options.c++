@@ -10,31 +10,37 @@ namespace bulkhead {
 
 namespace {
 
-const char* const KNOWN_DEVICES = "debug-exit";
-
 absl::Status bad(const std::string& message) {
   return absl::InvalidArgumentError(absl::StrCat(message, "; see bulkhead --help"));
 }
 
+bool validName(const std::string& text) {
+  if (text.empty() || text.size() > 32) return false;
+  for (char c : text) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) return false;
+  }
+  return true;
+}
+
+// KIND[,key=value]...: the kind names the server (bulkhead-KIND); the options go to it as they
+// are, and the server refuses what it does not understand when it attaches.
 absl::StatusOr<DeviceArgument> parseDevice(const std::string& text) {
   std::vector<std::string> parts = absl::StrSplit(text, ',');
   DeviceArgument device{parts[0], {}};
-  if (device.kind != "debug-exit") {
+  if (!validName(device.kind)) {
     return bad(
-        absl::StrFormat("--device %s: unknown device (known: %s; the serial port is "
-                        "--serial)",
-                        device.kind, KNOWN_DEVICES));
+        absl::StrFormat("--device '%s': a device kind is lower-case letters, digits and "
+                        "dashes (e.g. debug-exit)",
+                        device.kind));
+  }
+  if (device.kind == "serial") {
+    return bad("--device serial: the serial port is configured with --serial");
   }
   for (size_t i = 1; i < parts.size(); ++i) {
     std::pair<std::string, std::string> option = absl::StrSplit(parts[i], absl::MaxSplits('=', 1));
-    if (option.first != "iobase" || option.second.empty()) {
-      return bad(absl::StrFormat("--device %s: unknown option '%s' (debug-exit takes iobase=PORT)",
-                                 device.kind, parts[i]));
-    }
-    absl::StatusOr<uint64_t> port = parseNumber(option.second);
-    if (!port.ok() || *port > 0xfffc) {
-      return bad(absl::StrFormat("--device %s: iobase '%s' is not a port number below 0xfffc",
-                                 device.kind, option.second));
+    if (!validName(option.first) || option.second.empty()) {
+      return bad(
+          absl::StrFormat("--device %s: option '%s' is not key=value", device.kind, parts[i]));
     }
     device.options.push_back(option);
   }
@@ -211,9 +217,10 @@ common options:
   --cpus N             vCPUs (default 1)
   --serial stdio|file:PATH|none
                        COM1 (16550A at 0x3f8, IRQ 4), in its own process; default stdio
-  --device debug-exit[,iobase=PORT]
-                       a port (default 0xf4) that ends the VM: writing v exits with
-                       status (v << 1) | 1, as QEMU's isa-debug-exit
+  --device KIND[,key=value]...
+                       start the device server bulkhead-KIND with those options; repeatable.
+                       debug-exit[,iobase=PORT]: a port (default 0xf4) that ends the VM:
+                       writing v exits with status (v << 1) | 1, as QEMU's isa-debug-exit
 
 exit status: (v << 1) | 1 from debug-exit; 0 guest powered off; 2 bad input; 4 guest crashed
 (triple fault, emulation failure, halted with interrupts off); 6 host failure; 130 interrupted.

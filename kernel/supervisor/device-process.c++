@@ -208,8 +208,11 @@ absl::StatusOr<std::unique_ptr<DeviceProcess>> DeviceProcess::start(kj::AsyncIoC
                    lines.insert(line);
                  }
                })) {
-    failure = absl::StrCat("device server ", spec.kind,
-                           " failed to start: ", exception->getDescription().cStr());
+    std::string description = exception->getDescription().cStr();
+    for (const char* noise : {"remote exception: ", "failed: "}) {
+      if (description.rfind(noise, 0) == 0) description.erase(0, strlen(noise));
+    }
+    failure = absl::StrCat("device server ", spec.kind, " refused to start: ", description);
   }
   if (!failure.empty()) {
     process->stop();

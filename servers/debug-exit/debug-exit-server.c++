@@ -12,7 +12,10 @@ class DebugExitDevice final : public sdk::Device {
  public:
   DebugExitDevice(const sdk::DeviceConfig& config, sdk::DeviceHost& host)
       : host(host), base(sdk::numberOption(config, "iobase", DebugExit::DEFAULT_PORT)) {
-    KJ_REQUIRE(base <= 0x10000 - DebugExit::PORTS, "debug-exit iobase is beyond port 0xffff");
+    sdk::requireKnownOptions(config, {"iobase"});
+    if (base > 0x10000 - DebugExit::PORTS) {
+      KJ_FAIL_REQUIRE(kj::str("iobase ", base, " leaves no room for 4 ports below 0x10000"));
+    }
   }
 
   std::vector<sdk::IoRange> ranges() override {

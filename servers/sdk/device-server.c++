@@ -285,6 +285,18 @@ class DeviceImpl final : public protocol::Device::Server {
 
 }  // namespace
 
+void requireKnownOptions(const DeviceConfig& config, std::initializer_list<const char*> known) {
+  for (const auto& [key, value] : config.options) {
+    bool found = false;
+    std::string names;
+    for (const char* name : known) {
+      found = found || key == name;
+      names += names.empty() ? name : std::string(", ") + name;
+    }
+    if (!found) KJ_FAIL_REQUIRE(kj::str("unknown option '", key, "'; it takes: ", names.c_str()));
+  }
+}
+
 uint64_t numberOption(const DeviceConfig& config, const std::string& key, uint64_t fallback) {
   auto it = config.options.find(key);
   if (it == config.options.end()) return fallback;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <vector>
@@ -66,6 +67,9 @@ int runDeviceServer(kj::StringPtr name, DeviceFactory factory);
 // descriptor 3; tests run it in process over a capability pipe.
 kj::Promise<void> serveDevice(kj::AsyncIoContext& io, kj::Own<kj::AsyncCapabilityStream> stream,
                               kj::StringPtr name, DeviceFactory factory);
+
+// Refuses (KJ_REQUIRE) any option not in `known`, naming it and the ones that exist.
+void requireKnownOptions(const DeviceConfig& config, std::initializer_list<const char*> known);
 
 // Parses an unsigned number option ("0x3f8" or "1016"); `fallback` when absent.
 uint64_t numberOption(const DeviceConfig& config, const std::string& key, uint64_t fallback);

@@ -25,8 +25,9 @@ class SerialDevice final : public sdk::Device, private Uart16550::Host {
         base(sdk::numberOption(config, "iobase", 0x3f8)),
         irq(sdk::numberOption(config, "irq", 4)),
         uart(*this) {
-    KJ_REQUIRE(base <= 0xfff8, "serial iobase must leave room for 8 ports", base);
-    KJ_REQUIRE(irq < 16, "serial irq must be an ISA line 0-15", irq);
+    sdk::requireKnownOptions(config, {"iobase", "irq"});
+    if (base > 0xfff8) KJ_FAIL_REQUIRE(kj::str("iobase ", base, " leaves no room for 8 ports"));
+    if (irq >= 16) KJ_FAIL_REQUIRE(kj::str("irq ", irq, " is not an ISA line 0-15"));
     KJ_REQUIRE(!config.backends.empty(), "serial needs an output backend");
     output = config.backends[0];
     if (config.backends.size() > 1) {

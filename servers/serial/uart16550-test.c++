@@ -136,7 +136,7 @@ TEST_F(UartTest, LineStatusInterruptOutranksData) {
 
 TEST_F(UartTest, ModemStatusDeltasAreSetInLoopbackAndClearedOnRead) {
   uart.write(MCR, MCR_LOOP);
-  EXPECT_EQ(uart.read(MSR), 0x0b);  // entering loopback drops CTS, DSR and DCD
+  EXPECT_EQ(uart.read(MSR), 0x0b);   // entering loopback drops CTS, DSR and DCD
   uart.write(MCR, MCR_LOOP | 0x02);  // RTS -> CTS changes
   EXPECT_EQ(uart.read(MSR), 0x11);
   EXPECT_EQ(uart.read(MSR), 0x10);

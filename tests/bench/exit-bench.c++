@@ -36,7 +36,8 @@ class Markers final : public IoHandler {
 
 int run(const char* guestPath, uint64_t count) {
   std::ifstream file(guestPath, std::ios::binary);
-  std::vector<uint8_t> image((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> image((std::istreambuf_iterator<char>(file)),
+                             std::istreambuf_iterator<char>());
   if (image.empty()) {
     fprintf(stderr, "exit-bench: cannot read %s\n", guestPath);
     return 2;
@@ -75,8 +76,7 @@ int run(const char* guestPath, uint64_t count) {
     return 1;
   }
   auto perExit = [&](int phase) {
-    return std::chrono::duration<double, std::nano>(markers.times[phase + 1] -
-                                                    markers.times[phase])
+    return std::chrono::duration<double, std::nano>(markers.times[phase + 1] - markers.times[phase])
                .count() /
            count;
   };

@@ -171,6 +171,10 @@ TEST(BadInput, UnreadableAndMalformedImagesGetOneLineAndStatusTwo) {
       {{"run", "--flat", garbage, "--entry", "0x3fff000", "--mode", "32"}, "does not fit"},
       {{"run", "--kernel", guest("hello.elf"), "--serial", "file:/nonexistent/dir/x"},
        "cannot open"},
+      {{"run", "--kernel", guest("hello.elf"), "--device", "no-such-device"},
+       "cannot find the device server bulkhead-no-such-device"},
+      {{"run", "--kernel", guest("hello.elf"), "--device", "debug-exit,iobase=0x10000"}, "iobase"},
+      {{"run", "--kernel", guest("hello.elf"), "--device", "debug-exit,colour=red"}, "colour"},
   };
   for (const Case& c : cases) {
     RunResult run = runBulkhead(c.arguments);
