@@ -18,6 +18,7 @@
 #include "kernel/boot/multiboot.h"
 #include "kernel/exit-status.h"
 #include "kernel/options.h"
+#include "kernel/supervisor/device-process.h"
 #include "kernel/vm.h"
 
 namespace bulkhead {
@@ -58,13 +59,17 @@ bool pollable(int fd) {
 absl::StatusOr<DeviceSpec> serialSpec(const Options& options) {
   DeviceSpec spec;
   spec.kind = "serial";
+  spec.options = options.serialOptions;
+  RETURN_IF_ERROR(takePolicyOptions(spec.options, spec.policy));
   if (options.serial == Options::Serial::FILE) {
     int fd = open(options.serialPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return errnoStatus(absl::StrFormat("--serial: cannot open %s", options.serialPath));
-    spec.backends.emplace_back(fd);
+    spec.output = kj::AutoCloseFd(fd);
     return spec;
   }
-  spec.backends.emplace_back(fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3));
+  // Output is written by the core from the device's committed output log (exactly once);
+  // input goes to the server directly.
+  spec.output = kj::AutoCloseFd(fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3));
   if (pollable(STDIN_FILENO)) spec.backends.emplace_back(fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3));
   return spec;
 }
@@ -143,7 +148,7 @@ int run(Options options) {
   if (options.serial != Options::Serial::NONE) {
     absl::StatusOr<DeviceSpec> serial = serialSpec(options);
     if (!serial.ok()) {
-      logLine(serial.status().message());
+      logLine(absl::StrCat("--serial: ", serial.status().message()));
       return EXIT_BAD_INPUT;
     }
     specs.push_back(std::move(*serial));
@@ -153,6 +158,11 @@ int run(Options options) {
     spec.kind = device.kind;
     spec.options = device.options;
     spec.mayExit = device.kind == "debug-exit";
+    absl::Status policy = takePolicyOptions(spec.options, spec.policy);
+    if (!policy.ok()) {
+      logLine(absl::StrFormat("--device %s: %s", device.kind, policy.message()));
+      return EXIT_BAD_INPUT;
+    }
     specs.push_back(std::move(spec));
   }
   for (DeviceSpec& spec : specs) {

@@ -157,15 +157,25 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
       }
       options.cpus = *cpus;
     } else if (flag == "--serial") {
-      if (value == "stdio") {
+      std::vector<std::string> parts = absl::StrSplit(value, ',');
+      for (size_t part = 1; part < parts.size(); ++part) {
+        std::pair<std::string, std::string> option =
+            absl::StrSplit(parts[part], absl::MaxSplits('=', 1));
+        if (!validName(option.first) || option.second.empty()) {
+          return bad(absl::StrFormat("--serial: option '%s' is not key=value", parts[part]));
+        }
+        options.serialOptions.push_back(option);
+      }
+      const std::string& mode = parts[0];
+      if (mode == "stdio") {
         options.serial = Options::Serial::STDIO;
-      } else if (value == "none") {
+      } else if (mode == "none") {
         options.serial = Options::Serial::NONE;
-      } else if (value.rfind("file:", 0) == 0 && value.size() > 5) {
+      } else if (mode.rfind("file:", 0) == 0 && mode.size() > 5) {
         options.serial = Options::Serial::FILE;
-        options.serialPath = value.substr(5);
+        options.serialPath = mode.substr(5);
       } else {
-        return bad(absl::StrFormat("--serial '%s' is not stdio, none or file:PATH", value));
+        return bad(absl::StrFormat("--serial '%s' is not stdio, none or file:PATH", mode));
       }
     } else if (flag == "--device") {
       absl::StatusOr<DeviceArgument> device = parseDevice(value);
@@ -215,12 +225,18 @@ guest:
 common options:
   --memory SIZE        guest RAM, e.g. 64M (default) or 1G
   --cpus N             vCPUs (default 1)
-  --serial stdio|file:PATH|none
+  --serial stdio|file:PATH|none[,key=value]...
                        COM1 (16550A at 0x3f8, IRQ 4), in its own process; default stdio
   --device KIND[,key=value]...
                        start the device server bulkhead-KIND with those options; repeatable.
                        debug-exit[,iobase=PORT]: a port (default 0xf4) that ends the VM:
                        writing v exits with status (v << 1) | 1, as QEMU's isa-debug-exit
+
+device failure options (for --device and --serial, handled by the core):
+  on-failure=hidden    a crashed or hung server is restarted and resumes exactly (default)
+  on-failure=error     a server that fails is fenced at once: reads all-ones, writes dropped
+  restarts=N/Ts        fence after more than N restarts within T seconds (default 20/10s)
+  watchdog=MSms        a request left waiting this long means a hung server (default 250ms)
 
 exit status: (v << 1) | 1 from debug-exit; 0 guest powered off; 2 bad input; 4 guest crashed
 (triple fault, emulation failure, halted with interrupts off); 6 host failure; 130 interrupted.

@@ -35,6 +35,7 @@ struct Options {
   unsigned cpus = 1;
   Serial serial = Serial::STDIO;
   std::string serialPath;
+  std::vector<std::pair<std::string, std::string>> serialOptions;  // after the mode
   std::vector<DeviceArgument> devices;
 };
 

@@ -19,6 +19,7 @@ namespace {
 
 constexpr int KICK_SIGNAL = SIGUSR2;
 constexpr auto HALT_CHECK_PERIOD = 500 * kj::MILLISECONDS;
+constexpr auto WATCHDOG_PERIOD = 20 * kj::MILLISECONDS;
 constexpr auto DRAIN_TIMEOUT = std::chrono::milliseconds(2000);
 
 void ignoreKick(int) {}
@@ -200,6 +201,17 @@ kj::Promise<void> Vm::serviceDevice(DeviceProcess& process,
       [this, &process, &observer]() { return serviceDevice(process, observer); });
 }
 
+kj::Promise<void> Vm::watchDevices() {
+  return io.provider->getTimer().afterDelay(WATCHDOG_PERIOD).then([this]() {
+    auto now = std::chrono::steady_clock::now();
+    for (auto& process : processes) {
+      process->checkWatchdog(now);
+      process->device().drainOutput();  // a safety net for a lost output notification
+    }
+    return watchDevices();
+  });
+}
+
 kj::Promise<void> Vm::watchHalts() {
   return io.provider->getTimer().afterDelay(HALT_CHECK_PERIOD).then([this]() {
     for (auto& vcpu : vcpus) vcpu->kick();
@@ -224,16 +236,10 @@ int Vm::run() {
                                                 kj::UnixEventPort::FdObserver::OBSERVE_READ);
     tasks.add(serviceDevice(*process, *observer));
     observers.push_back(kj::mv(observer));
-    DeviceProcess* raw = process.get();
-    tasks.add(raw->onDisconnect().then(
-        [this, raw]() {
-          if (stopping.load(std::memory_order_acquire)) return;
-          raw->device().fence(
-              absl::StrFormat("its server process (pid %d) %s", raw->pid(), raw->stop()));
-        },
-        [](kj::Exception&&) {}));
+    tasks.add(process->supervise());
   }
   tasks.add(watchHalts());
+  tasks.add(watchDevices());
 
   for (auto& vcpu : vcpus) {
     KvmVcpu* raw = vcpu.get();
@@ -269,6 +275,7 @@ void Vm::shutDownDevices() {
     if (!process->device().fenced() && !process->device().drain(DRAIN_TIMEOUT)) {
       logf("device %s did not finish its requests before the VM ended", process->kind());
     }
+    process->device().drainOutput();
   }
   for (auto& process : processes) process->stop();
 }

@@ -66,6 +66,7 @@ class Vm final : public DeviceSink {
   void handleMmio(kvm_run& run);
   kj::Promise<void> serviceDevice(DeviceProcess& process, kj::UnixEventPort::FdObserver& observer);
   kj::Promise<void> watchHalts();
+  kj::Promise<void> watchDevices();
   void shutDownDevices();
 
   kj::AsyncIoContext& io;

@@ -36,6 +36,7 @@ struct Channel {
   ringSlots @1 :UInt32;         # slots per ring, a power of two
   toDevice @2 :FileDescriptor;  # eventfd the core signals when the server sleeps
   toCore @3 :FileDescriptor;    # eventfd the server signals when the core sleeps
+  state @4 :FileDescriptor;     # memfd of the device's state region (docs/recovery.md)
 }
 
 interface Device {
@@ -43,7 +44,8 @@ interface Device {
 
   attach @0 (channel :Channel, options :List(Option), backends :List(FileDescriptor))
       -> (name :Text, ranges :List(Range), irqLines :List(UInt8));
-  # Called once, right after the server starts. `backends` are the host-side files the device
+  # Called once, right after the server starts (and again for each restarted incarnation, with
+  # the same channel: the server resumes from the state region's last commit). `backends` are the host-side files the device
   # may use (a serial line's output and input, say); the server may open nothing itself.
   # The reply says which address ranges and interrupt lines the device wants; the core checks
   # them before it routes anything there.
@@ -86,5 +88,6 @@ struct Reply {
       # Only honoured from devices the core started with the right to end the VM (debug-exit).
       status @5 :UInt8;
     }
+    output @6 :Void;  # new bytes were committed to the state region's output log
   }
 }

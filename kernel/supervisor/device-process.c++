@@ -1,11 +1,14 @@
 #include "kernel/supervisor/device-process.h"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,6 +33,7 @@ constexpr uint32_t MAX_FDS_PER_MESSAGE = 8;
 constexpr size_t MAX_RANGES = 16;
 constexpr unsigned ISA_IRQ_LINES = 16;
 constexpr auto ATTACH_TIMEOUT = 5 * kj::SECONDS;
+constexpr uid_t UNPRIVILEGED = 65534;  // nobody / nogroup
 
 bool isExecutable(const std::string& path) { return access(path.c_str(), X_OK) == 0; }
 
@@ -54,6 +58,26 @@ absl::StatusOr<kj::AutoCloseFd> makeEventfd() {
   int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (fd < 0) return errnoStatus("eventfd");
   return kj::AutoCloseFd(fd);
+}
+
+absl::StatusOr<kj::AutoCloseFd> makeSealedMemfd(const std::string& name, size_t bytes) {
+  int raw = memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (raw < 0) return errnoStatus("memfd_create for " + name);
+  kj::AutoCloseFd fd(raw);
+  if (ftruncate(fd.get(), bytes) != 0) return errnoStatus("sizing " + name);
+  // Sealed, so a server cannot shrink it under the core's mapping (which would fault).
+  if (fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    return errnoStatus("sealing " + name);
+  }
+  return fd;
+}
+
+std::string cleanDescription(const kj::Exception& exception) {
+  std::string description = exception.getDescription().cStr();
+  for (const char* noise : {"remote exception: ", "failed: "}) {
+    if (description.rfind(noise, 0) == 0) description.erase(0, strlen(noise));
+  }
+  return description;
 }
 
 absl::Status addRanges(IoBus& bus, RemoteDevice& device, capnp::List<protocol::Range>::Reader list,
@@ -102,27 +126,93 @@ absl::StatusOr<std::string> findServer(const std::string& kind) {
                       binary, own));
 }
 
+absl::Status takePolicyOptions(std::vector<std::pair<std::string, std::string>>& options,
+                               RestartPolicy& policy) {
+  std::vector<std::pair<std::string, std::string>> rest;
+  for (auto& [key, value] : options) {
+    if (key == "on-failure") {
+      if (value == "hidden") {
+        policy.onFailure = RestartPolicy::OnFailure::HIDDEN;
+      } else if (value == "error") {
+        policy.onFailure = RestartPolicy::OnFailure::ERROR;
+      } else {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "on-failure=%s: use hidden (restart and replay) or error (fence)", value));
+      }
+    } else if (key == "restarts") {
+      unsigned count = 0, seconds = 0;
+      char unit = 0, extra = 0;
+      if (sscanf(value.c_str(), "%u/%u%c%c", &count, &seconds, &unit, &extra) != 3 || unit != 's' ||
+          seconds == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("restarts=%s: write COUNT/SECONDSs, e.g. restarts=20/10s", value));
+      }
+      policy.maxRestarts = count;
+      policy.window = std::chrono::seconds(seconds);
+    } else if (key == "watchdog") {
+      unsigned ms = 0;
+      char m = 0, s2 = 0, extra = 0;
+      if (sscanf(value.c_str(), "%u%c%c%c", &ms, &m, &s2, &extra) != 3 || m != 'm' || s2 != 's' ||
+          ms == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("watchdog=%s: write MILLISECONDSms, e.g. watchdog=250ms", value));
+      }
+      policy.watchdog = std::chrono::milliseconds(ms);
+    } else {
+      rest.emplace_back(key, value);
+    }
+  }
+  options = std::move(rest);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<DeviceProcess>> DeviceProcess::start(kj::AsyncIoContext& io,
                                                                     DeviceSpec spec,
                                                                     DeviceSink& sink, IoBus& bus) {
-  ASSIGN_OR_RETURN(std::string path, findServer(spec.kind));
+  std::unique_ptr<DeviceProcess> process(new DeviceProcess(io, std::move(spec), bus));
+  DeviceSpec& s = process->spec;
+  ASSIGN_OR_RETURN(process->serverPath, findServer(s.kind));
+  int binary = open(process->serverPath.c_str(), O_PATH | O_CLOEXEC);
+  if (binary < 0) return errnoStatus("opening " + process->serverPath);
+  process->serverBinary = kj::AutoCloseFd(binary);
 
-  // The channel: ring memory sealed so the server cannot shrink it under the core's feet.
   uint32_t slots = DEFAULT_RING_SLOTS;
-  int raw = memfd_create(("bulkhead-ring-" + spec.kind).c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
-  if (raw < 0) return errnoStatus("memfd_create for a device ring");
-  kj::AutoCloseFd ringFd(raw);
-  if (ftruncate(ringFd.get(), channelBytes(slots)) != 0) return errnoStatus("sizing a ring");
-  if (fcntl(ringFd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
-    return errnoStatus("sealing a ring");
-  }
+  ASSIGN_OR_RETURN(process->ringFd,
+                   makeSealedMemfd("bulkhead-ring-" + s.kind, channelBytes(slots)));
+  ASSIGN_OR_RETURN(process->stateFd,
+                   makeSealedMemfd("bulkhead-state-" + s.kind, stateRegionBytes()));
   ChannelMapping mapping;
-  if (!mapping.map(ringFd.get(), slots)) return errnoStatus("mapping a ring");
+  if (!mapping.map(process->ringFd.get(), slots)) return errnoStatus("mapping a ring");
   ringInit(mapping.requests(), slots, 0);
   ringInit(mapping.replies(), slots, 0);
-  ASSIGN_OR_RETURN(kj::AutoCloseFd toDevice, makeEventfd());
-  ASSIGN_OR_RETURN(kj::AutoCloseFd toCore, makeEventfd());
+  void* state = mmap(nullptr, stateRegionBytes(), PROT_READ | PROT_WRITE, MAP_SHARED,
+                     process->stateFd.get(), 0);
+  if (state == MAP_FAILED) return errnoStatus("mapping a state region");
+  process->stateMapping = state;
+  ASSIGN_OR_RETURN(process->toDeviceFd, makeEventfd());
+  ASSIGN_OR_RETURN(process->toCoreFd, makeEventfd());
+  process->remote = std::make_unique<RemoteDevice>(
+      s.kind, std::move(mapping),
+      kj::AutoCloseFd(fcntl(process->toDeviceFd.get(), F_DUPFD_CLOEXEC, 3)),
+      kj::AutoCloseFd(fcntl(process->toCoreFd.get(), F_DUPFD_CLOEXEC, 3)),
+      static_cast<StateRegionLayout*>(state), std::move(s.output), sink);
 
+  RETURN_IF_ERROR(process->spawn());
+  std::string failure;
+  KJ_IF_MAYBE (exception, kj::runCatchingExceptions(
+                              [&]() { failure = process->attach(true).wait(io.waitScope); })) {
+    failure = cleanDescription(*exception);
+  }
+  if (!failure.empty()) {
+    process->stop();
+    return absl::FailedPreconditionError(
+        absl::StrCat("device server ", s.kind, " refused to start: ", failure));
+  }
+  return process;
+}
+
+absl::Status DeviceProcess::spawn() {
+  dropIncarnation();
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
     return errnoStatus("socketpair");
@@ -131,48 +221,70 @@ absl::StatusOr<std::unique_ptr<DeviceProcess>> DeviceProcess::start(kj::AsyncIoC
   int devNull = open("/dev/null", O_RDWR | O_CLOEXEC);
   if (devNull < 0) return errnoStatus("opening /dev/null");
   kj::AutoCloseFd nullFd(devNull);
+  std::string argv0 = "bulkhead-" + spec.kind;
+  char* argv[] = {argv0.data(), nullptr};
+  char* envp[] = {nullptr};
 
   pid_t parent = getpid();
   pid_t child = fork();
   if (child < 0) return errnoStatus("fork for a device server");
   if (child == 0) {
-    // Only async-signal-safe calls from here to exec.
+    // Only async-signal-safe calls from here to exec. Where the host allows (we are root),
+    // give the server namespaces of its own and an unprivileged identity; it is exec'd by
+    // descriptor, so it needs no access to the folders on its path.
+    if (getuid() == 0) {
+      unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS);
+      if (setgroups(0, nullptr) != 0 || setresgid(UNPRIVILEGED, UNPRIVILEGED, UNPRIVILEGED) != 0 ||
+          setresuid(UNPRIVILEGED, UNPRIVILEGED, UNPRIVILEGED) != 0) {
+        _exit(126);
+      }
+    }
+    // After the identity change, which clears it.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);
     dup2(nullFd.get(), STDIN_FILENO);
     dup2(nullFd.get(), STDOUT_FILENO);
     dup2(theirs.get(), CHANNEL_FD);
-    close_range(CHANNEL_FD + 1, ~0u, 0);
+    // The binary's descriptor, close-on-exec: the server does not keep it.
+    constexpr int BINARY_FD = CHANNEL_FD + 1;
+    dup2(serverBinary.get(), BINARY_FD);
+    fcntl(BINARY_FD, F_SETFD, FD_CLOEXEC);
+    close_range(BINARY_FD + 1, ~0u, 0);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    std::string argv0 = "bulkhead-" + spec.kind;
-    char* argv[] = {argv0.data(), nullptr};
-    execv(path.c_str(), argv);
+    syscall(SYS_execveat, BINARY_FD, "", argv, envp, AT_EMPTY_PATH);
     _exit(127);
   }
   theirs = nullptr;
+  childPid = child;
+  int raw = static_cast<int>(syscall(SYS_pidfd_open, child, 0));
+  if (raw < 0) return errnoStatus("pidfd_open for a device server");
+  pidfd = kj::AutoCloseFd(raw);
+  pidObserver = kj::heap<kj::UnixEventPort::FdObserver>(
+      io.unixEventPort, pidfd.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
+  stream = io.lowLevelProvider->wrapUnixSocketFd(kj::mv(ours));
+  network = kj::heap<capnp::TwoPartyVatNetwork>(*stream, MAX_FDS_PER_MESSAGE,
+                                                capnp::rpc::twoparty::Side::CLIENT);
+  rpc = kj::heap(capnp::makeRpcClient(*network));
+  return absl::OkStatus();
+}
 
-  std::unique_ptr<DeviceProcess> process(new DeviceProcess());
-  process->deviceKind = spec.kind;
-  process->childPid = child;
-  process->stream = io.lowLevelProvider->wrapUnixSocketFd(kj::mv(ours));
-  process->network = kj::heap<capnp::TwoPartyVatNetwork>(*process->stream, MAX_FDS_PER_MESSAGE,
-                                                         capnp::rpc::twoparty::Side::CLIENT);
-  process->rpc = kj::heap(capnp::makeRpcClient(*process->network));
+kj::Promise<std::string> DeviceProcess::attach(bool first) {
   capnp::word scratch[8];
   memset(scratch, 0, sizeof(scratch));
   capnp::MallocMessageBuilder vatMessage(scratch);
   auto vat = vatMessage.initRoot<capnp::rpc::twoparty::VatId>();
   vat.setSide(capnp::rpc::twoparty::Side::SERVER);
-  auto server = process->rpc->bootstrap(vat).castAs<protocol::Device>();
+  auto server = rpc->bootstrap(vat).castAs<protocol::Device>();
 
   auto request = server.attachRequest();
   auto channel = request.initChannel();
   channel.setRing(kj::heap<FdCapability>(ringFd.get()));
-  channel.setRingSlots(slots);
-  channel.setToDevice(kj::heap<FdCapability>(toDevice.get()));
-  channel.setToCore(kj::heap<FdCapability>(toCore.get()));
+  channel.setRingSlots(DEFAULT_RING_SLOTS);
+  channel.setToDevice(kj::heap<FdCapability>(toDeviceFd.get()));
+  channel.setToCore(kj::heap<FdCapability>(toCoreFd.get()));
+  channel.setState(kj::heap<FdCapability>(stateFd.get()));
   auto options = request.initOptions(spec.options.size());
   for (size_t i = 0; i < spec.options.size(); ++i) {
     options[i].setKey(spec.options[i].first);
@@ -182,51 +294,125 @@ absl::StatusOr<std::unique_ptr<DeviceProcess>> DeviceProcess::start(kj::AsyncIoC
   for (size_t i = 0; i < spec.backends.size(); ++i) {
     backends.set(i, kj::heap<FdCapability>(spec.backends[i].get()));
   }
+  return io.provider->getTimer()
+      .timeoutAfter(ATTACH_TIMEOUT, request.send())
+      .then(
+          [this, first](capnp::Response<protocol::Device::AttachResults> response) -> std::string {
+            std::vector<std::tuple<Space, uint64_t, uint64_t, bool>> asked;
+            for (auto range : response.getRanges()) {
+              asked.emplace_back(
+                  range.getSpace() == protocol::Space::MMIO ? Space::MMIO : Space::PIO,
+                  range.getBase(), range.getSize(), range.getSynchronous());
+            }
+            if (!first) {
+              return asked == ranges ? "" : "a restarted server asked for other ranges";
+            }
+            absl::Status status = addRanges(bus, *remote, response.getRanges(), spec.kind);
+            if (!status.ok()) return std::string(status.message());
+            ranges = std::move(asked);
+            std::set<uint8_t> lines;
+            for (uint8_t line : response.getIrqLines()) {
+              if (line >= ISA_IRQ_LINES) {
+                return absl::StrFormat("it wants interrupt line %u; only ISA lines 0-15 exist",
+                                       line);
+              }
+              lines.insert(line);
+            }
+            remote->allow(std::move(lines), spec.mayExit);
+            return "";
+          },
+          [](kj::Exception&& exception) { return cleanDescription(exception); });
+}
 
-  std::string failure;
-  std::set<uint8_t> lines;
-  process->remote = std::make_unique<RemoteDevice>(spec.kind, kj::mv(mapping), kj::mv(toDevice),
-                                                   kj::mv(toCore), sink);
-  KJ_IF_MAYBE (exception, kj::runCatchingExceptions([&]() {
-                 auto response = io.provider->getTimer()
-                                     .timeoutAfter(ATTACH_TIMEOUT, request.send())
-                                     .wait(io.waitScope);
-                 absl::Status status =
-                     addRanges(bus, *process->remote, response.getRanges(), spec.kind);
-                 if (!status.ok()) {
-                   failure = std::string(status.message());
-                   return;
-                 }
-                 for (uint8_t line : response.getIrqLines()) {
-                   if (line >= ISA_IRQ_LINES) {
-                     failure = absl::StrFormat(
-                         "device server %s wants interrupt line %u; only "
-                         "ISA lines 0-15 exist",
-                         spec.kind, line);
-                     return;
-                   }
-                   lines.insert(line);
-                 }
-               })) {
-    std::string description = exception->getDescription().cStr();
-    for (const char* noise : {"remote exception: ", "failed: "}) {
-      if (description.rfind(noise, 0) == 0) description.erase(0, strlen(noise));
+kj::Promise<void> DeviceProcess::supervise() {
+  if (stopped || remote->fenced() || pidObserver.get() == nullptr) return kj::READY_NOW;
+  return pidObserver->whenBecomesReadable().then([this]() -> kj::Promise<void> {
+    std::string how = reap();
+    if (stopped) return kj::READY_NOW;
+    if (remote->fenced()) {
+      dropIncarnation();
+      return kj::READY_NOW;
     }
-    failure = absl::StrCat("device server ", spec.kind, " refused to start: ", description);
+    if (spec.policy.onFailure == RestartPolicy::OnFailure::ERROR) {
+      remote->fence(absl::StrFormat("its server %s (on-failure=error)", how));
+      dropIncarnation();
+      return kj::READY_NOW;
+    }
+    auto now = std::chrono::steady_clock::now();
+    recentRestarts.push_back(now);
+    while (!recentRestarts.empty() && now - recentRestarts.front() > spec.policy.window) {
+      recentRestarts.pop_front();
+    }
+    if (recentRestarts.size() > spec.policy.maxRestarts) {
+      remote->fence(absl::StrFormat(
+          "its server died %u times within %d s (the last one %s)", recentRestarts.size(),
+          std::chrono::duration_cast<std::chrono::seconds>(spec.policy.window).count(), how));
+      dropIncarnation();
+      return kj::READY_NOW;
+    }
+    ++restartCount;
+    if (restartLog.admit()) {
+      logf("device %s: its server %s; restarting it (restart %u)", spec.kind, how, restartCount);
+    }
+    absl::Status spawned = spawn();
+    if (!spawned.ok()) {
+      remote->fence(absl::StrCat("a new server could not be started: ", spawned.message()));
+      return kj::READY_NOW;
+    }
+    return attach(false).then([this](std::string failure) -> kj::Promise<void> {
+      if (!failure.empty()) {
+        // Treat it as a crash: kill it, and the next round counts it against the limit.
+        if (restartLog.admit())
+          logf("device %s: a restarted server failed: %s", spec.kind, failure);
+        killServer();
+      } else {
+        remote->noteProgress(std::chrono::steady_clock::now());
+        if (restarted) restarted();
+      }
+      return supervise();
+    });
+  });
+}
+
+void DeviceProcess::checkWatchdog(std::chrono::steady_clock::time_point now) {
+  if (stopped || childPid <= 0 || remote->fenced()) return;
+  if (!remote->stalled(now, spec.policy.watchdog)) return;
+  if (restartLog.admit()) {
+    logf("device %s: its server left a request waiting for over %d ms; killing it", spec.kind,
+         static_cast<int>(spec.policy.watchdog.count()));
   }
-  if (!failure.empty()) {
-    process->stop();
-    return absl::FailedPreconditionError(failure);
-  }
-  process->remote->allow(kj::mv(lines), spec.mayExit);
-  return process;
+  remote->noteProgress(now);  // one kill per hang
+  killServer();
+}
+
+void DeviceProcess::killServer() {
+  // By pidfd, so a recycled pid can never be hit.
+  if (pidfd != nullptr) syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+}
+
+std::string DeviceProcess::reap() {
+  if (childPid <= 0) return "was already gone";
+  int status = 0;
+  pid_t done = waitpid(childPid, &status, 0);
+  childPid = -1;
+  return done < 0 ? "vanished" : describeWaitStatus(status);
+}
+
+void DeviceProcess::dropIncarnation() {
+  rpc = nullptr;
+  network = nullptr;
+  stream = nullptr;
+  pidObserver = nullptr;
+  pidfd = nullptr;
 }
 
 std::string DeviceProcess::stop() {
-  if (childPid <= 0) return "already stopped";
-  rpc = nullptr;
-  network = nullptr;
-  stream = nullptr;  // the server sees end-of-file and exits
+  stopped = true;
+  if (childPid <= 0) {
+    dropIncarnation();
+    return "already stopped";
+  }
+  dropIncarnation();  // the server sees end-of-file and exits
   int status = 0;
   for (int waited = 0; waited < 100; ++waited) {
     pid_t done = waitpid(childPid, &status, WNOHANG);
@@ -242,6 +428,9 @@ std::string DeviceProcess::stop() {
   return "did not exit within 1 s of its channel closing; killed";
 }
 
-DeviceProcess::~DeviceProcess() { stop(); }
+DeviceProcess::~DeviceProcess() {
+  stop();
+  if (stateMapping != nullptr) munmap(stateMapping, stateRegionBytes());
+}
 
 }  // namespace bulkhead

@@ -1,38 +1,65 @@
-// Starting one device server process and attaching it to the VM.
+// One supervised device: its channel, which outlives any server process, and the server
+// process of the moment.
 //
 // The core forks the server binary with one end of a unix socketpair as file descriptor 3 (and
-// nothing else but stderr), asks it over Cap'n Proto RPC to attach to a fresh channel (ring
-// memfd and eventfds, passed as file descriptors), checks what address ranges and interrupt
-// lines it wants, and registers them on the bus. The server dies with the core (parent-death
-// signal) and when its channel closes.
+// nothing else but stderr), in new namespaces and as an unprivileged user where the host
+// allows, and asks it over Cap'n Proto RPC to attach to the channel (ring memfd, eventfds and
+// state region, passed as file descriptors). It checks what address ranges and interrupt
+// lines the server wants and registers them on the bus.
+//
+// The supervisor part: a pidfd tells the core the moment the server dies; a watchdog kills a
+// server that stops taking requests. Under the `hidden` policy the core then starts a new
+// server on the same channel, which resumes from the state region's last commit; after too
+// many restarts in a window, or at once under the `error` policy, the device is fenced.
+// docs/recovery.md describes the protocol.
 #pragma once
 
 #include <sys/types.h>
 
+#include <chrono>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include <absl/status/statusor.h>
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
+#include <kj/async-unix.h>
 
 #include "kernel/bus/io-bus.h"
 #include "kernel/supervisor/remote-device.h"
 
 namespace bulkhead {
 
+struct RestartPolicy {
+  enum class OnFailure { HIDDEN, ERROR };
+  OnFailure onFailure = OnFailure::HIDDEN;
+  unsigned maxRestarts = 20;  // more than this many in `window` fences
+  std::chrono::milliseconds window{10000};
+  std::chrono::milliseconds watchdog{250};  // a request waiting this long unserved: hung
+};
+
 struct DeviceSpec {
   std::string kind;  // names the server binary: bulkhead-<kind>
   std::vector<std::pair<std::string, std::string>> options;
-  std::vector<kj::AutoCloseFd> backends;  // host files the device may use
+  std::vector<kj::AutoCloseFd> backends;  // host files the server may use
+  kj::AutoCloseFd output;                 // where the device's output log goes (may be null)
   bool mayExit = false;                   // may end the VM (debug-exit)
+  RestartPolicy policy;
 };
 
 // Where the server binary for `kind` is: $BULKHEAD_SERVER_DIR, then the build tree's
 // servers/<kind>/ beside the core's own directory, then the core's own directory.
 absl::StatusOr<std::string> findServer(const std::string& kind);
+
+// Takes the core's own keys (on-failure=hidden|error, restarts=N/SECONDSs, watchdog=MSms) out
+// of `options` into `policy`; an error names a malformed one.
+absl::Status takePolicyOptions(std::vector<std::pair<std::string, std::string>>& options,
+                               RestartPolicy& policy);
 
 class DeviceProcess {
  public:
@@ -43,22 +70,52 @@ class DeviceProcess {
 
   RemoteDevice& device() { return *remote; }
   pid_t pid() const { return childPid; }
-  const std::string& kind() const { return deviceKind; }
+  const std::string& kind() const { return spec.kind; }
+  unsigned restarts() const { return restartCount; }
 
-  // Resolves when the server's channel closes (it exited or was killed).
-  kj::Promise<void> onDisconnect() { return network->onDisconnect(); }
-  // Closes the channel and reaps the process, killing it if it lingers. Returns its status line.
+  // Runs for the VM's life: restarts the server each time it dies, or fences the device.
+  kj::Promise<void> supervise();
+  // Kills a server that has let a request wait too long; supervise() then restarts it.
+  void checkWatchdog(std::chrono::steady_clock::time_point now);
+  // Stops supervising, closes the channel and reaps the process. Returns how it ended.
   std::string stop();
 
- private:
-  DeviceProcess() = default;
+  // Called when a new incarnation has attached (tests and benchmarks time restarts with it).
+  void onRestarted(std::function<void()> callback) { restarted = std::move(callback); }
 
-  std::string deviceKind;
+ private:
+  DeviceProcess(kj::AsyncIoContext& io, DeviceSpec spec, IoBus& bus)
+      : io(io), spec(std::move(spec)), bus(bus) {}
+
+  absl::Status spawn();
+  // Attaches the current incarnation; resolves to "" or to why it failed.
+  kj::Promise<std::string> attach(bool first);
+  std::string reap();
+  void killServer();
+  void dropIncarnation();
+
+  kj::AsyncIoContext& io;
+  DeviceSpec spec;
+  IoBus& bus;
+  std::string serverPath;
+  kj::AutoCloseFd serverBinary;  // opened once, exec'd by descriptor
+  kj::AutoCloseFd ringFd, toDeviceFd, toCoreFd, stateFd;
+  void* stateMapping = nullptr;
+  std::unique_ptr<RemoteDevice> remote;
+  std::vector<std::tuple<Space, uint64_t, uint64_t, bool>> ranges;  // as first attached
+
   pid_t childPid = -1;
+  kj::AutoCloseFd pidfd;
+  kj::Own<kj::UnixEventPort::FdObserver> pidObserver;
   kj::Own<kj::AsyncCapabilityStream> stream;
   kj::Own<capnp::TwoPartyVatNetwork> network;
   kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
-  std::unique_ptr<RemoteDevice> remote;
+
+  bool stopped = false;
+  unsigned restartCount = 0;
+  std::deque<std::chrono::steady_clock::time_point> recentRestarts;
+  std::function<void()> restarted;
+  RateLimitedLog restartLog;
 };
 
 }  // namespace bulkhead

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <unistd.h>
+#include <cerrno>
 
 #include <thread>
 
@@ -31,14 +32,19 @@ protocol::Space wireSpace(Space space) {
 }  // namespace
 
 RemoteDevice::RemoteDevice(std::string name, ChannelMapping mappingIn, kj::AutoCloseFd toDevice,
-                           kj::AutoCloseFd toCore, DeviceSink& sink)
+                           kj::AutoCloseFd toCore, StateRegionLayout* state, kj::AutoCloseFd output,
+                           DeviceSink& sink)
     : deviceName(kj::mv(name)),
       mapping(kj::mv(mappingIn)),
       toDevice(kj::mv(toDevice)),
       toCore(kj::mv(toCore)),
       sink(sink),
       requests(mapping.requests(), mapping.slotCount()),
-      replies(mapping.replies(), mapping.slotCount()) {}
+      replies(mapping.replies(), mapping.slotCount()),
+      state(state),
+      output(kj::mv(output)) {
+  state->header.outputWanted.store(1, std::memory_order_release);
+}
 
 void RemoteDevice::allow(std::set<uint8_t> lines, bool exitAllowed) {
   irqLines = kj::mv(lines);
@@ -185,6 +191,13 @@ bool RemoteDevice::complete(uint64_t seq, uint64_t value) {
   if (!awaiting.load(std::memory_order_acquire) ||
       seq != awaitedSeq.load(std::memory_order_relaxed) ||
       answered.load(std::memory_order_relaxed)) {
+    // A restarted server repeats the answer to its last committed request, which the core may
+    // already have. An answer to a request never posted, though, is a lie.
+    uint64_t posted = requests.nextSeq();  // read without producerLock: a stale value is safe
+    if (static_cast<int64_t>(seq - posted) < 0) {
+      stats.staleAnswers.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
     return false;
   }
   answer = value;
@@ -199,7 +212,7 @@ void RemoteDevice::handleReply(const PoppedMessage& message) {
     switch (reply.which()) {
       case protocol::Reply::READ_DONE:
         if (!complete(reply.getReadDone().getSeq(), reply.getReadDone().getValue())) {
-          fence("answered a read that is not awaited (wrong, repeated or late sequence number)");
+          fence("answered a read that was never asked (sequence number from the future)");
         }
         return;
       case protocol::Reply::DONE:
@@ -229,6 +242,9 @@ void RemoteDevice::handleReply(const PoppedMessage& message) {
                          absl::StrFormat("%s ended the VM with status %u", deviceName, status));
         return;
       }
+      case protocol::Reply::OUTPUT:
+        drainOutput();
+        return;
       default:
         fence("sent a reply of unknown kind");
         return;
@@ -237,6 +253,59 @@ void RemoteDevice::handleReply(const PoppedMessage& message) {
   KJ_IF_MAYBE (exception, kj::runCatchingExceptions(handle)) {
     fence(absl::StrCat("sent a malformed reply: ", exception->getDescription().cStr()));
   }
+}
+
+void RemoteDevice::drainOutput() {
+  std::lock_guard<std::mutex> lock(outputLock);
+  for (;;) {
+    uint64_t committed = state->header.committedOutput.load(std::memory_order_acquire);
+    uint64_t available = committed - outputTaken;
+    if (available > OUTPUT_LOG_BYTES) {
+      fence("its committed output count is impossible");
+      return;
+    }
+    if (available == 0) {
+      // Ask to be told of the next output, then look once more (the server may have committed
+      // between our look and the request).
+      state->header.outputWanted.store(1, std::memory_order_seq_cst);
+      if (state->header.committedOutput.load(std::memory_order_seq_cst) == outputTaken) return;
+      continue;
+    }
+    uint8_t chunk[4096];
+    while (available > 0) {
+      size_t count = available < sizeof(chunk) ? available : sizeof(chunk);
+      for (size_t i = 0; i < count; ++i) {
+        chunk[i] = state->outputLog[(outputTaken + i) & (OUTPUT_LOG_BYTES - 1)];
+      }
+      size_t done = 0;
+      while (output != nullptr && done < count) {
+        ssize_t n = ::write(output.get(), chunk + done, count - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;  // the host side is gone; the bytes have nowhere to go
+        done += n;
+      }
+      outputTaken += count;
+      available -= count;
+      state->header.outputTail.store(outputTaken, std::memory_order_release);
+    }
+  }
+}
+
+bool RemoteDevice::stalled(std::chrono::steady_clock::time_point now,
+                           std::chrono::milliseconds limit) {
+  uint64_t tail =
+      mapping.requests() == nullptr ? 0 : static_cast<RingHeader*>(mapping.requests())->tail.load();
+  uint64_t pending;
+  {
+    std::lock_guard<std::mutex> lock(producerLock);
+    pending = requests.pending();
+  }
+  if (pending == 0 || tail != watchedTail) {
+    watchedTail = tail;
+    lastProgress = now;
+    return false;
+  }
+  return now - lastProgress > limit;
 }
 
 void RemoteDevice::fence(const std::string& reason) {

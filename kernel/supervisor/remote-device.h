@@ -22,6 +22,7 @@
 #include "kernel/base/log.h"
 #include "kernel/bus/io-bus.h"
 #include "servers/sdk/channel.h"
+#include "servers/sdk/state-region.h"
 
 namespace bulkhead {
 
@@ -37,13 +38,16 @@ struct RemoteDeviceCounters {
   std::atomic<uint64_t> reads{0};
   std::atomic<uint64_t> writes{0};
   std::atomic<uint64_t> irqChanges{0};
+  std::atomic<uint64_t> staleAnswers{0};  // repeated after a restart, ignored
 };
 
 class RemoteDevice final : public IoHandler {
  public:
-  // `mapping` is the ring memfd's mapping; `toDevice`/`toCore` the eventfds.
+  // `mapping` is the ring memfd's mapping; `toDevice`/`toCore` the eventfds; `state` the state
+  // region's mapping; `output` where the device's output log goes (-1: nowhere).
   RemoteDevice(std::string name, ChannelMapping mapping, kj::AutoCloseFd toDevice,
-               kj::AutoCloseFd toCore, DeviceSink& sink);
+               kj::AutoCloseFd toCore, StateRegionLayout* state, kj::AutoCloseFd output,
+               DeviceSink& sink);
 
   // Called once the server said what it wants, before the guest runs.
   void allow(std::set<uint8_t> irqLines, bool mayExit);
@@ -62,6 +66,15 @@ class RemoteDevice final : public IoHandler {
   // Waits until the server has handled every request sent so far and flushed its host output.
   // Used when the VM ends, so no guest output is lost. False on timeout or fence.
   bool drain(std::chrono::milliseconds timeout);
+
+  // Forwards output the server committed to the host; any thread may call it.
+  void drainOutput();
+
+  // The watchdog's question: has a request waited, with no progress, for longer than
+  // `limit`? Called periodically from one thread.
+  bool stalled(std::chrono::steady_clock::time_point now, std::chrono::milliseconds limit);
+  // Starts the watchdog's clock afresh (after a kill or a restart).
+  void noteProgress(std::chrono::steady_clock::time_point now) { lastProgress = now; }
 
   void fence(const std::string& reason);
   bool fenced() const { return isFenced.load(std::memory_order_acquire); }
@@ -99,6 +112,13 @@ class RemoteDevice final : public IoHandler {
   std::atomic<bool> awaiting{false};
   std::atomic<bool> answered{false};
   uint64_t answer = 0;
+
+  StateRegionLayout* state;
+  kj::AutoCloseFd output;
+  std::mutex outputLock;
+  uint64_t outputTaken = 0;
+  uint64_t watchedTail = 0;
+  std::chrono::steady_clock::time_point lastProgress{};
 
   std::atomic<bool> isFenced{false};
   RateLimitedLog fencedAccess;

@@ -4,14 +4,21 @@
 // After a batch of requests the loop keeps polling the ring for a short while before it sleeps
 // on the eventfd: a guest's next access usually follows within microseconds, and a sleeping
 // server would cost a wake-up per access.
+//
+// Recovery (docs/recovery.md): every request is executed, checkpointed into the state region
+// with its sequence number and answer, committed, and only then released from the ring and
+// answered. A restarted server resumes right after the last commit.
 #include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <thread>
 
@@ -23,6 +30,8 @@
 #include "channel.h"
 #include "device.capnp.h"
 #include "device.h"
+#include "sandbox.h"
+#include "state-region.h"
 
 namespace bulkhead::sdk {
 
@@ -30,6 +39,7 @@ namespace {
 
 constexpr int CHANNEL_FD = 3;
 constexpr uint32_t MAX_FDS_PER_MESSAGE = 8;
+constexpr uint32_t ISA_LINES = 16;
 constexpr auto SPIN_BEFORE_SLEEP = std::chrono::microseconds(200);
 constexpr auto SLICE_BEFORE_YIELD = std::chrono::milliseconds(2);
 
@@ -47,22 +57,61 @@ void drainEventfd(int fd) {
   }
 }
 
+// A shared mapping of the state region memfd.
+class StateMapping {
+ public:
+  explicit StateMapping(int fd) {
+    struct stat info;
+    KJ_REQUIRE(fstat(fd, &info) == 0 && static_cast<size_t>(info.st_size) >= stateRegionBytes(),
+               "the state region is too small");
+    void* mapped = mmap(nullptr, stateRegionBytes(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    KJ_REQUIRE(mapped != MAP_FAILED, "cannot map the state region");
+    base = mapped;
+  }
+  ~StateMapping() { munmap(base, stateRegionBytes()); }
+  KJ_DISALLOW_COPY(StateMapping);
+  void* get() const { return base; }
+  StateRegionHeader& header() const { return static_cast<StateRegionLayout*>(base)->header; }
+
+ private:
+  void* base;
+};
+
 class Runtime final : public DeviceHost {
  public:
-  Runtime(kj::StringPtr name, kj::AsyncIoContext& io, DeviceFactory factory)
-      : name(name), io(io), factory(kj::mv(factory)), tasks(errorHandler) {}
+  Runtime(kj::StringPtr name, kj::AsyncIoContext& io, DeviceFactory factory, bool sandboxed)
+      : name(name), io(io), factory(kj::mv(factory)), sandboxed(sandboxed), tasks(errorHandler) {}
 
   // Takes the channel's file descriptors (already duplicated, so owned here).
   std::vector<IoRange> start(kj::AutoCloseFd ringFd, uint32_t slots, kj::AutoCloseFd toDeviceFd,
-                             kj::AutoCloseFd toCoreFd, DeviceConfig config) {
+                             kj::AutoCloseFd toCoreFd, kj::AutoCloseFd stateFd,
+                             DeviceConfig config) {
     KJ_REQUIRE(mapping.map(ringFd.get(), slots), "ring memfd is too small or unmappable");
+    stateMapping.emplace(stateFd.get());
+    state.emplace(stateMapping->get());
     toDevice = kj::mv(toDeviceFd);
     toCore = kj::mv(toCoreFd);
     KJ_SYSCALL(fcntl(toDevice.get(), F_SETFL, O_NONBLOCK));
-    requests.emplace(mapping.requests(), slots);
+
+    const Checkpoint* saved = state->committed();
+    uint64_t startSeq = saved != nullptr
+                            ? saved->lastSeq + 1
+                            : static_cast<RingHeader*>(mapping.requests())->tail.load();
+    requests.emplace(mapping.requests(), slots, RingConsumer::Deferred{}, startSeq);
+    KJ_REQUIRE(requests->valid(), "the state region's last commit does not fit the ring");
     replies.emplace(mapping.replies(), slots);
+
+    if (sandboxed) {
+      if (const char* failure = enterSandbox())
+        KJ_FAIL_REQUIRE("cannot enter the sandbox", failure);
+    }
+
     device = factory(config, *this);
-    for (uint8_t line : device->irqLines()) irqLevels[line] = false;
+    for (uint8_t line : device->irqLines()) {
+      KJ_REQUIRE(line < ISA_LINES, "device declares an interrupt line beyond 15", line);
+      declaredLines |= 1u << line;
+    }
+    if (saved != nullptr) resume(*saved);
     observer = kj::heap<kj::UnixEventPort::FdObserver>(io.unixEventPort, toDevice.get(),
                                                        kj::UnixEventPort::FdObserver::OBSERVE_READ);
     tasks.add(serve());
@@ -72,19 +121,32 @@ class Runtime final : public DeviceHost {
   Device& model() { return *device; }
 
   void setIrq(uint8_t line, bool level) override {
-    auto it = irqLevels.find(line);
-    KJ_REQUIRE(it != irqLevels.end(), "device drives an interrupt line it did not declare", line);
-    if (it->second == level) return;
-    it->second = level;
-    pushReply([&](protocol::Reply::Builder reply) {
-      auto irq = reply.initIrq();
-      irq.setLine(line);
-      irq.setLevel(level);
-    });
+    KJ_REQUIRE(line < ISA_LINES && (declaredLines & (1u << line)),
+               "device drives an interrupt line it did not declare", line);
+    bool current = irqBits & (1u << line);
+    if (current == level) return;
+    irqBits ^= 1u << line;
+    pushIrq(line, level);
   }
 
   void requestVmExit(uint8_t status) override {
     pushReply([&](protocol::Reply::Builder reply) { reply.initExitVm().setStatus(status); });
+  }
+
+  void writeOutput(kj::ArrayPtr<const uint8_t> bytes) override {
+    while (bytes.size() > 0) {
+      size_t room = state->outputRoom(outputHead);
+      if (room == 0) {
+        // The core has not taken the log yet: make sure it knows, then wait for it.
+        notifyOutput(/*force=*/true);
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+        continue;
+      }
+      size_t count = bytes.size() < room ? bytes.size() : room;
+      state->writeOutput(outputHead, bytes.begin(), count);
+      outputHead += count;
+      bytes = bytes.slice(count, bytes.size());
+    }
   }
 
   void watchReadable(int fd, kj::Function<bool()> onReadable) override {
@@ -96,11 +158,33 @@ class Runtime final : public DeviceHost {
   }
 
  private:
+  // A restarted server: put the committed state back and repeat what the core may have missed.
+  void resume(const Checkpoint& saved) {
+    kj::ArrayPtr<uint8_t> declared = device->declaredState();
+    KJ_REQUIRE(saved.stateBytes == declared.size() && declared.size() <= STATE_MAX_BYTES,
+               "the committed state does not match this device's declared state");
+    memcpy(declared.begin(), saved.state, declared.size());
+    device->stateRestored();
+    outputHead = saved.outputHead;
+    irqBits = saved.irqLevels & declaredLines;
+    replySeq = saved.replySeq;
+    replyValue = saved.replyValue;
+    replyKind = static_cast<ReplyKind>(saved.replyKind);
+    stateMapping->header().committedOutput.store(outputHead, std::memory_order_release);
+    // The answer to the last committed request may not have reached the core; the core ignores
+    // answers it already has.
+    if (replyKind != ReplyKind::NONE) pushAnswer();
+    for (uint8_t line = 0; line < ISA_LINES; ++line) {
+      if (declaredLines & (1u << line)) pushIrq(line, irqBits & (1u << line));
+    }
+    notifyOutput(/*force=*/true);
+  }
+
   kj::Promise<void> watchLoop(kj::UnixEventPort::FdObserver& watcher,
                               kj::Function<bool()> onReadable) {
     // Edge-triggered: the callback must read until EAGAIN before we wait again.
     bool keepWatching = onReadable();
-    flushAndWake();
+    device->flush();
     if (!keepWatching) return kj::READY_NOW;
     return watcher.whenBecomesReadable().then(
         [this, &watcher, onReadable = kj::mv(onReadable)]() mutable {
@@ -117,7 +201,7 @@ class Runtime final : public DeviceHost {
         if (lastWork - sliceStart > SLICE_BEFORE_YIELD) {
           // Let the event loop look at RPC and backends: wake ourselves through the eventfd so
           // the loop's next poll sees every ready descriptor.
-          flushAndWake();
+          device->flush();
           signalEventfd(toDevice.get());
           return observer->whenBecomesReadable().then([this]() { return serve(); });
         }
@@ -126,7 +210,7 @@ class Runtime final : public DeviceHost {
       if (Clock::now() - lastWork > SPIN_BEFORE_SLEEP) break;
       __builtin_ia32_pause();
     }
-    flushAndWake();
+    device->flush();
     drainEventfd(toDevice.get());
     if (!requests->prepareSleep()) return kj::evalLater([this]() { return serve(); });
     return observer->whenBecomesReadable().then([this]() { return serve(); });
@@ -147,19 +231,17 @@ class Runtime final : public DeviceHost {
   void handle(const PoppedMessage& message) {
     capnp::FlatArrayMessageReader reader(message.payload(), channelReaderOptions());
     auto request = reader.getRoot<protocol::Request>();
-    uint64_t seq = request.getSeq();
+    uint64_t seq = message.seq;
+    ReplyKind answer = ReplyKind::NONE;
+    uint64_t value = 0;
     switch (request.which()) {
       case protocol::Request::READ: {
         auto access = request.getRead();
-        uint64_t value = validSize(access.getSize())
-                             ? device->read(space(access), access.getAddress(), access.getSize())
-                             : ~0ull;
-        pushReply([&](protocol::Reply::Builder reply) {
-          auto done = reply.initReadDone();
-          done.setSeq(seq);
-          done.setValue(value);
-        });
-        return;
+        value = validSize(access.getSize())
+                    ? device->read(space(access), access.getAddress(), access.getSize())
+                    : ~0ull;
+        answer = ReplyKind::READ;
+        break;
       }
       case protocol::Request::WRITE:
       case protocol::Request::WRITE_SYNC: {
@@ -168,20 +250,75 @@ class Runtime final : public DeviceHost {
         if (validSize(access.getSize())) {
           device->write(space(access), access.getAddress(), access.getSize(), access.getValue());
         }
-        if (sync) complete(seq);
-        return;
+        if (sync) {
+          device->flush();
+          answer = ReplyKind::DONE;
+        }
+        break;
       }
       case protocol::Request::FLUSH:
-        complete(seq);
-        return;
+        device->flush();
+        answer = ReplyKind::DONE;
+        break;
       default:
         KJ_FAIL_REQUIRE("unknown request kind from the core", static_cast<int>(request.which()));
     }
+    if (answer != ReplyKind::NONE) {
+      replySeq = seq;
+      replyValue = value;
+      replyKind = answer;
+    }
+    commit(seq);
+    requests->release(seq + 1);
+    if (answer != ReplyKind::NONE) pushAnswer();
+    notifyOutput(/*force=*/false);
   }
 
-  void complete(uint64_t seq) {
-    device->flush();
-    pushReply([&](protocol::Reply::Builder reply) { reply.initDone().setSeq(seq); });
+  void commit(uint64_t seq) {
+    Checkpoint& next = state->next();
+    next.lastSeq = seq;
+    next.outputHead = outputHead;
+    next.replySeq = replySeq;
+    next.replyValue = replyValue;
+    next.replyKind = static_cast<uint8_t>(replyKind);
+    next.irqLevels = irqBits;
+    kj::ArrayPtr<uint8_t> declared = device->declaredState();
+    KJ_REQUIRE(declared.size() <= STATE_MAX_BYTES, "declared state is larger than 2 KiB");
+    next.stateBytes = declared.size();
+    memcpy(next.state, declared.begin(), declared.size());
+    state->commit();
+  }
+
+  void pushAnswer() {
+    pushReply([&](protocol::Reply::Builder reply) {
+      if (replyKind == ReplyKind::READ) {
+        auto done = reply.initReadDone();
+        done.setSeq(replySeq);
+        done.setValue(replyValue);
+      } else {
+        reply.initDone().setSeq(replySeq);
+      }
+    });
+  }
+
+  void pushIrq(uint8_t line, bool level) {
+    pushReply([&](protocol::Reply::Builder reply) {
+      auto irq = reply.initIrq();
+      irq.setLine(line);
+      irq.setLevel(level);
+    });
+  }
+
+  // Tells the core new output is committed, when it asked to be told (or `force`).
+  void notifyOutput(bool force) {
+    StateRegionHeader& header = stateMapping->header();
+    if (!force && header.committedOutput.load(std::memory_order_relaxed) ==
+                      header.outputTail.load(std::memory_order_relaxed)) {
+      return;
+    }
+    if (force || header.outputWanted.exchange(0, std::memory_order_acq_rel) != 0) {
+      pushReply([](protocol::Reply::Builder reply) { reply.setOutput(); });
+    }
   }
 
   static bool validSize(unsigned size) { return size == 1 || size == 2 || size == 4 || size == 8; }
@@ -202,8 +339,6 @@ class Runtime final : public DeviceHost {
     if (replies->consumerNeedsWake()) signalEventfd(toCore.get());
   }
 
-  void flushAndWake() { device->flush(); }
-
   class ErrorHandler final : public kj::TaskSet::ErrorHandler {
    public:
     void taskFailed(kj::Exception&& exception) override {
@@ -215,13 +350,21 @@ class Runtime final : public DeviceHost {
   kj::StringPtr name;
   kj::AsyncIoContext& io;
   DeviceFactory factory;
+  bool sandboxed;
   ChannelMapping mapping;
+  std::optional<StateMapping> stateMapping;
+  std::optional<StateWriter> state;
   kj::AutoCloseFd toDevice;
   kj::AutoCloseFd toCore;
   std::optional<RingConsumer> requests;
   std::optional<RingProducer> replies;
   kj::Own<Device> device;
-  std::map<uint8_t, bool> irqLevels;
+  uint32_t declaredLines = 0;
+  uint32_t irqBits = 0;
+  uint64_t outputHead = 0;
+  uint64_t replySeq = 0;
+  uint64_t replyValue = 0;
+  ReplyKind replyKind = ReplyKind::NONE;
   kj::Own<kj::UnixEventPort::FdObserver> observer;
   PoppedMessage slot;
   ErrorHandler errorHandler;
@@ -241,6 +384,7 @@ class DeviceImpl final : public protocol::Device::Server {
     fds.add(channel.getRing().getFd());
     fds.add(channel.getToDevice().getFd());
     fds.add(channel.getToCore().getFd());
+    fds.add(channel.getState().getFd());
     for (auto backend : params.getBackends()) fds.add(backend.getFd());
     DeviceConfig config;
     for (auto option : params.getOptions()) config.options[option.getKey()] = option.getValue();
@@ -256,10 +400,14 @@ class DeviceImpl final : public protocol::Device::Server {
               KJ_FAIL_REQUIRE("a file descriptor did not arrive");
             }
           }
-          for (size_t i = 3; i < owned.size(); ++i) config.backends.push_back(owned[i].get());
-          for (size_t i = 3; i < owned.size(); ++i) backends.add(kj::mv(owned[i]));
-          std::vector<IoRange> ranges = runtime.start(kj::mv(owned[0]), slots, kj::mv(owned[1]),
-                                                      kj::mv(owned[2]), kj::mv(config));
+          constexpr size_t CHANNEL_FDS = 4;
+          for (size_t i = CHANNEL_FDS; i < owned.size(); ++i) {
+            config.backends.push_back(owned[i].get());
+            backends.add(kj::mv(owned[i]));
+          }
+          std::vector<IoRange> ranges =
+              runtime.start(kj::mv(owned[0]), slots, kj::mv(owned[1]), kj::mv(owned[2]),
+                            kj::mv(owned[3]), kj::mv(config));
           auto results = context.getResults();
           results.setName(name);
           auto list = results.initRanges(ranges.size());
@@ -303,14 +451,15 @@ uint64_t numberOption(const DeviceConfig& config, const std::string& key, uint64
   char* end = nullptr;
   errno = 0;
   unsigned long long value = strtoull(it->second.c_str(), &end, 0);
-  KJ_REQUIRE(errno == 0 && end != it->second.c_str() && *end == '\0', "option is not a number", key,
-             it->second);
+  if (errno != 0 || end == it->second.c_str() || *end != '\0') {
+    KJ_FAIL_REQUIRE(kj::str("option ", key.c_str(), "='", it->second.c_str(), "' is not a number"));
+  }
   return value;
 }
 
 kj::Promise<void> serveDevice(kj::AsyncIoContext& io, kj::Own<kj::AsyncCapabilityStream> stream,
-                              kj::StringPtr name, DeviceFactory factory) {
-  auto runtime = kj::heap<Runtime>(name, io, kj::mv(factory));
+                              kj::StringPtr name, DeviceFactory factory, bool sandboxed) {
+  auto runtime = kj::heap<Runtime>(name, io, kj::mv(factory), sandboxed);
   auto network = kj::heap<capnp::TwoPartyVatNetwork>(*stream, MAX_FDS_PER_MESSAGE,
                                                      capnp::rpc::twoparty::Side::SERVER);
   auto rpc = kj::heap(capnp::makeRpcServer(*network, kj::heap<DeviceImpl>(*runtime, name)));
@@ -334,7 +483,7 @@ int runDeviceServer(kj::StringPtr name, DeviceFactory factory) {
   auto stream = io.lowLevelProvider->wrapUnixSocketFd(CHANNEL_FD,
                                                       kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
   // The core closing the channel (or dying) ends the server.
-  serveDevice(io, kj::mv(stream), name, kj::mv(factory)).wait(io.waitScope);
+  serveDevice(io, kj::mv(stream), name, kj::mv(factory), /*sandboxed=*/true).wait(io.waitScope);
   return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <initializer_list>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <kj/async-io.h>
@@ -34,6 +35,9 @@ class DeviceHost {
   virtual void setIrq(uint8_t line, bool level) = 0;
   // Ends the VM with `status` (granted only to devices the core starts with that right).
   virtual void requestVmExit(uint8_t status) = 0;
+  // Appends bytes for the host (a serial line's output). They reach the host exactly once:
+  // they are committed with the request that produced them and the core forwards them.
+  virtual void writeOutput(kj::ArrayPtr<const uint8_t> bytes) = 0;
   // Calls `onReadable` on the device's thread whenever `fd` (a backend) has data. The callback
   // reads until the descriptor would block and returns false to stop watching (end of file).
   virtual void watchReadable(int fd, kj::Function<bool()> onReadable) = 0;
@@ -50,7 +54,22 @@ class Device {
   // Push buffered host output out; the SDK calls it when the request ring runs dry and before
   // completing a synchronous request.
   virtual void flush() {}
+
+  // The device's whole state: the bytes of one trivially copyable struct (at most 2 KiB). The
+  // SDK checkpoints it after every request and writes it back into place when a restarted
+  // server resumes, then calls stateRestored(). Empty for a device with no state.
+  virtual kj::ArrayPtr<uint8_t> declaredState() { return nullptr; }
+  // After a restore: check the state (a crashed or hostile predecessor wrote it) and repair
+  // what is impossible.
+  virtual void stateRestored() {}
 };
+
+// The bytes of a declared state struct.
+template <typename T>
+kj::ArrayPtr<uint8_t> stateBytes(T& state) {
+  static_assert(std::is_trivially_copyable_v<T>, "declared state must be trivially copyable");
+  return kj::arrayPtr(reinterpret_cast<uint8_t*>(&state), sizeof(T));
+}
 
 struct DeviceConfig {
   std::map<std::string, std::string> options;  // from the core's --device KIND,key=value,...
@@ -64,9 +83,10 @@ using DeviceFactory = kj::Function<kj::Own<Device>(const DeviceConfig&, DeviceHo
 int runDeviceServer(kj::StringPtr name, DeviceFactory factory);
 
 // Serves one device over `stream` until the peer hangs up. runDeviceServer() runs this on file
-// descriptor 3; tests run it in process over a capability pipe.
+// descriptor 3 inside the sandbox (sdk/sandbox.h); tests run it in process, unsandboxed, over a
+// capability pipe.
 kj::Promise<void> serveDevice(kj::AsyncIoContext& io, kj::Own<kj::AsyncCapabilityStream> stream,
-                              kj::StringPtr name, DeviceFactory factory);
+                              kj::StringPtr name, DeviceFactory factory, bool sandboxed);
 
 // Refuses (KJ_REQUIRE) any option not in `known`, naming it and the ones that exist.
 void requireKnownOptions(const DeviceConfig& config, std::initializer_list<const char*> known);

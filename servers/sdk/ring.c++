@@ -69,6 +69,21 @@ RingConsumer::RingConsumer(void* memory, uint32_t slots)
       slots(slots),
       tail(header->tail.load(std::memory_order_acquire)) {}
 
+RingConsumer::RingConsumer(void* memory, uint32_t slots, Deferred, uint64_t startSeq)
+    : header(headerOf(memory)), slotArray(slotsOf(memory)), slots(slots), tail(startSeq) {
+  deferRelease = true;
+  uint64_t released = header->tail.load(std::memory_order_acquire);
+  uint64_t head = header->head.load(std::memory_order_acquire);
+  // The start must lie in [released, head]: released slots may already hold new requests.
+  startValid = startSeq - released <= head - released && head - released <= slots;
+  if (startValid) header->tail.store(startSeq, std::memory_order_release);
+}
+
+void RingConsumer::release(uint64_t upTo) {
+  uint64_t released = header->tail.load(std::memory_order_relaxed);
+  if (upTo - released <= tail - released) header->tail.store(upTo, std::memory_order_release);
+}
+
 bool RingConsumer::hasMessages() { return header->head.load(std::memory_order_acquire) != tail; }
 
 RingStatus RingConsumer::pop(kj::ArrayPtr<uint64_t> out, size_t& words, uint64_t& seq) {
@@ -86,7 +101,7 @@ RingStatus RingConsumer::pop(kj::ArrayPtr<uint64_t> out, size_t& words, uint64_t
   words = slotWords;
   seq = tail;
   ++tail;
-  header->tail.store(tail, std::memory_order_release);
+  if (!deferRelease) header->tail.store(tail, std::memory_order_release);
   return RingStatus::OK;
 }
 

@@ -72,6 +72,16 @@ class RingConsumer {
  public:
   RingConsumer(void* memory, uint32_t slots);
 
+  // A consumer that tells the producer a slot is free only when release() says so, so that
+  // requests taken but not yet committed survive the consumer's death. It starts at `startSeq`
+  // (where the last incarnation's committed work ends), which must lie within the ring's
+  // unreleased window; false from `valid()` otherwise.
+  struct Deferred {};
+  RingConsumer(void* memory, uint32_t slots, Deferred, uint64_t startSeq);
+  bool valid() const { return startValid; }
+  // Frees every slot before `upTo` (at most what was popped).
+  void release(uint64_t upTo);
+
   // Copies the next message into `out` (which must hold RING_SLOT_WORDS words) and sets
   // `words` and `seq`. EMPTY when nothing is there; CORRUPT when the producer lied.
   RingStatus pop(kj::ArrayPtr<uint64_t> out, size_t& words, uint64_t& seq);
@@ -91,6 +101,8 @@ class RingConsumer {
   RingSlot* slotArray;
   uint32_t slots;
   uint64_t tail;
+  bool deferRelease = false;
+  bool startValid = true;
 };
 
 }  // namespace bulkhead

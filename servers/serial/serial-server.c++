@@ -1,8 +1,10 @@
 // The serial device server: a 16550A UART on the SDK.
 //
 // Options: iobase (default 0x3f8, COM1), irq (default 4).
-// Backends: [0] where transmitted bytes go (required), [1] where received bytes come from
-// (optional; a terminal, pipe or socket).
+// Transmitted bytes go to the SDK's output log, which the core forwards to the host: they reach
+// it exactly once even when this server is killed mid-stream. Backend [0], if given, is where
+// received bytes come from (a terminal, pipe or socket); bytes read from it but not yet taken
+// by the guest are lost if the server dies (at most one 4 KiB buffer).
 #include <unistd.h>
 
 #include <string>
@@ -15,7 +17,6 @@
 namespace bulkhead {
 namespace {
 
-constexpr size_t OUTPUT_FLUSH_BYTES = 4096;
 constexpr size_t INPUT_BUFFER_BYTES = 4096;
 
 class SerialDevice final : public sdk::Device, private Uart16550::Host {
@@ -28,10 +29,8 @@ class SerialDevice final : public sdk::Device, private Uart16550::Host {
     sdk::requireKnownOptions(config, {"iobase", "irq"});
     if (base > 0xfff8) KJ_FAIL_REQUIRE(kj::str("iobase ", base, " leaves no room for 8 ports"));
     if (irq >= 16) KJ_FAIL_REQUIRE(kj::str("irq ", irq, " is not an ISA line 0-15"));
-    KJ_REQUIRE(!config.backends.empty(), "serial needs an output backend");
-    output = config.backends[0];
-    if (config.backends.size() > 1) {
-      input = config.backends[1];
+    if (!config.backends.empty()) {
+      input = config.backends[0];
       host.watchReadable(input, [this]() { return readInput(); });
     }
   }
@@ -49,24 +48,11 @@ class SerialDevice final : public sdk::Device, private Uart16550::Host {
     uart.write(address - base, value);
   }
 
-  void flush() override {
-    size_t done = 0;
-    while (done < outputBuffer.size()) {
-      ssize_t n = ::write(output, outputBuffer.data() + done, outputBuffer.size() - done);
-      if (n <= 0) {
-        if (n < 0 && errno == EINTR) continue;
-        break;  // the host side is gone; the guest's bytes have nowhere to go
-      }
-      done += n;
-    }
-    outputBuffer.clear();
-  }
+  kj::ArrayPtr<uint8_t> declaredState() override { return sdk::stateBytes(uart.mutableState()); }
+  void stateRestored() override { uart.repairState(); }
 
  private:
-  void transmit(uint8_t byte) override {
-    outputBuffer.push_back(byte);
-    if (outputBuffer.size() >= OUTPUT_FLUSH_BYTES) flush();
-  }
+  void transmit(uint8_t byte) override { host.writeOutput(kj::arrayPtr(&byte, 1)); }
 
   void setIrq(bool level) override { host.setIrq(irq, level); }
 
@@ -96,9 +82,7 @@ class SerialDevice final : public sdk::Device, private Uart16550::Host {
   uint64_t base;
   uint64_t irq;
   Uart16550 uart;
-  int output = -1;
   int input = -1;
-  std::string outputBuffer;
   std::string pendingInput;
 };
 

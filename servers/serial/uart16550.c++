@@ -66,6 +66,14 @@ unsigned Uart16550::triggerLevel() const {
   return LEVELS[s.fcr >> 6];
 }
 
+void Uart16550::repairState() {
+  s.rxHead %= FIFO_BYTES;
+  if (s.rxCount > FIFO_BYTES) s.rxCount = FIFO_BYTES;
+  s.ier &= IER_MASK;
+  s.mcr &= MCR_MASK;
+  s.fcr &= FCR_STORED;
+}
+
 size_t Uart16550::receiveRoom() const {
   unsigned capacity = fifoEnabled() ? FIFO_BYTES : 1;
   return s.rxCount >= capacity ? 0 : capacity - s.rxCount;

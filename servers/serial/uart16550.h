@@ -74,6 +74,10 @@ class Uart16550 {
   size_t receiveRoom() const;
 
   const State& state() const { return s; }
+  // For checkpointing: the state in place. After writing it, call repairState().
+  State& mutableState() { return s; }
+  // Makes a state written from outside (a checkpoint) safe to run: FIFO indices in range.
+  void repairState();
 
  private:
   bool fifoEnabled() const;

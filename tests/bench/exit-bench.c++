@@ -53,7 +53,7 @@ int run(const char* guestPath, uint64_t count) {
   (*vm)->bus().add(Space::PIO, BASELINE_PORT, 1, Route{&markers, false, "baseline"}).IgnoreError();
   DeviceSpec serial;
   serial.kind = "serial";
-  serial.backends.emplace_back(open("/dev/null", O_WRONLY | O_CLOEXEC));
+  serial.output = kj::AutoCloseFd(open("/dev/null", O_WRONLY | O_CLOEXEC));
   DeviceSpec exit;
   exit.kind = "debug-exit";
   exit.mayExit = true;
