@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -324,9 +325,17 @@ kj::Promise<std::string> DeviceProcess::attach(bool first) {
           [](kj::Exception&& exception) { return cleanDescription(exception); });
 }
 
+kj::Promise<void> DeviceProcess::whenServerExits() {
+  // The observer is edge-triggered and an edge that came while nobody waited is lost (the
+  // server may die during attach), so look at the pidfd's level first.
+  pollfd exited{pidfd.get(), POLLIN, 0};
+  if (poll(&exited, 1, 0) > 0) return kj::evalLater([]() {});
+  return pidObserver->whenBecomesReadable();
+}
+
 kj::Promise<void> DeviceProcess::supervise() {
   if (stopped || remote->fenced() || pidObserver.get() == nullptr) return kj::READY_NOW;
-  return pidObserver->whenBecomesReadable().then([this]() -> kj::Promise<void> {
+  return whenServerExits().then([this]() -> kj::Promise<void> {
     std::string how = reap();
     if (stopped) return kj::READY_NOW;
     if (remote->fenced()) {

@@ -90,6 +90,7 @@ class DeviceProcess {
   absl::Status spawn();
   // Attaches the current incarnation; resolves to "" or to why it failed.
   kj::Promise<std::string> attach(bool first);
+  kj::Promise<void> whenServerExits();
   std::string reap();
   void killServer();
   void dropIncarnation();

@@ -1,5 +1,6 @@
 #include "tests/kvm/run-bulkhead.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -8,6 +9,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <fstream>
 
 #include <gtest/gtest.h>
 
@@ -46,6 +48,84 @@ pid_t startBulkhead(const std::vector<std::string>& arguments, int outFd) {
     _exit(127);
   }
   return pid;
+}
+
+Capture startCaptured(const std::vector<std::string>& arguments) {
+  int out[2], err[2];
+  EXPECT_EQ(pipe2(out, O_CLOEXEC), 0);
+  EXPECT_EQ(pipe2(err, O_CLOEXEC), 0);
+  Capture capture;
+  capture.pid = fork();
+  if (capture.pid == 0) {
+    int devNull = open("/dev/null", O_RDONLY);
+    dup2(devNull, STDIN_FILENO);
+    dup2(out[1], STDOUT_FILENO);
+    dup2(err[1], STDERR_FILENO);
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(programPath.c_str()));
+    for (const std::string& argument : arguments)
+      argv.push_back(const_cast<char*>(argument.c_str()));
+    argv.push_back(nullptr);
+    execv(programPath.c_str(), argv.data());
+    _exit(127);
+  }
+  close(out[1]);
+  close(err[1]);
+  capture.outFd = out[0];
+  capture.errFd = err[0];
+  return capture;
+}
+
+void Capture::wait() {
+  // Read both pipes to their end (the process closes them when it exits), then reap it.
+  pollfd fds[2] = {{outFd, POLLIN, 0}, {errFd, POLLIN, 0}};
+  int open = 2;
+  while (open > 0) {
+    if (poll(fds, 2, -1) <= 0) continue;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
+      char buffer[65536];
+      ssize_t n = read(fds[i].fd, buffer, sizeof(buffer));
+      if (n <= 0) {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        --open;
+      } else {
+        (i == 0 ? out : err).append(buffer, n);
+      }
+    }
+  }
+  int raw = 0;
+  waitpid(pid, &raw, 0);
+  status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
+}
+
+pid_t findChild(pid_t parent, const std::string& comm) {
+  std::string tasks = "/proc/" + std::to_string(parent) + "/task";
+  DIR* dir = opendir(tasks.c_str());
+  if (dir == nullptr) return -1;
+  pid_t found = -1;
+  while (dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    std::ifstream children(tasks + "/" + entry->d_name + "/children");
+    pid_t child;
+    while (children >> child) {
+      std::ifstream name("/proc/" + std::to_string(child) + "/comm");
+      std::string line;
+      std::getline(name, line);
+      if (line == comm && processAlive(child)) found = child;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+bool processAlive(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(status, line)) return false;
+  size_t close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
 }
 
 RunResult runBulkhead(const std::vector<std::string>& arguments, int timeoutSeconds) {

@@ -25,6 +25,22 @@ RunResult runBulkhead(const std::vector<std::string>& arguments, int timeoutSeco
 // Starts bulkhead without waiting; stdout goes to `outFd` (or /dev/null when -1).
 pid_t startBulkhead(const std::vector<std::string>& arguments, int outFd = -1);
 
+// Starts bulkhead with stdout and stderr captured into `out` and `err` by a thread each;
+// join() them with the returned Capture after the process ended.
+struct Capture {
+  pid_t pid = -1;
+  std::string out;
+  std::string err;
+  int status = -1;  // after wait()
+  void wait();      // reaps the process and finishes reading its output
+  int outFd = -1, errFd = -1;
+};
+Capture startCaptured(const std::vector<std::string>& arguments);
+
+// The pid of the core's child whose command name is `comm` (15 characters at most), or -1.
+pid_t findChild(pid_t parent, const std::string& comm);
+bool processAlive(pid_t pid);
+
 // Whether KVM can run guests here; `reason` says why not.
 bool kvmUsable(std::string* reason);
 
