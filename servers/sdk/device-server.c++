@@ -87,6 +87,7 @@ class Runtime final : public DeviceHost {
                              kj::AutoCloseFd toCoreFd, kj::AutoCloseFd stateFd,
                              DeviceConfig config) {
     KJ_REQUIRE(mapping.map(ringFd.get(), slots), "ring memfd is too small or unmappable");
+    ring = kj::mv(ringFd);
     stateMapping.emplace(stateFd.get());
     state.emplace(stateMapping->get());
     toDevice = kj::mv(toDeviceFd);
@@ -114,7 +115,9 @@ class Runtime final : public DeviceHost {
     if (saved != nullptr) resume(*saved);
     observer = kj::heap<kj::UnixEventPort::FdObserver>(io.unixEventPort, toDevice.get(),
                                                        kj::UnixEventPort::FdObserver::OBSERVE_READ);
-    tasks.add(serve());
+    // Serve after the attach answer is on its way: a replayed request that kills the server
+    // should count as a crash of a running server, not as a failed attach.
+    tasks.add(kj::evalLater([this]() { return serve(); }));
     return device->ranges();
   }
 
@@ -351,6 +354,7 @@ class Runtime final : public DeviceHost {
   kj::AsyncIoContext& io;
   DeviceFactory factory;
   bool sandboxed;
+  kj::AutoCloseFd ring;
   ChannelMapping mapping;
   std::optional<StateMapping> stateMapping;
   std::optional<StateWriter> state;

@@ -1,0 +1,69 @@
+// Hostile device servers: what a compromised server tries is refused by its sandbox or kills
+// only itself, and what it sends the core fences it. Either way the core and the guest go on.
+#include <gtest/gtest.h>
+
+#include "tests/kvm/run-bulkhead.h"
+
+namespace bulkhead::testing {
+namespace {
+
+RunResult attack(const std::string& name) {
+  return runBulkhead({"run", "--kernel", guestDir() + "/probe.elf", "--device",
+                      "hostile,attack=" + name, "--device", "debug-exit"});
+}
+
+constexpr const char* ALL_ONES = "value=0xffffffff\n";
+
+TEST(Hostile, SandboxRefusesPathsAndSockets) {
+  REQUIRE_KVM();
+  for (const char* name : {"open", "kvm", "socket"}) {
+    RunResult run = attack(name);
+    EXPECT_EQ(run.status, 1) << name << ": " << run.err;
+    // EPERM (1) from seccomp, four times: the server lives on and keeps being refused.
+    EXPECT_EQ(run.out, "value=0x1\nvalue=0x1\nvalue=0x1\nvalue=0x1\n") << name;
+  }
+}
+
+TEST(Hostile, SandboxKillsPtraceExecveAndStrayMemory) {
+  REQUIRE_KVM();
+  struct Case {
+    const char* name;
+    const char* death;
+  } cases[] = {
+      {"ptrace", "killed by signal 31"},
+      {"execve", "killed by signal 31"},
+      {"memory", "killed by signal 11"},
+  };
+  for (const Case& c : cases) {
+    RunResult run = attack(c.name);
+    EXPECT_EQ(run.status, 1) << c.name << ": " << run.err;
+    EXPECT_NE(run.err.find(c.death), std::string::npos) << c.name << ": " << run.err;
+    // Every incarnation dies the same way, so the crash loop fences the device.
+    EXPECT_NE(run.err.find("device hostile fenced"), std::string::npos) << run.err;
+    EXPECT_NE(run.out.find(ALL_ONES), std::string::npos) << run.out;
+  }
+}
+
+TEST(Hostile, LyingMessagesFenceTheDevice) {
+  REQUIRE_KVM();
+  struct Case {
+    const char* name;
+    const char* reason;
+  } cases[] = {
+      {"garbage", "malformed reply"}, {"oversize", "reply ring is corrupt"},
+      {"future", "from the future"},  {"index", "reply ring is corrupt"},
+      {"irq", "interrupt line 9"},    {"exit", "without the right"},
+  };
+  for (const Case& c : cases) {
+    RunResult run = attack(c.name);
+    EXPECT_EQ(run.status, 1) << c.name << ": " << run.err;
+    EXPECT_NE(run.err.find("device hostile fenced"), std::string::npos)
+        << c.name << ": " << run.err;
+    EXPECT_NE(run.err.find(c.reason), std::string::npos) << c.name << ": " << run.err;
+    // After the fence the guest reads all-ones, as from an empty slot.
+    EXPECT_NE(run.out.find(ALL_ONES), std::string::npos) << c.name << ": " << run.out;
+  }
+}
+
+}  // namespace
+}  // namespace bulkhead::testing
