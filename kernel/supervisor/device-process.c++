@@ -226,23 +226,29 @@ absl::Status DeviceProcess::spawn() {
   char* argv[] = {argv0.data(), nullptr};
   char* envp[] = {nullptr};
 
+  // Where the host allows it (the core is root), the server starts in new PID, mount, network,
+  // IPC and UTS namespaces; otherwise it is forked plainly.
+  constexpr unsigned long NAMESPACES =
+      CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
+  bool privileged = getuid() == 0;
   pid_t parent = getpid();
-  pid_t child = fork();
+  pid_t child =
+      privileged ? static_cast<pid_t>(syscall(SYS_clone, NAMESPACES | SIGCHLD, 0, 0, 0, 0)) : -1;
+  bool isolated = child >= 0;
+  if (!isolated) child = fork();
   if (child < 0) return errnoStatus("fork for a device server");
   if (child == 0) {
-    // Only async-signal-safe calls from here to exec. Where the host allows (we are root),
-    // give the server namespaces of its own and an unprivileged identity; it is exec'd by
-    // descriptor, so it needs no access to the folders on its path.
-    if (getuid() == 0) {
-      unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS);
-      if (setgroups(0, nullptr) != 0 || setresgid(UNPRIVILEGED, UNPRIVILEGED, UNPRIVILEGED) != 0 ||
-          setresuid(UNPRIVILEGED, UNPRIVILEGED, UNPRIVILEGED) != 0) {
-        _exit(126);
-      }
+    // Only async-signal-safe calls from here to exec. The server gets an unprivileged identity
+    // where possible; it is exec'd by descriptor, so it needs no access to its folders.
+    if (privileged &&
+        (setgroups(0, nullptr) != 0 || setresgid(UNPRIVILEGED, UNPRIVILEGED, UNPRIVILEGED) != 0 ||
+         setresuid(UNPRIVILEGED, UNPRIVILEGED, UNPRIVILEGED) != 0)) {
+      _exit(126);
     }
-    // After the identity change, which clears it.
+    // After the identity change, which clears it. In a new PID namespace the parent is outside
+    // and getppid() says 0; a server whose core is gone sees its channel close anyway.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);
+    if (!isolated && getppid() != parent) _exit(127);
     dup2(nullFd.get(), STDIN_FILENO);
     dup2(nullFd.get(), STDOUT_FILENO);
     dup2(theirs.get(), CHANNEL_FD);

@@ -139,6 +139,22 @@ TEST(Processes, OneProcessPerDeviceAndNoOrphansWhenTheCoreIsKilled) {
   // comm holds 15 characters.
   EXPECT_EQ(names, (std::set<std::string>{"bulkhead-serial", "bulkhead-debug-"}));
 
+  if (getuid() == 0) {
+    // The core is root, so servers run as nobody, each as PID 1 of a PID namespace of its own,
+    // under a seccomp filter.
+    for (pid_t server : servers) {
+      std::ifstream status("/proc/" + std::to_string(server) + "/status");
+      std::string line, uid, nspid, seccomp;
+      while (std::getline(status, line)) {
+        if (line.rfind("Uid:", 0) == 0) uid = line;
+        if (line.rfind("NSpid:", 0) == 0) nspid = line;
+        if (line.rfind("Seccomp:", 0) == 0) seccomp = line;
+      }
+      EXPECT_EQ(uid.substr(uid.find_first_not_of("Uid:\t ")), "65534\t65534\t65534\t65534");
+      EXPECT_EQ(nspid.substr(nspid.rfind('\t') + 1), "1") << nspid;
+      EXPECT_EQ(seccomp, "Seccomp:\t2");
+    }
+  }
   ASSERT_EQ(kill(core, SIGKILL), 0);
   int status;
   waitpid(core, &status, 0);
