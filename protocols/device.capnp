@@ -8,6 +8,7 @@
 
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("bulkhead::protocol");
+using Faults = import "faults.capnp";
 
 enum Space {
   pio @0;   # x86 port I/O, addresses 0..0xffff
@@ -42,13 +43,18 @@ struct Channel {
 interface Device {
   # Exported by every device server as its bootstrap capability.
 
-  attach @0 (channel :Channel, options :List(Option), backends :List(FileDescriptor))
+  attach @0 (channel :Channel, options :List(Option), backends :List(FileDescriptor),
+             faults :Faults.FaultPlan)
       -> (name :Text, ranges :List(Range), irqLines :List(UInt8));
   # Called once, right after the server starts (and again for each restarted incarnation, with
   # the same channel: the server resumes from the state region's last commit). `backends` are the host-side files the device
   # may use (a serial line's output and input, say); the server may open nothing itself.
   # The reply says which address ranges and interrupt lines the device wants; the core checks
-  # them before it routes anything there.
+  # them before it routes anything there. `faults` holds the rules of the VM's fault plan that
+  # name this device (docs/fault-injection.md).
+
+  setFaults @1 (faults :Faults.FaultPlan) -> ();
+  # Replaces the device's fault rules on a running VM (bulkhead-ctl faults load/clear).
 }
 
 struct Access {
@@ -89,5 +95,10 @@ struct Reply {
       status @5 :UInt8;
     }
     output @6 :Void;  # new bytes were committed to the state region's output log
+    faultFired :group {
+      # A fault rule fired on the device's `event`th event (for counters, logs and replay).
+      rule @7 :UInt16;
+      event @8 :UInt64;
+    }
   }
 }

@@ -1,0 +1,26 @@
+// The text form of a fault plan (docs/fault-injection.md), parsed into protocols/faults.capnp.
+//
+//   # a comment
+//   seed 42
+//   rule flip-lsr device=serial on=read address=0x3fd nth=3 count=1 action=flip:0x20
+//   rule drop-tx  device=serial on=write address=0x3f8 probability=0.01 action=drop
+//   rule arm      device=serial on=irq value=1 once set=armed action=delay-irq:100
+//   rule kill     device=serial on=write when=armed nth=2 once action=crash
+#pragma once
+
+#include <string>
+
+#include <capnp/message.h>
+
+#include "faults.capnp.h"
+
+namespace bulkhead {
+
+// Fills `plan` from `text`. Returns "" on success, else one line naming the line number and
+// what is wrong.
+std::string parseFaultPlan(const std::string& text, protocol::FaultPlan::Builder plan);
+
+// The text form of one action, as the parser reads it ("flip:0x20").
+std::string describeFaultAction(protocol::FaultAction::Reader action);
+
+}  // namespace bulkhead
