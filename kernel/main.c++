@@ -20,6 +20,7 @@
 #include "kernel/options.h"
 #include "kernel/supervisor/device-process.h"
 #include "kernel/vm.h"
+#include "servers/sdk/fault-plan.h"
 
 namespace bulkhead {
 namespace {
@@ -124,6 +125,23 @@ int run(Options options) {
     kernelImage = std::move(*image);
   }
 
+  // The fault plan, read and checked before anything starts.
+  capnp::MallocMessageBuilder planMessage;
+  auto plan = planMessage.initRoot<protocol::FaultPlan>();
+  if (!options.faultsPath.empty()) {
+    absl::StatusOr<std::vector<uint8_t>> text = readImage(options.faultsPath, "fault plan");
+    if (!text.ok()) {
+      logLine(text.status().message());
+      return EXIT_BAD_INPUT;
+    }
+    std::string error = parseFaultPlan(std::string(text->begin(), text->end()), plan);
+    if (!error.empty()) {
+      logLine(absl::StrCat(options.faultsPath, ": ", error));
+      return EXIT_BAD_INPUT;
+    }
+    if (options.faultSeed) plan.setSeed(*options.faultSeed);
+  }
+
   kj::UnixEventPort::captureSignal(SIGINT);
   kj::UnixEventPort::captureSignal(SIGTERM);
   kj::AsyncIoContext io = kj::setupAsyncIo();
@@ -131,6 +149,7 @@ int run(Options options) {
   config.memoryBytes = options.memoryBytes;
   config.cpus = options.cpus;
   config.handleSignals = true;
+  config.faultLog = options.faultLog;
   absl::StatusOr<std::unique_ptr<Vm>> vm = Vm::create(config, io);
   if (!vm.ok()) {
     logLine(vm.status().message());
@@ -164,6 +183,20 @@ int run(Options options) {
       return EXIT_BAD_INPUT;
     }
     specs.push_back(std::move(spec));
+  }
+  for (auto rule : plan.asReader().getRules()) {
+    bool present = false;
+    for (const DeviceSpec& spec : specs) present = present || spec.kind == rule.getDevice();
+    if (!present) {
+      logLine(absl::StrFormat("%s: rule %s names device %s, which this VM does not have",
+                              options.faultsPath, rule.getName().cStr(), rule.getDevice().cStr()));
+      return EXIT_BAD_INPUT;
+    }
+  }
+  for (DeviceSpec& spec : specs) {
+    auto rules = std::make_shared<capnp::MallocMessageBuilder>();
+    selectFaultRules(plan.asReader(), spec.kind, rules->initRoot<protocol::FaultPlan>());
+    if (rules->getRoot<protocol::FaultPlan>().getRules().size() > 0) spec.faults = rules;
   }
   for (DeviceSpec& spec : specs) {
     absl::Status added = (*vm)->addDevice(std::move(spec));

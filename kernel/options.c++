@@ -177,6 +177,14 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
       } else {
         return bad(absl::StrFormat("--serial '%s' is not stdio, none or file:PATH", mode));
       }
+    } else if (flag == "--faults") {
+      options.faultsPath = value;
+    } else if (flag == "--fault-seed") {
+      absl::StatusOr<uint64_t> seed = parseNumber(value);
+      if (!seed.ok()) return bad(absl::StrFormat("--fault-seed '%s' is not a number", value));
+      options.faultSeed = *seed;
+    } else if (flag == "--fault-log") {
+      options.faultLog = value;
     } else if (flag == "--device") {
       absl::StatusOr<DeviceArgument> device = parseDevice(value);
       if (!device.ok()) return device.status();
@@ -197,6 +205,9 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
   }
   if (!flat && (options.entryGiven || options.modeGiven)) {
     return bad("--entry and --mode only apply to --flat images");
+  }
+  if (options.faultsPath.empty() && (options.faultSeed || !options.faultLog.empty())) {
+    return bad("--fault-seed and --fault-log need --faults PLAN");
   }
   if (flat && (!options.modules.empty() || !options.cmdline.empty())) {
     return bad("--module and --cmdline only apply to --kernel images");
@@ -231,6 +242,11 @@ common options:
                        start the device server bulkhead-KIND with those options; repeatable.
                        debug-exit[,iobase=PORT]: a port (default 0xf4) that ends the VM:
                        writing v exits with status (v << 1) | 1, as QEMU's isa-debug-exit
+
+fault injection (docs/fault-injection.md):
+  --faults PLAN        apply the fault plan in file PLAN to the devices it names
+  --fault-seed N       use seed N instead of the plan's (a campaign's runs differ by seed)
+  --fault-log FILE     record every fault that fires, one JSON object per line
 
 device failure options (for --device and --serial, handled by the core):
   on-failure=hidden    a crashed or hung server is restarted and resumes exactly (default)

@@ -37,6 +37,9 @@ struct Options {
   std::string serialPath;
   std::vector<std::pair<std::string, std::string>> serialOptions;  // after the mode
   std::vector<DeviceArgument> devices;
+  std::string faultsPath;  // a fault plan in its text form
+  std::optional<uint64_t> faultSeed;
+  std::string faultLog;
 };
 
 absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments);

@@ -1,5 +1,6 @@
 #include "kernel/vm.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -54,6 +55,14 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::create(const VmConfig& config, kj::Async
   int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (fd < 0) return errnoStatus("eventfd");
   vm->stopEvent = kj::AutoCloseFd(fd);
+  if (!config.faultLog.empty()) {
+    int log = open(config.faultLog.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (log < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("--fault-log: cannot open %s: %s", config.faultLog, strerror(errno)));
+    }
+    vm->faultLogFd = kj::AutoCloseFd(log);
+  }
   return vm;
 }
 
@@ -88,6 +97,24 @@ void Vm::requestExit(int exitStatus, const std::string& why) {
   for (auto& vcpu : vcpus) vcpu->kick();
   uint64_t one = 1;
   ssize_t ignored = write(stopEvent.get(), &one, sizeof(one));
+  (void)ignored;
+}
+
+void Vm::faultFired(const std::string& device, const std::string& rule, const std::string& action,
+                    uint64_t event) {
+  faultCount.fetch_add(1, std::memory_order_relaxed);
+  if (faultLogFd == nullptr) {
+    if (faultLines.admit()) {
+      logf("fault %s fired on device %s (%s, event %u)", rule, device, action, event);
+    }
+    return;
+  }
+  // Names are checked by the plan parser ([A-Za-z0-9._-]), so they need no JSON escaping.
+  std::string line =
+      absl::StrFormat("{\"device\":\"%s\",\"rule\":\"%s\",\"action\":\"%s\",\"event\":%u}\n",
+                      device, rule, action, event);
+  std::lock_guard<std::mutex> lock(faultLogLock);
+  ssize_t ignored = ::write(faultLogFd.get(), line.data(), line.size());
   (void)ignored;
 }
 

@@ -31,6 +31,8 @@ struct VmConfig {
   // SIGINT and SIGTERM end the VM cleanly; the caller must have called
   // kj::UnixEventPort::captureSignal() for both before creating the event loop.
   bool handleSignals = false;
+  // Where each fired fault is recorded, one JSON object per line; "" logs them to stderr.
+  std::string faultLog;
 };
 
 class Vm final : public DeviceSink {
@@ -54,6 +56,9 @@ class Vm final : public DeviceSink {
   // DeviceSink: may be called from any thread.
   void setIrqLine(uint32_t line, bool level) override;
   void requestExit(int status, const std::string& why) override;
+  void faultFired(const std::string& device, const std::string& rule, const std::string& action,
+                  uint64_t event) override;
+  uint64_t faultsFired() const { return faultCount.load(std::memory_order_relaxed); }
 
   // The status and reason of the first requestExit(), once there was one.
   int exitStatus() const { return status; }
@@ -85,6 +90,10 @@ class Vm final : public DeviceSink {
   kj::AutoCloseFd stopEvent;
   std::atomic<bool> haltCheck{false};
   RateLimitedLog irqFailures;
+  std::mutex faultLogLock;
+  kj::AutoCloseFd faultLogFd;
+  std::atomic<uint64_t> faultCount{0};
+  RateLimitedLog faultLines;
 };
 
 }  // namespace bulkhead

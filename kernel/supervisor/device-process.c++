@@ -301,6 +301,9 @@ kj::Promise<std::string> DeviceProcess::attach(bool first) {
   for (size_t i = 0; i < spec.backends.size(); ++i) {
     backends.set(i, kj::heap<FdCapability>(spec.backends[i].get()));
   }
+  if (spec.faults != nullptr) {
+    request.setFaults(spec.faults->getRoot<protocol::FaultPlan>().asReader());
+  }
   return io.provider->getTimer()
       .timeoutAfter(ATTACH_TIMEOUT, request.send())
       .then(
@@ -326,6 +329,9 @@ kj::Promise<std::string> DeviceProcess::attach(bool first) {
               lines.insert(line);
             }
             remote->allow(std::move(lines), spec.mayExit);
+            if (spec.faults != nullptr) {
+              remote->setFaultRules(spec.faults->getRoot<protocol::FaultPlan>().asReader());
+            }
             return "";
           },
           [](kj::Exception&& exception) { return cleanDescription(exception); });
@@ -387,6 +393,21 @@ kj::Promise<void> DeviceProcess::supervise() {
       return supervise();
     });
   });
+}
+
+kj::Promise<void> DeviceProcess::setFaults(std::shared_ptr<capnp::MallocMessageBuilder> rules) {
+  spec.faults = rules;
+  remote->setFaultRules(rules != nullptr ? rules->getRoot<protocol::FaultPlan>().asReader()
+                                         : protocol::FaultPlan::Reader());
+  if (rpc.get() == nullptr || remote->fenced()) return kj::READY_NOW;
+  capnp::word scratch[8];
+  memset(scratch, 0, sizeof(scratch));
+  capnp::MallocMessageBuilder vatMessage(scratch);
+  auto vat = vatMessage.initRoot<capnp::rpc::twoparty::VatId>();
+  vat.setSide(capnp::rpc::twoparty::Side::SERVER);
+  auto request = rpc->bootstrap(vat).castAs<protocol::Device>().setFaultsRequest();
+  if (rules != nullptr) request.setFaults(rules->getRoot<protocol::FaultPlan>().asReader());
+  return request.send().ignoreResult();
 }
 
 void DeviceProcess::checkWatchdog(std::chrono::steady_clock::time_point now) {

@@ -50,6 +50,8 @@ struct DeviceSpec {
   kj::AutoCloseFd output;                 // where the device's output log goes (may be null)
   bool mayExit = false;                   // may end the VM (debug-exit)
   RestartPolicy policy;
+  // The fault plan's rules for this device (selectFaultRules), or null for none.
+  std::shared_ptr<capnp::MallocMessageBuilder> faults;
 };
 
 // Where the server binary for `kind` is: $BULKHEAD_SERVER_DIR, then the build tree's
@@ -79,6 +81,9 @@ class DeviceProcess {
   void checkWatchdog(std::chrono::steady_clock::time_point now);
   // Stops supervising, closes the channel and reaps the process. Returns how it ended.
   std::string stop();
+
+  // Replaces the device's fault rules, on the running server and for its successors.
+  kj::Promise<void> setFaults(std::shared_ptr<capnp::MallocMessageBuilder> rules);
 
   // Called when a new incarnation has attached (tests and benchmarks time restarts with it).
   void onRestarted(std::function<void()> callback) { restarted = std::move(callback); }

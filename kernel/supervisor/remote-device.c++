@@ -9,6 +9,7 @@
 #include <absl/strings/str_cat.h>
 #include <absl/strings/str_format.h>
 #include <kj/exception.h>
+#include "servers/sdk/fault-plan.h"
 
 namespace bulkhead {
 
@@ -49,6 +50,15 @@ RemoteDevice::RemoteDevice(std::string name, ChannelMapping mappingIn, kj::AutoC
 void RemoteDevice::allow(std::set<uint8_t> lines, bool exitAllowed) {
   irqLines = kj::mv(lines);
   mayExit = exitAllowed;
+}
+
+void RemoteDevice::setFaultRules(protocol::FaultPlan::Reader rules) {
+  std::lock_guard<std::mutex> lock(faultLock);
+  faultRules.clear();
+  for (auto rule : rules.getRules()) {
+    faultRules.emplace_back(rule.getName(), describeFaultAction(rule.getAction()));
+  }
+  lastFaultEvent.assign(faultRules.size(), 0);
 }
 
 std::optional<uint64_t> RemoteDevice::post(const Fill& fill, bool expectReply) {
@@ -245,6 +255,24 @@ void RemoteDevice::handleReply(const PoppedMessage& message) {
       case protocol::Reply::OUTPUT:
         drainOutput();
         return;
+      case protocol::Reply::FAULT_FIRED: {
+        uint16_t rule = reply.getFaultFired().getRule();
+        uint64_t event = reply.getFaultFired().getEvent();
+        std::unique_lock<std::mutex> lock(faultLock);
+        if (rule >= faultRules.size()) {
+          lock.unlock();
+          fence(absl::StrFormat("reported fault rule %u, which it was not given", rule));
+          return;
+        }
+        // A server replaying a request after a crash reports its faults again: once is enough.
+        if (event <= lastFaultEvent[rule]) return;
+        lastFaultEvent[rule] = event;
+        auto [name, action] = faultRules[rule];
+        lock.unlock();
+        stats.faultsFired.fetch_add(1, std::memory_order_relaxed);
+        sink.faultFired(deviceName, name, action, event);
+        return;
+      }
       default:
         fence("sent a reply of unknown kind");
         return;

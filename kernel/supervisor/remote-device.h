@@ -19,6 +19,8 @@
 
 #include <kj/io.h>
 
+#include <vector>
+#include "faults.capnp.h"
 #include "kernel/base/log.h"
 #include "kernel/bus/io-bus.h"
 #include "servers/sdk/channel.h"
@@ -32,6 +34,9 @@ class DeviceSink {
   virtual ~DeviceSink() noexcept(false) = default;
   virtual void setIrqLine(uint32_t line, bool level) = 0;
   virtual void requestExit(int status, const std::string& why) = 0;
+  // A fault rule fired on the device's `event`th event (each firing is reported once).
+  virtual void faultFired(const std::string& device, const std::string& rule,
+                          const std::string& action, uint64_t event) = 0;
 };
 
 struct RemoteDeviceCounters {
@@ -39,6 +44,7 @@ struct RemoteDeviceCounters {
   std::atomic<uint64_t> writes{0};
   std::atomic<uint64_t> irqChanges{0};
   std::atomic<uint64_t> staleAnswers{0};  // repeated after a restart, ignored
+  std::atomic<uint64_t> faultsFired{0};
 };
 
 class RemoteDevice final : public IoHandler {
@@ -51,6 +57,8 @@ class RemoteDevice final : public IoHandler {
 
   // Called once the server said what it wants, before the guest runs.
   void allow(std::set<uint8_t> irqLines, bool mayExit);
+  // The device's fault rules, so reports of fired faults can be named and checked.
+  void setFaultRules(protocol::FaultPlan::Reader rules);
 
   uint64_t read(Space space, uint64_t address, unsigned size) override;
   void write(Space space, uint64_t address, unsigned size, uint64_t value,
@@ -113,6 +121,9 @@ class RemoteDevice final : public IoHandler {
   std::atomic<bool> answered{false};
   uint64_t answer = 0;
 
+  std::mutex faultLock;
+  std::vector<std::pair<std::string, std::string>> faultRules;  // name, action
+  std::vector<uint64_t> lastFaultEvent;                         // per rule, for dedup
   StateRegionLayout* state;
   kj::AutoCloseFd output;
   std::mutex outputLock;

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -30,6 +31,7 @@
 #include "channel.h"
 #include "device.capnp.h"
 #include "device.h"
+#include "fault-engine.h"
 #include "sandbox.h"
 #include "state-region.h"
 
@@ -84,8 +86,9 @@ class Runtime final : public DeviceHost {
 
   // Takes the channel's file descriptors (already duplicated, so owned here).
   std::vector<IoRange> start(kj::AutoCloseFd ringFd, uint32_t slots, kj::AutoCloseFd toDeviceFd,
-                             kj::AutoCloseFd toCoreFd, kj::AutoCloseFd stateFd,
-                             DeviceConfig config) {
+                             kj::AutoCloseFd toCoreFd, kj::AutoCloseFd stateFd, DeviceConfig config,
+                             protocol::FaultPlan::Reader plan) {
+    faults.load(plan, "");
     KJ_REQUIRE(mapping.map(ringFd.get(), slots), "ring memfd is too small or unmappable");
     ring = kj::mv(ringFd);
     stateMapping.emplace(stateFd.get());
@@ -112,7 +115,12 @@ class Runtime final : public DeviceHost {
       KJ_REQUIRE(line < ISA_LINES, "device declares an interrupt line beyond 15", line);
       declaredLines |= 1u << line;
     }
-    if (saved != nullptr) resume(*saved);
+    if (saved != nullptr) {
+      resume(*saved);
+    } else {
+      // A first checkpoint, so that there is always a committed copy to fall back on.
+      commit(startSeq - 1);
+    }
     observer = kj::heap<kj::UnixEventPort::FdObserver>(io.unixEventPort, toDevice.get(),
                                                        kj::UnixEventPort::FdObserver::OBSERVE_READ);
     // Serve after the attach answer is on its way: a replayed request that kills the server
@@ -129,7 +137,39 @@ class Runtime final : public DeviceHost {
     bool current = irqBits & (1u << line);
     if (current == level) return;
     irqBits ^= 1u << line;
+    bool deliver = true;
+    bool duplicate = false;
+    bool replaying =
+        inRequest && faultsDecided && static_cast<int64_t>(currentSeq - faultsThrough) <= 0;
+    std::vector<FiredFault> fired;
+    if (!replaying) fired = decideFaults(FaultEventKind::IRQ, line, level);
+    for (const FiredFault& fault : fired) {
+      switch (fault.action.which()) {
+        case protocol::FaultAction::LOSE_IRQ:
+          deliver = false;
+          break;
+        case protocol::FaultAction::DUPLICATE_IRQ:
+          duplicate = level;
+          break;
+        case protocol::FaultAction::DELAY_IRQ:
+          pause(fault.action.getDelayIrq());
+          break;
+        default:
+          applyCommon(fault);
+          break;
+      }
+    }
+    if (!deliver) return;
     pushIrq(line, level);
+    if (duplicate) {
+      pushIrq(line, false);
+      pushIrq(line, true);
+    }
+  }
+
+  void setFaults(protocol::FaultPlan::Reader plan) {
+    faults.load(plan, "");
+    faultsDecided = false;
   }
 
   void requestVmExit(uint8_t status) override {
@@ -173,6 +213,9 @@ class Runtime final : public DeviceHost {
     replySeq = saved.replySeq;
     replyValue = saved.replyValue;
     replyKind = static_cast<ReplyKind>(saved.replyKind);
+    faults.state() = saved.faults;
+    faultsThrough = saved.faultsThrough;
+    faultsDecided = true;
     stateMapping->header().committedOutput.store(outputHead, std::memory_order_release);
     // The answer to the last committed request may not have reached the core; the core ignores
     // answers it already has.
@@ -235,15 +278,23 @@ class Runtime final : public DeviceHost {
     capnp::FlatArrayMessageReader reader(message.payload(), channelReaderOptions());
     auto request = reader.getRoot<protocol::Request>();
     uint64_t seq = message.seq;
+    currentSeq = seq;
+    inRequest = true;
+    KJ_DEFER(inRequest = false);
     ReplyKind answer = ReplyKind::NONE;
     uint64_t value = 0;
     switch (request.which()) {
       case protocol::Request::READ: {
         auto access = request.getRead();
-        value = validSize(access.getSize())
-                    ? device->read(space(access), access.getAddress(), access.getSize())
-                    : ~0ull;
         answer = ReplyKind::READ;
+        if (!validSize(access.getSize())) {
+          value = ~0ull;
+          break;
+        }
+        Tampering t = tamper(seq, FaultEventKind::READ, access.getAddress(), 0);
+        value = t.drop ? ~0ull : device->read(space(access), access.getAddress(), access.getSize());
+        if (t.answer) value = *t.answer;
+        value ^= t.flip;
         break;
       }
       case protocol::Request::WRITE:
@@ -251,7 +302,11 @@ class Runtime final : public DeviceHost {
         bool sync = request.which() == protocol::Request::WRITE_SYNC;
         auto access = sync ? request.getWriteSync() : request.getWrite();
         if (validSize(access.getSize())) {
-          device->write(space(access), access.getAddress(), access.getSize(), access.getValue());
+          Tampering t = tamper(seq, FaultEventKind::WRITE, access.getAddress(), access.getValue());
+          if (!t.drop) {
+            device->write(space(access), access.getAddress(), access.getSize(),
+                          access.getValue() ^ t.corrupt);
+          }
         }
         if (sync) {
           device->flush();
@@ -285,11 +340,100 @@ class Runtime final : public DeviceHost {
     next.replyValue = replyValue;
     next.replyKind = static_cast<uint8_t>(replyKind);
     next.irqLevels = irqBits;
+    next.faults = faults.state();
+    next.faultsThrough = faultsThrough;
     kj::ArrayPtr<uint8_t> declared = device->declaredState();
     KJ_REQUIRE(declared.size() <= STATE_MAX_BYTES, "declared state is larger than 2 KiB");
     next.stateBytes = declared.size();
     memcpy(next.state, declared.begin(), declared.size());
     state->commit();
+  }
+
+  // What the faults that fired on an access do to it.
+  struct Tampering {
+    bool drop = false;
+    std::optional<uint64_t> answer;
+    uint64_t flip = 0;
+    uint64_t corrupt = 0;
+  };
+
+  Tampering tamper(uint64_t seq, FaultEventKind kind, uint64_t address, uint64_t value) {
+    Tampering t;
+    currentSeq = seq;
+    // A request replayed after a crash or hang the plan itself caused has had its faults.
+    if (faultsDecided && static_cast<int64_t>(seq - faultsThrough) <= 0) return t;
+    for (const FiredFault& fault : decideFaults(kind, address, value)) {
+      switch (fault.action.which()) {
+        case protocol::FaultAction::DROP:
+          t.drop = true;
+          break;
+        case protocol::FaultAction::DELAY:
+          pause(fault.action.getDelay());
+          break;
+        case protocol::FaultAction::ANSWER:
+          t.answer = fault.action.getAnswer();
+          break;
+        case protocol::FaultAction::FLIP:
+          t.flip ^= fault.action.getFlip();
+          break;
+        case protocol::FaultAction::CORRUPT:
+          t.corrupt ^= fault.action.getCorrupt();
+          break;
+        default:
+          applyCommon(fault);
+          break;
+      }
+    }
+    return t;
+  }
+
+  // Runs the engine and tells the core what fired.
+  std::vector<FiredFault> decideFaults(FaultEventKind kind, uint64_t address, uint64_t value) {
+    std::vector<FiredFault> fired = faults.onEvent(kind, address, value);
+    for (const FiredFault& fault : fired) {
+      pushReply([&](protocol::Reply::Builder reply) {
+        auto report = reply.initFaultFired();
+        report.setRule(fault.rule);
+        report.setEvent(fault.event);
+      });
+    }
+    return fired;
+  }
+
+  // Actions that do not depend on the event: spurious interrupts, crash, hang.
+  void applyCommon(const FiredFault& fault) {
+    switch (fault.action.which()) {
+      case protocol::FaultAction::SPURIOUS_IRQ:
+        for (uint8_t line = 0; line < ISA_LINES; ++line) {
+          if (!(declaredLines & (1u << line))) continue;
+          bool level = irqBits & (1u << line);
+          pushIrq(line, !level);
+          pushIrq(line, level);
+          break;
+        }
+        break;
+      case protocol::FaultAction::CRASH:
+      case protocol::FaultAction::HANG: {
+        // Record that this request's faults are decided, so the successor replays it without
+        // crashing again; the device state stays the last committed one.
+        const Checkpoint* committed = state->committed();
+        Checkpoint& next = state->next();
+        memcpy(&next, committed, sizeof(Checkpoint));
+        next.faults = faults.state();
+        next.faultsThrough = currentSeq;
+        state->commit();
+        if (fault.action.which() == protocol::FaultAction::CRASH) abort();
+        for (;;) std::this_thread::sleep_for(std::chrono::seconds(3600));
+      }
+      default:
+        break;  // DMA faults: this device has no DMA window
+    }
+  }
+
+  static void pause(uint32_t microseconds) {
+    // At most 10 s: longer would only trip the core's watchdog.
+    std::this_thread::sleep_for(
+        std::chrono::microseconds(std::min<uint32_t>(microseconds, 10000000)));
   }
 
   void pushAnswer() {
@@ -369,6 +513,11 @@ class Runtime final : public DeviceHost {
   uint64_t replySeq = 0;
   uint64_t replyValue = 0;
   ReplyKind replyKind = ReplyKind::NONE;
+  FaultEngine faults;
+  uint64_t faultsThrough = 0;
+  bool faultsDecided = false;  // faultsThrough is meaningful
+  uint64_t currentSeq = 0;
+  bool inRequest = false;
   kj::Own<kj::UnixEventPort::FdObserver> observer;
   PoppedMessage slot;
   ErrorHandler errorHandler;
@@ -411,7 +560,7 @@ class DeviceImpl final : public protocol::Device::Server {
           }
           std::vector<IoRange> ranges =
               runtime.start(kj::mv(owned[0]), slots, kj::mv(owned[1]), kj::mv(owned[2]),
-                            kj::mv(owned[3]), kj::mv(config));
+                            kj::mv(owned[3]), kj::mv(config), context.getParams().getFaults());
           auto results = context.getResults();
           results.setName(name);
           auto list = results.initRanges(ranges.size());
@@ -426,6 +575,12 @@ class DeviceImpl final : public protocol::Device::Server {
           auto irqs = results.initIrqLines(lines.size());
           for (size_t i = 0; i < lines.size(); ++i) irqs.set(i, lines[i]);
         });
+  }
+
+  kj::Promise<void> setFaults(SetFaultsContext context) override {
+    KJ_REQUIRE(attached, "setFaults before attach");
+    runtime.setFaults(context.getParams().getFaults());
+    return kj::READY_NOW;
   }
 
  private:

@@ -153,7 +153,9 @@ std::string parseFaultPlan(const std::string& text, protocol::FaultPlan::Builder
     rule.setName(rules[i].name);
     std::string actionText;
     bool hasDevice = false, hasOn = false;
-    for (auto& [key, value] : rules[i].fields) {
+    for (auto& field : rules[i].fields) {
+      const std::string& key = field.first;
+      const std::string& value = field.second;
       uint64_t n = 0;
       bool numeric = number(value, n);
       auto needNumber = [&]() { return line.fail(key + "=" + value + " is not a number"); };
@@ -225,6 +227,18 @@ std::string parseFaultPlan(const std::string& text, protocol::FaultPlan::Builder
     if (!error.empty()) return line.fail(error);
   }
   return "";
+}
+
+void selectFaultRules(protocol::FaultPlan::Reader plan, const std::string& kind,
+                      protocol::FaultPlan::Builder out) {
+  out.setSeed(plan.getSeed());
+  size_t count = 0;
+  for (auto rule : plan.getRules()) count += rule.getDevice() == kind;
+  auto rules = out.initRules(count);
+  size_t i = 0;
+  for (auto rule : plan.getRules()) {
+    if (rule.getDevice() == kind) rules.setWithCaveats(i++, rule);
+  }
 }
 
 std::string describeFaultAction(protocol::FaultAction::Reader action) {

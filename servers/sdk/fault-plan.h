@@ -20,6 +20,10 @@ namespace bulkhead {
 // what is wrong.
 std::string parseFaultPlan(const std::string& text, protocol::FaultPlan::Builder plan);
 
+// Copies into `out` the seed and the rules of `plan` that name device `kind`, in order.
+void selectFaultRules(protocol::FaultPlan::Reader plan, const std::string& kind,
+                      protocol::FaultPlan::Builder out);
+
 // The text form of one action, as the parser reads it ("flip:0x20").
 std::string describeFaultAction(protocol::FaultAction::Reader action);
 

@@ -20,6 +20,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "fault-engine.h"
+
 namespace bulkhead {
 
 constexpr size_t STATE_MAX_BYTES = 2048;        // a device's declared state, at most
@@ -37,6 +39,8 @@ struct Checkpoint {
   uint32_t irqLevels;   // bit n: level of ISA line n
   uint32_t stateBytes;  // how much of `state` the device declared
   uint32_t reserved2;
+  uint64_t faultsThrough;   // faults of requests up to this one were already decided
+  FaultEngineState faults;  // the fault engine, so its sequence survives a restart
   uint8_t state[STATE_MAX_BYTES];
 };
 

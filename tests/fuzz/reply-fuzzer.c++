@@ -23,6 +23,7 @@ class NullSink final : public DeviceSink {
  public:
   void setIrqLine(uint32_t, bool) override {}
   void requestExit(int, const std::string&) override {}
+  void faultFired(const std::string&, const std::string&, const std::string&, uint64_t) override {}
 };
 
 uint64_t take64(const uint8_t*& data, size_t& size) {
