@@ -47,6 +47,12 @@ size_t strlen(const char* text);
 /* Value of "key=NUMBER" in a command line, or `fallback`. */
 uint64_t cmdline_number(const char* cmdline, const char* key, uint64_t fallback);
 
+static inline uint64_t rdtsc(void) {
+  uint32_t low, high;
+  __asm__ volatile("rdtsc" : "=a"(low), "=d"(high));
+  return (uint64_t)high << 32 | low;
+}
+
 /* Multiboot v1 information, as far as guests here read it. */
 struct multiboot_info {
   uint32_t flags;

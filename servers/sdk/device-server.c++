@@ -413,25 +413,31 @@ class Runtime final : public DeviceHost {
         }
         break;
       case protocol::FaultAction::CRASH:
-      case protocol::FaultAction::HANG: {
-        // Record that this request's faults are decided, so the successor replays it without
-        // crashing again; the device state stays the last committed one.
-        const Checkpoint* committed = state->committed();
-        Checkpoint& next = state->next();
-        memcpy(&next, committed, sizeof(Checkpoint));
-        next.faults = faults.state();
-        next.faultsThrough = currentSeq;
-        state->commit();
-        if (fault.action.which() == protocol::FaultAction::CRASH) abort();
+        commitFaultsDecided();
+        abort();
+      case protocol::FaultAction::HANG:
+        commitFaultsDecided();
         for (;;) std::this_thread::sleep_for(std::chrono::seconds(3600));
-      }
       default:
         break;  // DMA faults: this device has no DMA window
     }
   }
 
-  static void pause(uint32_t microseconds) {
-    // At most 10 s: longer would only trip the core's watchdog.
+  // Records that the current request's faults are decided, keeping the device state of the last
+  // commit: a successor (after a crash, or a watchdog kill during a hang or long delay)
+  // replays the request without deciding its faults again.
+  void commitFaultsDecided() {
+    const Checkpoint* committed = state->committed();
+    Checkpoint& next = state->next();
+    memcpy(&next, committed, sizeof(Checkpoint));
+    next.faults = faults.state();
+    next.faultsThrough = currentSeq;
+    state->commit();
+  }
+
+  void pause(uint32_t microseconds) {
+    if (inRequest) commitFaultsDecided();
+    // At most 10 s: longer only trips the core's watchdog.
     std::this_thread::sleep_for(
         std::chrono::microseconds(std::min<uint32_t>(microseconds, 10000000)));
   }

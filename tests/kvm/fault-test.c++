@@ -1,0 +1,164 @@
+// Fault injection, seen from the guest: each kind of fault a plan can inject shows up in what
+// the guest observes, and a seed replays a run's faults exactly.
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "tests/kvm/run-bulkhead.h"
+
+namespace bulkhead::testing {
+namespace {
+
+std::string writePlan(const std::string& name, const std::string& text) {
+  std::string path = ::testing::TempDir() + "/bulkhead-plan-" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+std::string readFile(const std::string& path) {
+  std::ifstream file(path);
+  std::stringstream contents;
+  contents << file.rdbuf();
+  return contents.str();
+}
+
+RunResult probe(const std::string& mode, const std::vector<std::string>& extra) {
+  std::vector<std::string> arguments = {"run",       "--kernel",     guestDir() + "/faultprobe.elf",
+                                        "--cmdline", "mode=" + mode, "--device",
+                                        "debug-exit"};
+  arguments.insert(arguments.end(), extra.begin(), extra.end());
+  return runBulkhead(arguments);
+}
+
+RunResult irqProbe(const std::vector<std::string>& extra) {
+  std::vector<std::string> arguments = {"run",     "--flat",   guestDir() + "/irq16.bin",
+                                        "--entry", "0x7c00",   "--mode",
+                                        "16",      "--device", "debug-exit"};
+  arguments.insert(arguments.end(), extra.begin(), extra.end());
+  return runBulkhead(arguments);
+}
+
+constexpr const char* CLEAN_VALUES = "scr 00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f\ndone\n";
+
+TEST(Faults, AFlippedBitIsSeenByTheGuest) {
+  REQUIRE_KVM();
+  std::string plan = writePlan(
+      "flip", "rule flip device=serial on=read address=0x3ff nth=5 once action=flip:0x80\n");
+  RunResult run = probe("0", {"--faults", plan});
+  EXPECT_EQ(run.status, 1) << run.err;
+  EXPECT_EQ(run.out, "scr 00 01 02 03 84 05 06 07 08 09 0a 0b 0c 0d 0e 0f\ndone\n");
+}
+
+TEST(Faults, AnAnsweredReadAndACorruptedWrite) {
+  REQUIRE_KVM();
+  std::string plan =
+      writePlan("answer",
+                "rule answer device=serial on=read address=0x3ff nth=2 once action=answer:0x5a\n"
+                "rule corrupt device=serial on=write address=0x3ff nth=4 once action=corrupt:0x10\n"
+                "rule drop device=serial on=write address=0x3ff nth=6 once action=drop\n");
+  RunResult run = probe("0", {"--faults", plan});
+  EXPECT_EQ(run.status, 1) << run.err;
+  // Read 2 is answered 0x5a; write 4 (of 3) lands as 0x13; write 6 (of 5) never lands, so
+  // read 6 returns the 4 that was there.
+  EXPECT_EQ(run.out, "scr 00 5a 02 13 04 04 06 07 08 09 0a 0b 0c 0d 0e 0f\ndone\n");
+}
+
+TEST(Faults, ADelayedReadTakesLonger) {
+  REQUIRE_KVM();
+  auto slowest = [](const std::string& out) {
+    size_t at = out.find("max=");
+    return at == std::string::npos ? 0ull : std::stoull(out.substr(at + 4));
+  };
+  RunResult clean = probe("1", {});
+  std::string plan = writePlan(
+      "delay", "rule slow device=serial on=read address=0x3ff nth=10 once action=delay:100000\n");
+  RunResult delayed = probe("1", {"--faults", plan});
+  ASSERT_EQ(clean.status, 1) << clean.err;
+  ASSERT_EQ(delayed.status, 1) << delayed.err;
+  // 100 ms is hundreds of millions of TSC cycles; a clean read is tens of thousands.
+  EXPECT_GT(slowest(delayed.out), 10 * slowest(clean.out)) << clean.out << delayed.out;
+}
+
+TEST(Faults, ALostInterruptNeverArrives) {
+  REQUIRE_KVM();
+  RunResult clean = irqProbe({});
+  EXPECT_EQ(clean.out, "irqs=16 spurious=00\ndone\n") << clean.err;
+  std::string plan =
+      writePlan("lose", "rule lose device=serial on=irq value=1 nth=3 once action=lose-irq\n");
+  RunResult run = irqProbe({"--faults", plan});
+  EXPECT_EQ(run.status, 1) << run.err;
+  EXPECT_EQ(run.out, "irqs=15 spurious=00\ndone\n");
+}
+
+TEST(Faults, ASpuriousInterruptFindsNothingPending) {
+  REQUIRE_KVM();
+  std::string plan = writePlan(
+      "spurious", "rule s device=serial on=read address=0x3fa nth=2 once action=spurious-irq\n");
+  RunResult run = irqProbe({"--faults", plan});
+  EXPECT_EQ(run.status, 1) << run.err;
+  EXPECT_EQ(run.out, "irqs=16 spurious=01\ndone\n");
+}
+
+TEST(Faults, ACrashAndAHangAreHiddenByTheSupervisor) {
+  REQUIRE_KVM();
+  std::string log = ::testing::TempDir() + "/bulkhead-crash-log";
+  std::string crash =
+      writePlan("crash", "rule c device=serial on=write address=0x3ff nth=8 once action=crash\n");
+  RunResult crashed = probe("0", {"--faults", crash, "--fault-log", log});
+  EXPECT_EQ(crashed.status, 1) << crashed.err;
+  EXPECT_EQ(crashed.out, CLEAN_VALUES);  // the guest saw nothing
+  EXPECT_NE(crashed.err.find("restarting it"), std::string::npos) << crashed.err;
+  // It fired once: the replayed request did not crash the successor.
+  EXPECT_EQ(readFile(log),
+            "{\"device\":\"serial\",\"rule\":\"c\",\"action\":\"crash\",\"event\":70}\n");
+
+  std::string hang =
+      writePlan("hang", "rule h device=serial on=read address=0x3ff nth=3 once action=hang\n");
+  RunResult hung = probe("0", {"--faults", hang, "--serial", "stdio,watchdog=100ms"});
+  EXPECT_EQ(hung.status, 1) << hung.err;
+  EXPECT_EQ(hung.out, CLEAN_VALUES);
+  EXPECT_NE(hung.err.find("left a request waiting"), std::string::npos) << hung.err;
+}
+
+TEST(Faults, TheSameSeedReplaysTheSameFaults) {
+  REQUIRE_KVM();
+  std::string plan = writePlan(
+      "random",
+      "rule drop device=serial on=write address=0x3ff every=1 probability=0.3 action=drop\n"
+      "rule flip device=serial on=read address=0x3ff every=1 probability=0.3 action=flip:0x40\n");
+  auto runWith = [&](const std::string& seed, const std::string& tag) {
+    std::string log = ::testing::TempDir() + "/bulkhead-replay-" + tag;
+    RunResult run = probe("0", {"--faults", plan, "--fault-seed", seed, "--fault-log", log});
+    EXPECT_EQ(run.status, 1) << run.err;
+    return std::make_pair(run.out, readFile(log));
+  };
+  auto first = runWith("5", "a");
+  auto again = runWith("5", "b");
+  auto other = runWith("6", "c");
+  EXPECT_FALSE(first.second.empty());
+  EXPECT_EQ(first, again);  // same faults on the same events, same guest output
+  EXPECT_NE(first.second, other.second);
+}
+
+TEST(Faults, BadPlansAreRefusedWithOneLine) {
+  REQUIRE_KVM();
+  struct Case {
+    std::string plan;
+    const char* mentions;
+  } cases[] = {
+      {"rule x device=serial on=read action=explode\n", "line 1: unknown action"},
+      {"rule x device=ide on=read action=drop\n", "names device ide, which this VM does not have"},
+  };
+  for (const Case& c : cases) {
+    RunResult run = probe("0", {"--faults", writePlan("bad", c.plan)});
+    EXPECT_EQ(run.status, 2) << run.err;
+    EXPECT_NE(run.err.find(c.mentions), std::string::npos) << run.err;
+    EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << run.err;
+  }
+}
+
+}  // namespace
+}  // namespace bulkhead::testing
