@@ -20,7 +20,6 @@
 #include "kernel/options.h"
 #include "kernel/supervisor/device-process.h"
 #include "kernel/vm.h"
-#include "servers/sdk/fault-plan.h"
 
 namespace bulkhead {
 namespace {
@@ -125,21 +124,15 @@ int run(Options options) {
     kernelImage = std::move(*image);
   }
 
-  // The fault plan, read and checked before anything starts.
-  capnp::MallocMessageBuilder planMessage;
-  auto plan = planMessage.initRoot<protocol::FaultPlan>();
+  // The fault plan, read before anything starts; it is checked once the devices exist.
+  std::string planText;
   if (!options.faultsPath.empty()) {
     absl::StatusOr<std::vector<uint8_t>> text = readImage(options.faultsPath, "fault plan");
     if (!text.ok()) {
       logLine(text.status().message());
       return EXIT_BAD_INPUT;
     }
-    std::string error = parseFaultPlan(std::string(text->begin(), text->end()), plan);
-    if (!error.empty()) {
-      logLine(absl::StrCat(options.faultsPath, ": ", error));
-      return EXIT_BAD_INPUT;
-    }
-    if (options.faultSeed) plan.setSeed(*options.faultSeed);
+    planText.assign(text->begin(), text->end());
   }
 
   kj::UnixEventPort::captureSignal(SIGINT);
@@ -150,6 +143,7 @@ int run(Options options) {
   config.cpus = options.cpus;
   config.handleSignals = true;
   config.faultLog = options.faultLog;
+  config.controlPath = options.controlPath;
   absl::StatusOr<std::unique_ptr<Vm>> vm = Vm::create(config, io);
   if (!vm.ok()) {
     logLine(vm.status().message());
@@ -184,26 +178,21 @@ int run(Options options) {
     }
     specs.push_back(std::move(spec));
   }
-  for (auto rule : plan.asReader().getRules()) {
-    bool present = false;
-    for (const DeviceSpec& spec : specs) present = present || spec.kind == rule.getDevice();
-    if (!present) {
-      logLine(absl::StrFormat("%s: rule %s names device %s, which this VM does not have",
-                              options.faultsPath, rule.getName().cStr(), rule.getDevice().cStr()));
-      return EXIT_BAD_INPUT;
-    }
-  }
-  for (DeviceSpec& spec : specs) {
-    auto rules = std::make_shared<capnp::MallocMessageBuilder>();
-    selectFaultRules(plan.asReader(), spec.kind, rules->initRoot<protocol::FaultPlan>());
-    if (rules->getRoot<protocol::FaultPlan>().getRules().size() > 0) spec.faults = rules;
-  }
   for (DeviceSpec& spec : specs) {
     absl::Status added = (*vm)->addDevice(std::move(spec));
     if (!added.ok()) {
       logLine(added.message());
       return EXIT_BAD_INPUT;
     }
+  }
+  if (!options.faultsPath.empty()) {
+    (*vm)->setFaultSeed(options.faultSeed);
+    absl::Status loaded = (*vm)->loadFaults(planText);
+    if (!loaded.ok()) {
+      logLine(absl::StrCat(options.faultsPath, ": ", loaded.message()));
+      return EXIT_BAD_INPUT;
+    }
+    (*vm)->applyFaults().wait(io.waitScope);
   }
   return (*vm)->run();
 }

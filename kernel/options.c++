@@ -177,6 +177,8 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
       } else {
         return bad(absl::StrFormat("--serial '%s' is not stdio, none or file:PATH", mode));
       }
+    } else if (flag == "--control") {
+      options.controlPath = value;
     } else if (flag == "--faults") {
       options.faultsPath = value;
     } else if (flag == "--fault-seed") {
@@ -235,6 +237,7 @@ guest:
 
 common options:
   --memory SIZE        guest RAM, e.g. 64M (default) or 1G
+  --control PATH       serve the control API on unix socket PATH (for bulkhead-ctl)
   --cpus N             vCPUs (default 1)
   --serial stdio|file:PATH|none[,key=value]...
                        COM1 (16550A at 0x3f8, IRQ 4), in its own process; default stdio

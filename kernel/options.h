@@ -40,6 +40,7 @@ struct Options {
   std::string faultsPath;  // a fault plan in its text form
   std::optional<uint64_t> faultSeed;
   std::string faultLog;
+  std::string controlPath;  // unix socket for bulkhead-ctl
 };
 
 absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments);

@@ -12,7 +12,9 @@
 
 #include "kernel/base/errno-status.h"
 #include "kernel/base/status-macros.h"
+#include "kernel/control/control-server.h"
 #include "kernel/exit-status.h"
+#include "servers/sdk/fault-plan.h"
 
 namespace bulkhead {
 
@@ -98,6 +100,41 @@ void Vm::requestExit(int exitStatus, const std::string& why) {
   uint64_t one = 1;
   ssize_t ignored = write(stopEvent.get(), &one, sizeof(one));
   (void)ignored;
+}
+
+absl::Status Vm::loadFaults(const std::string& text) {
+  auto parsed = std::make_shared<capnp::MallocMessageBuilder>();
+  auto root = parsed->initRoot<protocol::FaultPlan>();
+  std::string error = parseFaultPlan(text, root);
+  if (!error.empty()) return absl::InvalidArgumentError(error);
+  if (seedOverride) root.setSeed(*seedOverride);
+  for (auto rule : root.asReader().getRules()) {
+    bool present = false;
+    for (auto& process : processes) present = present || process->kind() == rule.getDevice();
+    if (!present) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("rule %s names device %s, which this VM does not have",
+                          rule.getName().cStr(), rule.getDevice().cStr()));
+    }
+  }
+  plan = root.getRules().size() > 0 ? parsed : nullptr;
+  planText = text;
+  planEnabled = true;
+  return absl::OkStatus();
+}
+
+kj::Promise<void> Vm::applyFaults() {
+  kj::Vector<kj::Promise<void>> applied;
+  for (auto& process : processes) {
+    std::shared_ptr<capnp::MallocMessageBuilder> rules;
+    if (plan != nullptr && planEnabled) {
+      rules = std::make_shared<capnp::MallocMessageBuilder>();
+      selectFaultRules(plan->getRoot<protocol::FaultPlan>().asReader(), process->kind(),
+                       rules->initRoot<protocol::FaultPlan>());
+    }
+    applied.add(process->setFaults(rules));
+  }
+  return kj::joinPromises(applied.releaseAsArray());
 }
 
 void Vm::faultFired(const std::string& device, const std::string& rule, const std::string& action,
@@ -267,6 +304,23 @@ int Vm::run() {
   }
   tasks.add(watchHalts());
   tasks.add(watchDevices());
+  kj::Own<kj::ConnectionReceiver> controlListener;
+  kj::Own<capnp::TwoPartyServer> controlServer;
+  if (!config.controlPath.empty()) {
+    unlink(config.controlPath.c_str());
+    KJ_IF_MAYBE (exception, kj::runCatchingExceptions([&]() {
+                   auto address = io.provider->getNetwork()
+                                      .parseAddress(kj::str("unix:", config.controlPath))
+                                      .wait(io.waitScope);
+                   controlListener = address->listen();
+                 })) {
+      logf("--control %s: cannot listen there: %s", config.controlPath,
+           exception->getDescription().cStr());
+      return EXIT_BAD_INPUT;
+    }
+    controlServer = kj::heap<capnp::TwoPartyServer>(kj::heap<ControlServer>(*this));
+    tasks.add(controlServer->listen(*controlListener));
+  }
 
   for (auto& vcpu : vcpus) {
     KvmVcpu* raw = vcpu.get();
@@ -292,6 +346,7 @@ int Vm::run() {
   for (std::thread& thread : threads) thread.join();
   threads.clear();
   shutDownDevices();
+  if (!config.controlPath.empty()) unlink(config.controlPath.c_str());
   if (!reason.empty()) logLine(reason);
   return status;
 }

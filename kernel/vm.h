@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,6 +34,8 @@ struct VmConfig {
   bool handleSignals = false;
   // Where each fired fault is recorded, one JSON object per line; "" logs them to stderr.
   std::string faultLog;
+  // A unix socket to serve the control API on (protocols/control.capnp); "" for none.
+  std::string controlPath;
 };
 
 class Vm final : public DeviceSink {
@@ -52,6 +55,16 @@ class Vm final : public DeviceSink {
 
   // Runs the guest until it ends; returns the exit status.
   int run();
+
+  // The fault plan (text form). loadFaults() parses and checks it against this VM's devices
+  // and keeps it; applyFaults() hands each device its rules (none while disabled). The first
+  // load happens before run(), the rest from the control socket.
+  absl::Status loadFaults(const std::string& text);
+  kj::Promise<void> applyFaults();
+  const std::string& faultPlanText() const { return planText; }
+  bool faultsEnabled() const { return planEnabled; }
+  void setFaultsEnabled(bool enabled) { planEnabled = enabled; }
+  void setFaultSeed(std::optional<uint64_t> seed) { seedOverride = seed; }
 
   // DeviceSink: may be called from any thread.
   void setIrqLine(uint32_t line, bool level) override;
@@ -94,6 +107,10 @@ class Vm final : public DeviceSink {
   kj::AutoCloseFd faultLogFd;
   std::atomic<uint64_t> faultCount{0};
   RateLimitedLog faultLines;
+  std::string planText;
+  bool planEnabled = true;
+  std::optional<uint64_t> seedOverride;
+  std::shared_ptr<capnp::MallocMessageBuilder> plan;
 };
 
 }  // namespace bulkhead

@@ -18,10 +18,12 @@ namespace bulkhead::testing {
 namespace {
 std::string programPath;
 std::string guestsPath;
+std::string controlTool;
 }  // namespace
 
 const std::string& bulkheadPath() { return programPath; }
 const std::string& guestDir() { return guestsPath; }
+const std::string& ctlPath() { return controlTool; }
 
 bool kvmUsable(std::string* reason) {
   int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
@@ -192,5 +194,6 @@ int main(int argc, char** argv) {
   }
   bulkhead::testing::programPath = argv[1];
   bulkhead::testing::guestsPath = argv[2];
+  if (argc > 3) bulkhead::testing::controlTool = argv[3];
   return RUN_ALL_TESTS();
 }

@@ -19,6 +19,8 @@ struct RunResult {
 const std::string& bulkheadPath();
 // The folder that holds the built guests (second argument).
 const std::string& guestDir();
+// bulkhead-ctl (third argument, where a test needs it).
+const std::string& ctlPath();
 
 RunResult runBulkhead(const std::vector<std::string>& arguments, int timeoutSeconds = 60);
 

@@ -1,0 +1,136 @@
+// bulkhead-ctl: talks to a running VM's control socket (bulkhead run --control SOCKET).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+
+#include "control.capnp.h"
+
+namespace {
+
+const char* const USAGE = R"(bulkhead-ctl: control a running bulkhead VM
+
+usage:
+  bulkhead-ctl SOCKET devices              each device: its server, restarts, fenced or not
+  bulkhead-ctl SOCKET stats                per-device counters: accesses, interrupts, faults
+  bulkhead-ctl SOCKET faults load PLAN     apply the fault plan in file PLAN (replaces any)
+  bulkhead-ctl SOCKET faults list          the plan loaded, and whether it is in force
+  bulkhead-ctl SOCKET faults enable        put the loaded plan (back) in force
+  bulkhead-ctl SOCKET faults disable       take it out of force, keeping it
+  bulkhead-ctl SOCKET faults clear         forget it
+  bulkhead-ctl --help
+
+SOCKET is the path given to `bulkhead run --control`. Fault plans: docs/fault-injection.md.
+)";
+
+int fail(const std::string& message, int status = 2) {
+  fprintf(stderr, "bulkhead-ctl: %s\n", message.c_str());
+  return status;
+}
+
+bool readFile(const std::string& path, std::string& out) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buffer[65536];
+  ssize_t n;
+  while ((n = read(fd, buffer, sizeof(buffer))) > 0) out.append(buffer, n);
+  close(fd);
+  return n == 0;
+}
+
+int run(const std::string& socket, const std::vector<std::string>& command) {
+  std::string planText;
+  bool knownCommand = (command.size() == 1 && (command[0] == "devices" || command[0] == "stats")) ||
+                      (command.size() == 2 && command[0] == "faults" &&
+                       (command[1] == "list" || command[1] == "enable" || command[1] == "disable" ||
+                        command[1] == "clear")) ||
+                      (command.size() == 3 && command[0] == "faults" && command[1] == "load");
+  if (!knownCommand) return fail("unknown command; see bulkhead-ctl --help");
+  if (command.size() == 3 && !readFile(command[2], planText)) {
+    return fail("cannot read fault plan " + command[2] + ": " + strerror(errno));
+  }
+  kj::AsyncIoContext io = kj::setupAsyncIo();
+  kj::Own<kj::AsyncIoStream> stream;
+  KJ_IF_MAYBE (exception, kj::runCatchingExceptions([&]() {
+                 stream = io.provider->getNetwork()
+                              .parseAddress(kj::str("unix:", socket))
+                              .wait(io.waitScope)
+                              ->connect()
+                              .wait(io.waitScope);
+               })) {
+    return fail("cannot connect to " + socket + " (is bulkhead running with --control " + socket +
+                "?)");
+  }
+  capnp::TwoPartyClient client(*stream);
+  auto control = client.bootstrap().castAs<bulkhead::protocol::Control>();
+  int status = 0;
+  KJ_IF_MAYBE (exception, kj::runCatchingExceptions([&]() {
+                 if (command[0] == "devices" || command[0] == "stats") {
+                   auto response = control.devicesRequest().send().wait(io.waitScope);
+                   bool stats = command[0] == "stats";
+                   if (stats) {
+                     printf("%-14s %12s %12s %10s %8s %8s\n", "DEVICE", "READS", "WRITES", "IRQS",
+                            "FAULTS", "REPEATS");
+                   } else {
+                     printf("%-14s %8s %9s %s\n", "DEVICE", "PID", "RESTARTS", "STATE");
+                   }
+                   for (auto device : response.getDevices()) {
+                     if (stats) {
+                       printf("%-14s %12llu %12llu %10llu %8llu %8llu\n", device.getKind().cStr(),
+                              (unsigned long long)device.getReads(),
+                              (unsigned long long)device.getWrites(),
+                              (unsigned long long)device.getIrqChanges(),
+                              (unsigned long long)device.getFaultsFired(),
+                              (unsigned long long)device.getStaleAnswers());
+                     } else {
+                       printf("%-14s %8d %9u %s\n", device.getKind().cStr(), device.getPid(),
+                              device.getRestarts(), device.getFenced() ? "fenced" : "serving");
+                     }
+                   }
+                 } else if (command[1] == "load") {
+                   auto request = control.loadFaultsRequest();
+                   request.setPlan(planText);
+                   request.send().wait(io.waitScope);
+                   printf("fault plan %s in force\n", command[2].c_str());
+                 } else if (command[1] == "list") {
+                   auto response = control.faultsRequest().send().wait(io.waitScope);
+                   if (response.getPlan().size() == 0) {
+                     printf("no fault plan\n");
+                   } else {
+                     printf("# %s\n%s", response.getEnabled() ? "in force" : "disabled",
+                            response.getPlan().cStr());
+                   }
+                 } else if (command[1] == "enable" || command[1] == "disable") {
+                   auto request = control.enableFaultsRequest();
+                   request.setEnabled(command[1] == "enable");
+                   request.send().wait(io.waitScope);
+                 } else {
+                   control.clearFaultsRequest().send().wait(io.waitScope);
+                 }
+               })) {
+    std::string description = exception->getDescription().cStr();
+    for (const char* noise : {"remote exception: ", "failed: "}) {
+      if (description.rfind(noise, 0) == 0) description.erase(0, strlen(noise));
+    }
+    status = fail(description, 1);
+  }
+  return status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> arguments(argv + 1, argv + argc);
+  if (arguments.empty() || arguments[0] == "--help" || arguments[0] == "-h") {
+    fputs(USAGE, arguments.empty() ? stderr : stdout);
+    return arguments.empty() ? 2 : 0;
+  }
+  if (arguments.size() < 2) return fail("no command given; see bulkhead-ctl --help");
+  return run(arguments[0], std::vector<std::string>(arguments.begin() + 1, arguments.end()));
+}
