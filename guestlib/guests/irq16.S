@@ -47,6 +47,8 @@ round:
   mov $0x3f9, %dx              /* IER: THR empty */
   mov $0x02, %al
   out %al, %dx
+  mov $4, %di                  /* wait 4 x 65536 turns: long enough on a loaded host */
+wait_outer:
   mov $0, %si
 wait:
   cmp interrupts, %bx
@@ -54,6 +56,8 @@ wait:
   pause
   dec %si
   jnz wait
+  dec %di
+  jnz wait_outer
 next:
   mov $0x3f9, %dx
   xor %al, %al

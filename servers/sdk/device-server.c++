@@ -160,10 +160,10 @@ class Runtime final : public DeviceHost {
       }
     }
     if (!deliver) return;
-    pushIrq(line, level);
+    deliverIrq(line, level);
     if (duplicate) {
-      pushIrq(line, false);
-      pushIrq(line, true);
+      deliverIrq(line, false);
+      deliverIrq(line, true);
     }
   }
 
@@ -173,6 +173,10 @@ class Runtime final : public DeviceHost {
   }
 
   void requestVmExit(uint8_t status) override {
+    if (inRequest) {
+      exitRequested = status;
+      return;
+    }
     pushReply([&](protocol::Reply::Builder reply) { reply.initExitVm().setStatus(status); });
   }
 
@@ -328,6 +332,8 @@ class Runtime final : public DeviceHost {
     }
     commit(seq);
     requests->release(seq + 1);
+    inRequest = false;
+    publishEffects();
     if (answer != ReplyKind::NONE) pushAnswer();
     notifyOutput(/*force=*/false);
   }
@@ -454,6 +460,27 @@ class Runtime final : public DeviceHost {
     });
   }
 
+  // Interrupt changes a request makes reach the core only once the request is committed: a
+  // crash before the commit must not leave the core with a level the replay then repeats
+  // (an extra edge).
+  void deliverIrq(uint8_t line, bool level) {
+    if (inRequest) {
+      pendingIrqs.emplace_back(line, level);
+    } else {
+      pushIrq(line, level);
+    }
+  }
+
+  void publishEffects() {
+    for (auto [line, level] : pendingIrqs) pushIrq(line, level);
+    pendingIrqs.clear();
+    if (exitRequested) {
+      uint8_t status = *exitRequested;
+      exitRequested.reset();
+      pushReply([&](protocol::Reply::Builder reply) { reply.initExitVm().setStatus(status); });
+    }
+  }
+
   void pushIrq(uint8_t line, bool level) {
     pushReply([&](protocol::Reply::Builder reply) {
       auto irq = reply.initIrq();
@@ -524,6 +551,8 @@ class Runtime final : public DeviceHost {
   bool faultsDecided = false;  // faultsThrough is meaningful
   uint64_t currentSeq = 0;
   bool inRequest = false;
+  std::vector<std::pair<uint8_t, bool>> pendingIrqs;  // made by the request in progress
+  std::optional<uint8_t> exitRequested;
   kj::Own<kj::UnixEventPort::FdObserver> observer;
   PoppedMessage slot;
   ErrorHandler errorHandler;
