@@ -58,5 +58,9 @@ struct FaultAction {
     dmaRefuse @11 :Void;    # reserved for devices with DMA windows (none yet)
     dmaShort @12 :UInt32;
     dmaFlip @13 :UInt64;
+    # Done by the core's supervisor, not by the server, on the guest's access:
+    kill @14 :Void;         # SIGKILL the server
+    stop @15 :Void;         # SIGSTOP the server (a hang only the watchdog can end)
+    sever @16 :Void;        # cut the server's control connection (it exits)
   }
 }

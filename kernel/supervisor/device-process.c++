@@ -198,6 +198,9 @@ absl::StatusOr<std::unique_ptr<DeviceProcess>> DeviceProcess::start(kj::AsyncIoC
       kj::AutoCloseFd(fcntl(process->toCoreFd.get(), F_DUPFD_CLOEXEC, 3)),
       static_cast<StateRegionLayout*>(state), std::move(s.output), sink);
 
+  DeviceProcess* raw = process.get();
+  process->remote->onSupervisorFault(
+      [raw](protocol::FaultAction::Which action) { raw->injectFault(action); });
   RETURN_IF_ERROR(process->spawn());
   std::string failure;
   KJ_IF_MAYBE (exception, kj::runCatchingExceptions(
@@ -264,10 +267,14 @@ absl::Status DeviceProcess::spawn() {
     _exit(127);
   }
   theirs = nullptr;
-  childPid = child;
   int raw = static_cast<int>(syscall(SYS_pidfd_open, child, 0));
   if (raw < 0) return errnoStatus("pidfd_open for a device server");
-  pidfd = kj::AutoCloseFd(raw);
+  {
+    std::lock_guard<std::mutex> lock(incarnationLock);
+    childPid = child;
+    pidfd = kj::AutoCloseFd(raw);
+    socketFd = ours.get();
+  }
   pidObserver = kj::heap<kj::UnixEventPort::FdObserver>(
       io.unixEventPort, pidfd.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
   stream = io.lowLevelProvider->wrapUnixSocketFd(kj::mv(ours));
@@ -421,9 +428,31 @@ void DeviceProcess::checkWatchdog(std::chrono::steady_clock::time_point now) {
   killServer();
 }
 
-void DeviceProcess::killServer() {
-  // By pidfd, so a recycled pid can never be hit.
-  if (pidfd != nullptr) syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+void DeviceProcess::killServer() { signalServer(SIGKILL); }
+
+void DeviceProcess::signalServer(int signal) {
+  // By pidfd, so a recycled pid can never be hit; the lock keeps a restart from swapping it.
+  std::lock_guard<std::mutex> lock(incarnationLock);
+  if (pidfd != nullptr) syscall(SYS_pidfd_send_signal, pidfd.get(), signal, nullptr, 0);
+}
+
+void DeviceProcess::injectFault(protocol::FaultAction::Which action) {
+  switch (action) {
+    case protocol::FaultAction::KILL:
+      signalServer(SIGKILL);
+      break;
+    case protocol::FaultAction::STOP:
+      signalServer(SIGSTOP);
+      break;
+    case protocol::FaultAction::SEVER: {
+      // Cut the connection under the server: it sees end-of-file and exits.
+      std::lock_guard<std::mutex> lock(incarnationLock);
+      if (socketFd >= 0) shutdown(socketFd, SHUT_RDWR);
+      break;
+    }
+    default:
+      break;
+  }
 }
 
 std::string DeviceProcess::reap() {
@@ -439,7 +468,9 @@ void DeviceProcess::dropIncarnation() {
   network = nullptr;
   stream = nullptr;
   pidObserver = nullptr;
+  std::lock_guard<std::mutex> lock(incarnationLock);
   pidfd = nullptr;
+  socketFd = -1;
 }
 
 std::string DeviceProcess::stop() {

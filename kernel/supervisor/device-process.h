@@ -20,6 +20,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -98,6 +99,9 @@ class DeviceProcess {
   kj::Promise<void> whenServerExits();
   std::string reap();
   void killServer();
+  void signalServer(int signal);
+  // A supervisor fault (kill, stop, sever) from the device's fault plan; any thread.
+  void injectFault(protocol::FaultAction::Which action);
   void dropIncarnation();
 
   kj::AsyncIoContext& io;
@@ -110,8 +114,10 @@ class DeviceProcess {
   std::unique_ptr<RemoteDevice> remote;
   std::vector<std::tuple<Space, uint64_t, uint64_t, bool>> ranges;  // as first attached
 
+  std::mutex incarnationLock;  // pidfd and socketFd, used from vCPU threads by injectFault
   pid_t childPid = -1;
   kj::AutoCloseFd pidfd;
+  int socketFd = -1;  // the core's end of the control connection (owned by `stream`)
   kj::Own<kj::UnixEventPort::FdObserver> pidObserver;
   kj::Own<kj::AsyncCapabilityStream> stream;
   kj::Own<capnp::TwoPartyVatNetwork> network;

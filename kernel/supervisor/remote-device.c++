@@ -53,12 +53,17 @@ void RemoteDevice::allow(std::set<uint8_t> lines, bool exitAllowed) {
 }
 
 void RemoteDevice::setFaultRules(protocol::FaultPlan::Reader rules) {
-  std::lock_guard<std::mutex> lock(faultLock);
-  faultRules.clear();
-  for (auto rule : rules.getRules()) {
-    faultRules.emplace_back(rule.getName(), describeFaultAction(rule.getAction()));
+  {
+    std::lock_guard<std::mutex> lock(faultLock);
+    faultRules.clear();
+    for (auto rule : rules.getRules()) {
+      if (isSupervisorAction(rule.getAction())) continue;  // in the order the server numbers them
+      faultRules.emplace_back(rule.getName(), describeFaultAction(rule.getAction()));
+    }
+    lastFaultEvent.assign(faultRules.size(), 0);
   }
-  lastFaultEvent.assign(faultRules.size(), 0);
+  std::lock_guard<std::mutex> lock(producerLock);
+  supervisorFaults.load(rules, "", FaultEngine::Side::SUPERVISOR);
 }
 
 std::optional<uint64_t> RemoteDevice::post(const Fill& fill, bool expectReply) {
@@ -80,6 +85,7 @@ std::optional<uint64_t> RemoteDevice::post(const Fill& fill, bool expectReply) {
     });
     if (status == RingStatus::OK) {
       if (requests.consumerNeedsWake()) signalEventfd(toDevice.get());
+      if (!supervisorFaults.empty()) supervisorFaultsFor(fill);
       return seq;
     }
     if (status == RingStatus::CORRUPT) {
@@ -93,6 +99,38 @@ std::optional<uint64_t> RemoteDevice::post(const Fill& fill, bool expectReply) {
       return std::nullopt;
     }
     if (attempt > 1000) std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
+
+void RemoteDevice::supervisorFaultsFor(const Fill& fill) {
+  // Rebuild the access to see its kind, address and value (cheap, and only with such rules).
+  capnp::MallocMessageBuilder message;
+  auto request = message.initRoot<protocol::Request>();
+  fill(request);
+  FaultEventKind kind;
+  protocol::Access::Reader access;
+  switch (request.which()) {
+    case protocol::Request::READ:
+      kind = FaultEventKind::READ;
+      access = request.getRead().asReader();
+      break;
+    case protocol::Request::WRITE:
+      kind = FaultEventKind::WRITE;
+      access = request.getWrite().asReader();
+      break;
+    case protocol::Request::WRITE_SYNC:
+      kind = FaultEventKind::WRITE;
+      access = request.getWriteSync().asReader();
+      break;
+    default:
+      return;  // a flush is not the guest's
+  }
+  for (const FiredFault& fault :
+       supervisorFaults.onEvent(kind, access.getAddress(), access.getValue())) {
+    stats.faultsFired.fetch_add(1, std::memory_order_relaxed);
+    sink.faultFired(deviceName, supervisorFaults.ruleName(fault.rule),
+                    describeFaultAction(fault.action), fault.event);
+    if (supervisorAction) supervisorAction(fault.action.which());
   }
 }
 

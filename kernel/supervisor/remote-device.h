@@ -24,6 +24,7 @@
 #include "kernel/base/log.h"
 #include "kernel/bus/io-bus.h"
 #include "servers/sdk/channel.h"
+#include "servers/sdk/fault-engine.h"
 #include "servers/sdk/state-region.h"
 
 namespace bulkhead {
@@ -57,8 +58,13 @@ class RemoteDevice final : public IoHandler {
 
   // Called once the server said what it wants, before the guest runs.
   void allow(std::set<uint8_t> irqLines, bool mayExit);
-  // The device's fault rules, so reports of fired faults can be named and checked.
+  // The device's fault rules: the server's are named here so its reports can be checked; the
+  // supervisor's (kill, stop, sever) run here, on each access the guest makes, and
+  // `supervisorAction` carries them out.
   void setFaultRules(protocol::FaultPlan::Reader rules);
+  void onSupervisorFault(std::function<void(protocol::FaultAction::Which)> action) {
+    supervisorAction = std::move(action);
+  }
 
   uint64_t read(Space space, uint64_t address, unsigned size) override;
   void write(Space space, uint64_t address, unsigned size, uint64_t value,
@@ -97,6 +103,8 @@ class RemoteDevice final : public IoHandler {
   // Waits for the awaited request's completion; its value, or nothing on fence or timeout.
   std::optional<uint64_t> await(std::chrono::milliseconds timeout);
   void handleReply(const PoppedMessage& message);
+  // Runs the supervisor's fault rules on a request just posted (producerLock held).
+  void supervisorFaultsFor(const Fill& fill);
   // Records the answer to the awaited request; false when `seq` is not the one awaited.
   bool complete(uint64_t seq, uint64_t value);
 
@@ -124,6 +132,8 @@ class RemoteDevice final : public IoHandler {
   std::mutex faultLock;
   std::vector<std::pair<std::string, std::string>> faultRules;  // name, action
   std::vector<uint64_t> lastFaultEvent;                         // per rule, for dedup
+  FaultEngine supervisorFaults;                                 // under producerLock
+  std::function<void(protocol::FaultAction::Which)> supervisorAction;
   StateRegionLayout* state;
   kj::AutoCloseFd output;
   std::mutex outputLock;

@@ -162,6 +162,25 @@ TEST(FaultEngine, ARulesRandomnessDoesNotDependOnOtherRules) {
   EXPECT_EQ(alone, withOther);
 }
 
+TEST(FaultEngine, ServerAndSupervisorRulesAreSplit) {
+  Plan plan(
+      "rule a device=serial on=write every=1 action=drop\n"
+      "rule b device=serial on=write every=1 action=kill\n"
+      "rule c device=serial on=write every=1 action=corrupt:1\n");
+  ASSERT_EQ(plan.error, "");
+  FaultEngine server, supervisor;
+  server.load(plan.reader(), "serial", FaultEngine::Side::SERVER);
+  supervisor.load(plan.reader(), "serial", FaultEngine::Side::SUPERVISOR);
+  auto fired = server.onEvent(FaultEventKind::WRITE, 0, 0);
+  ASSERT_EQ(fired.size(), 2u);
+  EXPECT_EQ(server.ruleName(fired[0].rule), "a");
+  EXPECT_EQ(server.ruleName(fired[1].rule), "c");
+  auto supervised = supervisor.onEvent(FaultEventKind::WRITE, 0, 0);
+  ASSERT_EQ(supervised.size(), 1u);
+  EXPECT_EQ(supervisor.ruleName(supervised[0].rule), "b");
+  EXPECT_TRUE(isSupervisorAction(supervised[0].action));
+}
+
 TEST(FaultEngine, StateSurvivesACopy) {
   // The engine's state is a plain struct: a restarted server continues the sequence.
   const char* text = "seed 3\nrule r device=serial on=write every=1 probability=0.5 action=drop\n";

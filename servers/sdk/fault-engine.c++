@@ -24,7 +24,18 @@ uint8_t FaultEngine::stateIndex(const std::string& name) {
   return stateNames.size() - 1;
 }
 
-void FaultEngine::load(protocol::FaultPlan::Reader plan, const std::string& device) {
+bool isSupervisorAction(protocol::FaultAction::Reader action) {
+  switch (action.which()) {
+    case protocol::FaultAction::KILL:
+    case protocol::FaultAction::STOP:
+    case protocol::FaultAction::SEVER:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void FaultEngine::load(protocol::FaultPlan::Reader plan, const std::string& device, Side side) {
   copy = kj::heap<capnp::MallocMessageBuilder>();
   copy->setRoot(plan);
   auto owned = copy->getRoot<protocol::FaultPlan>().asReader();
@@ -36,6 +47,7 @@ void FaultEngine::load(protocol::FaultPlan::Reader plan, const std::string& devi
   for (auto rule : owned.getRules()) {
     ++index;
     if (!device.empty() && rule.getDevice() != device) continue;
+    if (isSupervisorAction(rule.getAction()) != (side == Side::SUPERVISOR)) continue;
     KJ_REQUIRE(rules.size() < MAX_FAULT_RULES, "a device may have at most 32 fault rules");
     Rule entry{rule, ANY_STATE, ANY_STATE};
     if (rule.getWhenState().size() > 0) entry.whenState = stateIndex(rule.getWhenState());

@@ -46,9 +46,13 @@ struct FiredFault {
 class FaultEngine {
  public:
   FaultEngine() = default;
-  // Takes the rules of `plan` that apply to `device` (all of them when `device` is empty).
+  // Which rules an engine runs: the server's (everything but the supervisor's actions) or the
+  // supervisor's (kill, stop, sever), which the core carries out.
+  enum class Side { SERVER, SUPERVISOR };
+
+  // Takes the rules of `plan` for `side` that apply to `device` (any device when empty).
   // Throws (KJ_REQUIRE) on a plan this engine cannot run: too many rules or states.
-  void load(protocol::FaultPlan::Reader plan, const std::string& device);
+  void load(protocol::FaultPlan::Reader plan, const std::string& device, Side side = Side::SERVER);
   bool empty() const { return rules.empty(); }
 
   // Counts one event and returns the rules that fire on it, in plan order.
@@ -71,6 +75,9 @@ class FaultEngine {
   std::vector<std::string> stateNames{""};
   FaultEngineState engineState{};
 };
+
+// Whether the core's supervisor, not the server, carries out this action.
+bool isSupervisorAction(protocol::FaultAction::Reader action);
 
 // splitmix64: the generator the engine uses, exposed for tests.
 uint64_t splitmix64(uint64_t& state);

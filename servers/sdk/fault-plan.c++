@@ -81,6 +81,15 @@ std::string setAction(const std::string& text, protocol::FaultAction::Builder ac
     action.setCrash();
   } else if (name == "hang") {
     action.setHang();
+  } else if (name == "kill") {
+    action.setKill();
+    return needs(access, "access, read or write");
+  } else if (name == "stop") {
+    action.setStop();
+    return needs(access, "access, read or write");
+  } else if (name == "sever") {
+    action.setSever();
+    return needs(access, "access, read or write");
   } else if (name == "dma-refuse") {
     action.setDmaRefuse();
   } else if (name == "dma-short") {
@@ -90,7 +99,8 @@ std::string setAction(const std::string& text, protocol::FaultAction::Builder ac
   } else {
     return "unknown action '" + name +
            "' (drop, delay:US, answer:V, flip:MASK, corrupt:MASK, lose-irq, duplicate-irq, "
-           "delay-irq:US, spurious-irq, crash, hang, dma-refuse, dma-short:N, dma-flip:MASK)";
+           "delay-irq:US, spurious-irq, crash, hang, kill, stop, sever, dma-refuse, dma-short:N, "
+           "dma-flip:MASK)";
   }
   return "";
 }
@@ -270,6 +280,12 @@ std::string describeFaultAction(protocol::FaultAction::Reader action) {
       return "crash";
     case protocol::FaultAction::HANG:
       return "hang";
+    case protocol::FaultAction::KILL:
+      return "kill";
+    case protocol::FaultAction::STOP:
+      return "stop";
+    case protocol::FaultAction::SEVER:
+      return "sever";
     case protocol::FaultAction::DMA_REFUSE:
       return "dma-refuse";
     case protocol::FaultAction::DMA_SHORT:

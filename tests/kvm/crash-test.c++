@@ -46,6 +46,9 @@ Capture streamWhileDisturbing(const std::vector<std::string>& serialOptions, int
                                "bytes=" + std::to_string(STREAM_BYTES), "--serial", serial,
                                "--device", "debug-exit"});
   std::thread reader([&run]() { run.wait(); });
+  // Disturb only a running device: the first start of a server is not supervised (a server
+  // that cannot start at all is a configuration error).
+  run.waitForOutput();
   std::mt19937 random(20261126);
   std::uniform_int_distribution<int> gap(gapMs.first, gapMs.second);
   *disturbed = 0;
@@ -91,6 +94,7 @@ TEST(CrashIsolation, ACrashLoopFencesTheDeviceAndTheGuestReadsAllOnes) {
   Capture run = startCaptured({"run", "--kernel", guestDir() + "/fence-probe.elf", "--serial",
                                "stdio,restarts=3/60s", "--device", "debug-exit"});
   std::thread reader([&run]() { run.wait(); });
+  ASSERT_TRUE(run.waitForOutput());  // "ready": the serial server is serving
   int kills = 0;
   for (int i = 0; i < 500 && kills < 4 && processAlive(run.pid); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -109,6 +113,7 @@ TEST(CrashIsolation, OnFailureErrorFencesAtOnce) {
   Capture run = startCaptured({"run", "--kernel", guestDir() + "/fence-probe.elf", "--serial",
                                "stdio,on-failure=error", "--device", "debug-exit"});
   std::thread reader([&run]() { run.wait(); });
+  ASSERT_TRUE(run.waitForOutput());
   pid_t server = -1;
   for (int i = 0; i < 250 && server <= 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

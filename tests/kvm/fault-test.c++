@@ -123,6 +123,31 @@ TEST(Faults, ACrashAndAHangAreHiddenByTheSupervisor) {
   EXPECT_NE(hung.err.find("left a request waiting"), std::string::npos) << hung.err;
 }
 
+TEST(Faults, TheSupervisorsFaultsAreHiddenToo) {
+  REQUIRE_KVM();
+  // kill, stop and sever act from the core's supervisor, on the guest's fourth scratch write.
+  struct Case {
+    const char* action;
+    const char* seen;
+  } cases[] = {
+      {"kill", "killed by signal 9"},
+      {"stop", "left a request waiting"},
+      {"sever", "exited with status 0"},
+  };
+  for (const Case& c : cases) {
+    std::string plan = writePlan(c.action, std::string("rule s device=serial on=write "
+                                                       "address=0x3ff nth=4 once action=") +
+                                               c.action + "\n");
+    RunResult run = probe("0", {"--faults", plan, "--serial", "stdio,watchdog=100ms"});
+    EXPECT_EQ(run.status, 1) << c.action << ": " << run.err;
+    EXPECT_EQ(run.out, CLEAN_VALUES) << c.action;
+    EXPECT_NE(run.err.find(std::string("fault s fired on device serial (") + c.action),
+              std::string::npos)
+        << run.err;
+    EXPECT_NE(run.err.find(c.seen), std::string::npos) << c.action << ": " << run.err;
+  }
+}
+
 TEST(Faults, TheSameSeedReplaysTheSameFaults) {
   REQUIRE_KVM();
   std::string plan = writePlan(

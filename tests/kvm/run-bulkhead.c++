@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -94,12 +95,20 @@ void Capture::wait() {
         --open;
       } else {
         (i == 0 ? out : err).append(buffer, n);
+        if (i == 0) outBytes->fetch_add(n);
       }
     }
   }
   int raw = 0;
   waitpid(pid, &raw, 0);
   status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
+}
+
+bool Capture::waitForOutput() const {
+  for (int i = 0; i < 3000 && outputSoFar() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return outputSoFar() > 0;
 }
 
 pid_t findChild(pid_t parent, const std::string& comm) {

@@ -3,6 +3,8 @@
 
 #include <sys/types.h>
 
+#include <atomic>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -35,7 +37,12 @@ struct Capture {
   std::string err;
   int status = -1;  // after wait()
   void wait();      // reaps the process and finishes reading its output
+  // Bytes of stdout read so far (safe to ask while another thread is in wait()).
+  size_t outputSoFar() const { return outBytes->load(); }
+  // Waits (up to 30 s) until the guest has printed something: its devices are serving.
+  bool waitForOutput() const;
   int outFd = -1, errFd = -1;
+  std::shared_ptr<std::atomic<size_t>> outBytes = std::make_shared<std::atomic<size_t>>(0);
 };
 Capture startCaptured(const std::vector<std::string>& arguments);
 
