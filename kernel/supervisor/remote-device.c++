@@ -193,6 +193,7 @@ std::optional<uint64_t> RemoteDevice::await(std::chrono::milliseconds timeout) {
   }
   // Then sleep on toCore. The event loop may take the reply instead of us, so wake up every
   // millisecond to look.
+  bool tookWakeups = false;
   while (!done()) {
     if (Clock::now() - start > timeout) {
       fence("the server did not answer a request within its time limit (hung?)");
@@ -204,9 +205,15 @@ std::optional<uint64_t> RemoteDevice::await(std::chrono::milliseconds timeout) {
         uint64_t count;
         ssize_t ignored = ::read(toCore.get(), &count, sizeof(count));
         (void)ignored;
+        tookWakeups = true;
       }
     }
     serviceReplies();
+  }
+  if (tookWakeups) {
+    // We may have eaten a wake-up meant for the event loop, which then sleeps with the
+    // server no longer asked to wake anyone: ask again, and take what came meanwhile.
+    while (!armWakeup()) serviceReplies();
   }
   std::lock_guard<std::mutex> lock(completionLock);
   awaiting.store(false, std::memory_order_release);
@@ -231,7 +238,8 @@ void RemoteDevice::serviceReplies() {
 
 bool RemoteDevice::armWakeup() {
   std::lock_guard<std::mutex> lock(consumerLock);
-  return replies.prepareSleep();
+  // Both the event loop and a waiting vCPU arm the wake-up; neither may cancel the other's.
+  return replies.requestWake();
 }
 
 bool RemoteDevice::complete(uint64_t seq, uint64_t value) {

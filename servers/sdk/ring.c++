@@ -115,6 +115,12 @@ bool RingConsumer::prepareSleep() {
   return true;
 }
 
+bool RingConsumer::requestWake() {
+  header->consumerSleeping.store(1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return !hasMessages();
+}
+
 void RingConsumer::cancelSleep() { header->consumerSleeping.store(0, std::memory_order_relaxed); }
 
 }  // namespace bulkhead

@@ -93,6 +93,10 @@ class RingConsumer {
   // when a message arrived meanwhile, so the caller must not sleep.
   bool prepareSleep();
   void cancelSleep();
+  // For a consumer shared by several threads (the core's side of the reply ring): asks to be
+  // woken and says whether sleeping is safe, but never withdraws the request, which another
+  // thread may be relying on. An unneeded wake-up costs little; a missed one stalls.
+  bool requestWake();
 
   uint64_t nextSeq() const { return tail; }
 
