@@ -96,6 +96,10 @@ void Vm::requestExit(int exitStatus, const std::string& why) {
     reason = why;
     stopping.store(true, std::memory_order_release);
   });
+  {
+    std::lock_guard<std::mutex> lock(pauseLock);
+    pauseChanged.notify_all();  // parked vCPUs leave
+  }
   for (auto& vcpu : vcpus) vcpu->kick();
   uint64_t one = 1;
   ssize_t ignored = write(stopEvent.get(), &one, sizeof(one));
@@ -199,6 +203,7 @@ void Vm::vcpuLoop(KvmVcpu& vcpu) {
     if (!*entered) {
       vcpu.clearKick();
       if (stopping.load(std::memory_order_acquire)) break;
+      parkIfPaused();
       // SDM Vol. 3, 6.7: with IF clear only NMI, SMI, INIT or reset end HLT; none comes here.
       if (vcpu.haltedWithInterruptsOff()) {
         requestExit(EXIT_GUEST_CRASHED,
@@ -252,6 +257,44 @@ void Vm::vcpuLoop(KvmVcpu& vcpu) {
         break;
     }
   }
+}
+
+void Vm::parkIfPaused() {
+  std::unique_lock<std::mutex> lock(pauseLock);
+  if (!pauseRequested) return;
+  ++parked;
+  pauseChanged.notify_all();
+  pauseChanged.wait(lock, [&]() { return !pauseRequested || stopping.load(); });
+  --parked;
+}
+
+bool Vm::pauseVcpus(std::chrono::milliseconds timeout) {
+  {
+    std::lock_guard<std::mutex> lock(pauseLock);
+    pauseRequested = true;
+  }
+  for (auto& vcpu : vcpus) vcpu->kick();
+  std::unique_lock<std::mutex> lock(pauseLock);
+  bool all = pauseChanged.wait_for(lock, timeout, [&]() { return parked == vcpus.size(); });
+  if (!all) {
+    pauseRequested = false;
+    pauseChanged.notify_all();
+  }
+  return all;
+}
+
+void Vm::resumeVcpus() {
+  std::lock_guard<std::mutex> lock(pauseLock);
+  pauseRequested = false;
+  pauseChanged.notify_all();
+}
+
+absl::StatusOr<VcpuSnapshot> Vm::snapshot(unsigned index) {
+  if (index >= vcpus.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("there is no vCPU %u (the VM has %u)", index, vcpus.size()));
+  }
+  return vcpus[index]->snapshot();
 }
 
 kj::Promise<void> Vm::serviceDevice(DeviceProcess& process,

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -66,6 +68,14 @@ class Vm final : public DeviceSink {
   void setFaultsEnabled(bool enabled) { planEnabled = enabled; }
   void setFaultSeed(std::optional<uint64_t> seed) { seedOverride = seed; }
 
+  // Parks every vCPU outside KVM_RUN, for a consistent view of the guest; false if one did not
+  // stop within `timeout` (it is then resumed). Call resumeVcpus() when done.
+  bool pauseVcpus(std::chrono::milliseconds timeout);
+  void resumeVcpus();
+  // While paused: one vCPU's registers.
+  absl::StatusOr<VcpuSnapshot> snapshot(unsigned vcpu);
+  unsigned vcpuCount() const { return vcpus.size(); }
+
   // DeviceSink: may be called from any thread.
   void setIrqLine(uint32_t line, bool level) override;
   void requestExit(int status, const std::string& why) override;
@@ -80,6 +90,7 @@ class Vm final : public DeviceSink {
  private:
   Vm(kj::AsyncIoContext& io, const VmConfig& config) : io(io), config(config) {}
   void vcpuLoop(KvmVcpu& vcpu);
+  void parkIfPaused();
   void handleIo(kvm_run& run);
   void handleMmio(kvm_run& run);
   kj::Promise<void> serviceDevice(DeviceProcess& process, kj::UnixEventPort::FdObserver& observer);
@@ -101,7 +112,10 @@ class Vm final : public DeviceSink {
   int status = 0;
   std::string reason;
   kj::AutoCloseFd stopEvent;
-  std::atomic<bool> haltCheck{false};
+  std::mutex pauseLock;
+  std::condition_variable pauseChanged;
+  bool pauseRequested = false;
+  unsigned parked = 0;
   RateLimitedLog irqFailures;
   std::mutex faultLogLock;
   kj::AutoCloseFd faultLogFd;

@@ -33,4 +33,20 @@ interface Control {
 
   clearFaults @4 () -> ();
   # Forgets the plan.
+
+  inspect @5 (vcpu :UInt32, what :Inspect, address :UInt64, count :UInt32)
+      -> (text :Text, data :Data);
+  # A view of the guest as one vCPU sees it, taken with every vCPU paused (docs/debugging.md).
+  # `address` and `count` as `what` needs them; memory comes back in `data`.
+}
+
+enum Inspect {
+  registers @0;       # general, segment, control and descriptor-table registers
+  walk @1;            # the page walk of linear `address`
+  gdt @2;
+  idt @3;
+  ldt @4;
+  disassemble @5;     # `count` instructions from linear `address`
+  memory @6;          # `count` bytes from linear `address`
+  physicalMemory @7;  # `count` bytes from guest-physical `address`
 }

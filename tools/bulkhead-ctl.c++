@@ -2,8 +2,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,7 +27,15 @@ usage:
   bulkhead-ctl SOCKET faults enable        put the loaded plan (back) in force
   bulkhead-ctl SOCKET faults disable       take it out of force, keeping it
   bulkhead-ctl SOCKET faults clear         forget it
+  bulkhead-ctl SOCKET regs                 vCPU 0's registers (general, segment, control)
+  bulkhead-ctl SOCKET walk VADDR           the page walk of a linear address
+  bulkhead-ctl SOCKET gdt|idt|ldt          a descriptor table, decoded
+  bulkhead-ctl SOCKET disas ADDR [N]       N instructions (default 10) at a linear address
+  bulkhead-ctl SOCKET mem ADDR LEN         a hex dump of guest memory at a linear address
+  bulkhead-ctl SOCKET pmem ADDR LEN        the same at a guest-physical address
   bulkhead-ctl --help
+
+The views pause every vCPU for a moment, so what they show is consistent.
 
 SOCKET is the path given to `bulkhead run --control`. Fault plans: docs/fault-injection.md.
 )";
@@ -51,8 +62,34 @@ int run(const std::string& socket, const std::vector<std::string>& command) {
                        (command[1] == "list" || command[1] == "enable" || command[1] == "disable" ||
                         command[1] == "clear")) ||
                       (command.size() == 3 && command[0] == "faults" && command[1] == "load");
-  if (!knownCommand) return fail("unknown command; see bulkhead-ctl --help");
-  if (command.size() == 3 && !readFile(command[2], planText)) {
+  using bulkhead::protocol::Inspect;
+  std::optional<Inspect> view;
+  uint64_t address = 0, count = 0;
+  const std::string& verb = command[0];
+  auto number = [](const std::string& text, uint64_t& out) {
+    char* end = nullptr;
+    errno = 0;
+    out = strtoull(text.c_str(), &end, 0);
+    return !text.empty() && errno == 0 && *end == '\0';
+  };
+  if (command.size() == 1 && (verb == "regs" || verb == "sregs")) view = Inspect::REGISTERS;
+  if (command.size() == 1 && verb == "gdt") view = Inspect::GDT;
+  if (command.size() == 1 && verb == "idt") view = Inspect::IDT;
+  if (command.size() == 1 && verb == "ldt") view = Inspect::LDT;
+  if (verb == "walk" || verb == "disas" || verb == "mem" || verb == "pmem") {
+    bool ok = command.size() >= 2 && number(command[1], address);
+    count = verb == "disas" ? 10 : 0;
+    if (command.size() == 3) ok = ok && number(command[2], count);
+    ok = ok && command.size() <= (verb == "walk" ? 2u : 3u);
+    ok = ok && (verb == "walk" || verb == "disas" || command.size() == 3);
+    if (!ok) return fail(verb + ": bad or missing address or count; see bulkhead-ctl --help");
+    view = verb == "walk"    ? Inspect::WALK
+           : verb == "disas" ? Inspect::DISASSEMBLE
+           : verb == "mem"   ? Inspect::MEMORY
+                             : Inspect::PHYSICAL_MEMORY;
+  }
+  if (!knownCommand && !view) return fail("unknown command; see bulkhead-ctl --help");
+  if (knownCommand && command.size() == 3 && !readFile(command[2], planText)) {
     return fail("cannot read fault plan " + command[2] + ": " + strerror(errno));
   }
   kj::AsyncIoContext io = kj::setupAsyncIo();
@@ -71,6 +108,23 @@ int run(const std::string& socket, const std::vector<std::string>& command) {
   auto control = client.bootstrap().castAs<bulkhead::protocol::Control>();
   int status = 0;
   KJ_IF_MAYBE (exception, kj::runCatchingExceptions([&]() {
+                 if (view) {
+                   auto request = control.inspectRequest();
+                   request.setVcpu(0);
+                   request.setWhat(*view);
+                   request.setAddress(address);
+                   request.setCount(count);
+                   auto response = request.send().wait(io.waitScope);
+                   fputs(response.getText().cStr(), stdout);
+                   auto data = response.getData();
+                   for (size_t i = 0; i < data.size(); i += 16) {
+                     printf("%016llx ", (unsigned long long)(address + i));
+                     for (size_t j = i; j < i + 16 && j < data.size(); ++j)
+                       printf(" %02x", data[j]);
+                     printf("\n");
+                   }
+                   return;
+                 }
                  if (command[0] == "devices" || command[0] == "stats") {
                    auto response = control.devicesRequest().send().wait(io.waitScope);
                    bool stats = command[0] == "stats";

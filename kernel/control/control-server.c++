@@ -51,4 +51,61 @@ kj::Promise<void> ControlServer::clearFaults(ClearFaultsContext context) {
   return vm.applyFaults();
 }
 
+kj::Promise<void> ControlServer::inspect(InspectContext context) {
+  auto params = context.getParams();
+  if (!vm.pauseVcpus(std::chrono::milliseconds(2000))) {
+    KJ_FAIL_REQUIRE(kj::str("the vCPUs did not pause within 2 s"));
+  }
+  KJ_DEFER(vm.resumeVcpus());
+  absl::StatusOr<VcpuSnapshot> snapshot = vm.snapshot(params.getVcpu());
+  if (!snapshot.ok()) {
+    std::string message(snapshot.status().message());
+    KJ_FAIL_REQUIRE(kj::str(message.c_str()));
+  }
+  GuestInspector inspector(*snapshot, vm.memory());
+  auto results = context.getResults();
+  absl::StatusOr<std::string> text = std::string();
+  switch (params.getWhat()) {
+    case protocol::Inspect::REGISTERS:
+      text = inspector.registers();
+      break;
+    case protocol::Inspect::WALK:
+      text = inspector.walk(params.getAddress());
+      break;
+    case protocol::Inspect::GDT:
+      text = inspector.table(TableKind::GDT);
+      break;
+    case protocol::Inspect::IDT:
+      text = inspector.table(TableKind::IDT);
+      break;
+    case protocol::Inspect::LDT:
+      text = inspector.table(TableKind::LDT);
+      break;
+    case protocol::Inspect::DISASSEMBLE:
+      text = inspector.disassemble(params.getAddress(), params.getCount());
+      break;
+    case protocol::Inspect::MEMORY:
+    case protocol::Inspect::PHYSICAL_MEMORY: {
+      absl::StatusOr<std::string> bytes =
+          inspector.memory(params.getAddress(), params.getCount(),
+                           params.getWhat() == protocol::Inspect::PHYSICAL_MEMORY);
+      if (!bytes.ok()) {
+        text = bytes.status();
+        break;
+      }
+      results.setData(
+          kj::arrayPtr(reinterpret_cast<const kj::byte*>(bytes->data()), bytes->size()));
+      break;
+    }
+    default:
+      KJ_FAIL_REQUIRE(kj::str("unknown view"));
+  }
+  if (!text.ok()) {
+    std::string message(text.status().message());
+    KJ_FAIL_REQUIRE(kj::str(message.c_str()));
+  }
+  results.setText(*text);
+  return kj::READY_NOW;
+}
+
 }  // namespace bulkhead

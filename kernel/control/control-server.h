@@ -19,6 +19,7 @@ class ControlServer final : public protocol::Control::Server {
   kj::Promise<void> faults(FaultsContext context) override;
   kj::Promise<void> enableFaults(EnableFaultsContext context) override;
   kj::Promise<void> clearFaults(ClearFaultsContext context) override;
+  kj::Promise<void> inspect(InspectContext context) override;
 
  private:
   Vm& vm;

@@ -134,6 +134,42 @@ void KvmVcpu::kick() {
   if (threadKnown.load(std::memory_order_acquire)) pthread_kill(thread, SIGUSR2);
 }
 
+absl::StatusOr<VcpuSnapshot> KvmVcpu::snapshot() {
+  kvm_regs regs;
+  kvm_sregs sregs;
+  if (ioctl(vcpuFd.get(), KVM_GET_REGS, &regs) < 0) return errnoStatus("KVM_GET_REGS");
+  if (ioctl(vcpuFd.get(), KVM_GET_SREGS, &sregs) < 0) return errnoStatus("KVM_GET_SREGS");
+  VcpuSnapshot s;
+  uint64_t gpr[16] = {regs.rax, regs.rcx, regs.rdx, regs.rbx, regs.rsp, regs.rbp,
+                      regs.rsi, regs.rdi, regs.r8,  regs.r9,  regs.r10, regs.r11,
+                      regs.r12, regs.r13, regs.r14, regs.r15};
+  memcpy(s.gpr, gpr, sizeof(gpr));
+  s.rip = regs.rip;
+  s.rflags = regs.rflags;
+  auto segment = [](const kvm_segment& k) {
+    return SegmentState{k.selector, k.base,   k.limit,   k.type, k.present != 0,
+                        k.s == 0,   k.l != 0, k.db != 0, k.dpl};
+  };
+  s.cs = segment(sregs.cs);
+  s.ds = segment(sregs.ds);
+  s.es = segment(sregs.es);
+  s.fs = segment(sregs.fs);
+  s.gs = segment(sregs.gs);
+  s.ss = segment(sregs.ss);
+  s.tr = segment(sregs.tr);
+  s.ldt = segment(sregs.ldt);
+  s.gdtBase = sregs.gdt.base;
+  s.gdtLimit = sregs.gdt.limit;
+  s.idtBase = sregs.idt.base;
+  s.idtLimit = sregs.idt.limit;
+  s.cr0 = sregs.cr0;
+  s.cr2 = sregs.cr2;
+  s.cr3 = sregs.cr3;
+  s.cr4 = sregs.cr4;
+  s.efer = sregs.efer;
+  return s;
+}
+
 bool KvmVcpu::haltedWithInterruptsOff() {
   kvm_mp_state state;
   kvm_regs regs;

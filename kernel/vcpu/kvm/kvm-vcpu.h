@@ -12,6 +12,7 @@
 
 #include "kernel/boot/boot-state.h"
 #include "kernel/guestview/disassembler.h"
+#include "kernel/guestview/inspect.h"
 #include "kernel/memory/guest-memory.h"
 
 namespace bulkhead {
@@ -37,6 +38,9 @@ class KvmVcpu {
     this->thread = thread;
     threadKnown.store(true, std::memory_order_release);
   }
+
+  // The vCPU's registers; only while its thread is outside KVM_RUN (parked).
+  absl::StatusOr<VcpuSnapshot> snapshot();
 
   // For reports: "RIP 0008:0x100004 (32-bit): hlt". Host failures are described inline.
   std::string describeLocation(GuestMemory& memory);
