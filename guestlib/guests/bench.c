@@ -11,9 +11,7 @@
 #define BASELINE_PORT 0x5f1
 
 void main32(uint32_t magic, struct multiboot_info* info) {
-  const char* cmdline = (magic == MULTIBOOT_BOOTLOADER_MAGIC && (info->flags & (1u << 2)))
-                            ? (const char*)(uintptr_t)info->cmdline
-                            : "";
+  const char* cmdline = multiboot_cmdline(magic, info);
   uint32_t count = (uint32_t)cmdline_number(cmdline, "count", 20000);
   uint32_t sink = 0;
   outb(MARKER_PORT, 1);

@@ -26,29 +26,16 @@ static void send(uint8_t byte) {
 
 void main32(uint32_t magic, struct multiboot_info* info) {
   serial_init();
-  const char* cmdline = (magic == MULTIBOOT_BOOTLOADER_MAGIC && (info->flags & (1u << 2)))
-                            ? (const char*)(uintptr_t)info->cmdline
-                            : "";
-  uint32_t total = (uint32_t)cmdline_number(cmdline, "bytes", 1u << 20);
-  uint32_t sent = 0;
-  for (uint32_t line = 0; sent < total; ++line) {
-    char text[8];
-    uint32_t value = line;
-    for (int i = 6; i >= 0; --i) {
-      text[i] = (char)('0' + value % 10);
-      value /= 10;
+  uint32_t total = (uint32_t)cmdline_number(multiboot_cmdline(magic, info), "bytes", 1u << 20);
+  for (uint32_t sent = 0; sent < total; ++sent) {
+    if ((sent & 0xff) == 0) {
+      uint8_t mark = (uint8_t)(sent >> 8);
+      outb(COM1 + SCR, mark);
+      if (inb(COM1 + SCR) != mark) guest_fail(9, "scratch register lost its value");
+      if (inb(COM1 + LCR) != 0x03) guest_fail(9, "LCR lost its value");
+      if (inb(COM1 + IER) != 0x00) guest_fail(9, "IER lost its value");
     }
-    text[7] = '\n';
-    for (int i = 0; i < 8 && sent < total; ++i, ++sent) {
-      send((uint8_t)text[i]);
-      if ((sent & 0xff) == 0) {
-        uint8_t mark = (uint8_t)(sent >> 8);
-        outb(COM1 + SCR, mark);
-        if (inb(COM1 + SCR) != mark) guest_fail(9, "scratch register lost its value");
-        if (inb(COM1 + LCR) != 0x03) guest_fail(9, "LCR lost its value");
-        if (inb(COM1 + IER) != 0x00) guest_fail(9, "IER lost its value");
-      }
-    }
+    send((uint8_t)numbered_stream_byte(sent));
   }
   serial_puts("sum=");
   uint32_t sum = sumB << 16 | sumA;

@@ -48,9 +48,7 @@ static void timing(void) {
 
 void main32(uint32_t magic, struct multiboot_info* info) {
   serial_init();
-  const char* cmdline = (magic == MULTIBOOT_BOOTLOADER_MAGIC && (info->flags & (1u << 2)))
-                            ? (const char*)(uintptr_t)info->cmdline
-                            : "";
+  const char* cmdline = multiboot_cmdline(magic, info);
   uint64_t mode = cmdline_number(cmdline, "mode", 0);
   if (mode == 1) {
     timing();

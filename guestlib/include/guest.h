@@ -47,6 +47,13 @@ size_t strlen(const char* text);
 /* Value of "key=NUMBER" in a command line, or `fallback`. */
 uint64_t cmdline_number(const char* cmdline, const char* key, uint64_t fallback);
 
+struct multiboot_info;
+/* The Multiboot command line, or "" when the loader gave none. */
+const char* multiboot_cmdline(uint32_t magic, const struct multiboot_info* info);
+
+/* The `index`th byte of the numbered stream the stream tests use: lines "%07u\n". */
+char numbered_stream_byte(uint32_t index);
+
 static inline uint64_t rdtsc(void) {
   uint32_t low, high;
   __asm__ volatile("rdtsc" : "=a"(low), "=d"(high));

@@ -47,3 +47,15 @@ uint64_t cmdline_number(const char* cmdline, const char* key, uint64_t fallback)
   }
   return fallback;
 }
+
+const char* multiboot_cmdline(uint32_t magic, const struct multiboot_info* info) {
+  if (magic != MULTIBOOT_BOOTLOADER_MAGIC || !(info->flags & (1u << 2))) return "";
+  return (const char*)(uintptr_t)info->cmdline;
+}
+
+char numbered_stream_byte(uint32_t index) {
+  uint32_t line = index / 8, column = index % 8;
+  if (column == 7) return '\n';
+  for (uint32_t digit = 6; digit > column; --digit) line /= 10;
+  return (char)('0' + line % 10);
+}
