@@ -144,10 +144,15 @@ int run(Options options) {
   config.handleSignals = true;
   config.faultLog = options.faultLog;
   config.controlPath = options.controlPath;
+  config.traceExits = options.traceExits;
+  config.tracePath = options.tracePath;
   absl::StatusOr<std::unique_ptr<Vm>> vm = Vm::create(config, io);
   if (!vm.ok()) {
     logLine(vm.status().message());
-    return EXIT_HOST_FAILURE;
+    return vm.status().code() == absl::StatusCode::kInvalidArgument ||
+                   vm.status().code() == absl::StatusCode::kNotFound
+               ? EXIT_BAD_INPUT
+               : EXIT_HOST_FAILURE;
   }
   absl::Status loaded = loadGuest(**vm, options, kernelImage);
   if (!loaded.ok()) {

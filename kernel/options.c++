@@ -177,6 +177,13 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
       } else {
         return bad(absl::StrFormat("--serial '%s' is not stdio, none or file:PATH", mode));
       }
+    } else if (flag == "--trace") {
+      if (value != "exits" && value.rfind("exits,", 0) != 0) {
+        return bad(
+            absl::StrFormat("--trace '%s': the trace kind is exits (--trace exits[,FILE])", value));
+      }
+      options.traceExits = true;
+      options.tracePath = value.size() > 6 ? value.substr(6) : "";
     } else if (flag == "--control") {
       options.controlPath = value;
     } else if (flag == "--faults") {
@@ -238,6 +245,8 @@ guest:
 common options:
   --memory SIZE        guest RAM, e.g. 64M (default) or 1G
   --control PATH       serve the control API on unix socket PATH (for bulkhead-ctl)
+  --trace exits[,FILE] log every vCPU exit with the instruction that caused it (to stderr, or
+                       FILE); at most a million lines
   --cpus N             vCPUs (default 1)
   --serial stdio|file:PATH|none[,key=value]...
                        COM1 (16550A at 0x3f8, IRQ 4), in its own process; default stdio

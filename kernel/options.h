@@ -41,6 +41,8 @@ struct Options {
   std::optional<uint64_t> faultSeed;
   std::string faultLog;
   std::string controlPath;  // unix socket for bulkhead-ctl
+  bool traceExits = false;
+  std::string tracePath;  // "" = stderr
 };
 
 absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments);

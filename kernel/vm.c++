@@ -57,6 +57,9 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::create(const VmConfig& config, kj::Async
   int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (fd < 0) return errnoStatus("eventfd");
   vm->stopEvent = kj::AutoCloseFd(fd);
+  if (config.traceExits) {
+    ASSIGN_OR_RETURN(vm->trace, ExitTrace::open(config.tracePath));
+  }
   if (!config.faultLog.empty()) {
     int log = open(config.faultLog.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (log < 0) {
@@ -214,6 +217,19 @@ void Vm::vcpuLoop(KvmVcpu& vcpu) {
       continue;
     }
     kvm_run& run = vcpu.exitInfo();
+    // Traced before handling (the instruction at RIP is the one that exited) and, for reads,
+    // with the value the guest gets, after.
+    bool traceAfter =
+        trace != nullptr && (run.exit_reason == KVM_EXIT_IO || run.exit_reason == KVM_EXIT_MMIO);
+    std::string location;
+    // KVM has already stepped past an IN or OUT when it exits: the instruction shown is the
+    // next one.
+    if (traceAfter) {
+      location = (run.exit_reason == KVM_EXIT_IO ? "next " : "") + vcpu.describeLocation(*ram);
+    }
+    if (trace != nullptr && !traceAfter) {
+      trace->record(index, describeExit(run), vcpu.describeLocation(*ram));
+    }
     switch (run.exit_reason) {
       case KVM_EXIT_IO:
         handleIo(run);
@@ -256,6 +272,42 @@ void Vm::vcpuLoop(KvmVcpu& vcpu) {
                                     run.exit_reason, vcpu.describeLocation(*ram)));
         break;
     }
+    if (traceAfter) trace->record(index, describeExit(run), location);
+  }
+}
+
+std::string Vm::describeExit(const kvm_run& run) {
+  switch (run.exit_reason) {
+    case KVM_EXIT_IO: {
+      const auto& io = run.io;
+      uint64_t value = 0;
+      memcpy(&value, reinterpret_cast<const uint8_t*>(&run) + io.data_offset,
+             io.size <= 8 ? io.size : 8);
+      return absl::StrFormat("io %s port 0x%x size %u value 0x%x%s",
+                             io.direction == KVM_EXIT_IO_OUT ? "out" : "in", io.port, io.size,
+                             value, io.count > 1 ? absl::StrFormat(" (x%u)", io.count) : "");
+    }
+    case KVM_EXIT_MMIO: {
+      uint64_t value = 0;
+      memcpy(&value, run.mmio.data, run.mmio.len <= 8 ? run.mmio.len : 8);
+      return absl::StrFormat("mmio %s 0x%x size %u value 0x%x",
+                             run.mmio.is_write ? "write" : "read", run.mmio.phys_addr, run.mmio.len,
+                             value);
+    }
+    case KVM_EXIT_HLT:
+      return "hlt";
+    case KVM_EXIT_SHUTDOWN:
+      return "shutdown";
+    case KVM_EXIT_INTERNAL_ERROR:
+      return absl::StrFormat("internal-error %u", run.internal.suberror);
+    case KVM_EXIT_FAIL_ENTRY:
+      return "fail-entry";
+    case KVM_EXIT_SYSTEM_EVENT:
+      return absl::StrFormat("system-event %u", run.system_event.type);
+    case KVM_EXIT_INTR:
+      return "interrupted";
+    default:
+      return absl::StrFormat("exit-reason %u", run.exit_reason);
   }
 }
 

@@ -21,6 +21,7 @@
 
 #include "kernel/boot/boot-state.h"
 #include "kernel/bus/io-bus.h"
+#include "kernel/guestview/exit-trace.h"
 #include "kernel/memory/guest-memory.h"
 #include "kernel/supervisor/device-process.h"
 #include "kernel/vcpu/kvm/kvm-vcpu.h"
@@ -38,6 +39,9 @@ struct VmConfig {
   std::string faultLog;
   // A unix socket to serve the control API on (protocols/control.capnp); "" for none.
   std::string controlPath;
+  // Trace every exit (--trace exits): to `tracePath`, or to stderr when it is empty.
+  bool traceExits = false;
+  std::string tracePath;
 };
 
 class Vm final : public DeviceSink {
@@ -93,6 +97,7 @@ class Vm final : public DeviceSink {
   void parkIfPaused();
   void handleIo(kvm_run& run);
   void handleMmio(kvm_run& run);
+  static std::string describeExit(const kvm_run& run);
   kj::Promise<void> serviceDevice(DeviceProcess& process, kj::UnixEventPort::FdObserver& observer);
   kj::Promise<void> watchHalts();
   kj::Promise<void> watchDevices();
@@ -102,6 +107,7 @@ class Vm final : public DeviceSink {
   VmConfig config;
   std::unique_ptr<KvmVm> kvm;
   std::unique_ptr<GuestMemory> ram;
+  std::unique_ptr<ExitTrace> trace;
   std::vector<std::unique_ptr<KvmVcpu>> vcpus;
   std::vector<std::thread> threads;
   IoBus ioBus;

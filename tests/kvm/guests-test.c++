@@ -78,6 +78,24 @@ TEST(Guests, HundredThousandBytesArriveInOrder) {
   EXPECT_TRUE(run.out == expected) << "bytes arrived out of order or changed";
 }
 
+TEST(Guests, TheExitTraceShowsEachExitAndItsInstruction) {
+  REQUIRE_KVM();
+  std::string path = ::testing::TempDir() + "/bulkhead-trace";
+  RunResult run = runBulkhead({"run", "--kernel", guest("hello.elf"), "--device", "debug-exit",
+                               "--trace", "exits," + path});
+  EXPECT_EQ(run.status, 3) << run.err;
+  std::ifstream file(path);
+  std::string trace((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  // 'h' written to THR, then debug-exit: each with the guest's next instruction decoded.
+  EXPECT_NE(trace.find("vcpu 0 io out port 0x3f8 size 1 value 0x68; next RIP 0008:0x"),
+            std::string::npos)
+      << trace;
+  EXPECT_NE(trace.find("vcpu 0 io in port 0x3fd size 1 value 0x60; next RIP"), std::string::npos)
+      << trace;
+  EXPECT_NE(trace.find("io out port 0xf4 size 1 value 0x1; next RIP"), std::string::npos) << trace;
+  EXPECT_NE(trace.find("(32-bit): "), std::string::npos) << trace;
+}
+
 TEST(Guests, SerialToAFile) {
   REQUIRE_KVM();
   std::string path = ::testing::TempDir() + "/bulkhead-serial-out";
