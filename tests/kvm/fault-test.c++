@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -68,9 +69,9 @@ TEST(Faults, AnAnsweredReadAndACorruptedWrite) {
 
 TEST(Faults, ADelayedReadTakesLonger) {
   REQUIRE_KVM();
-  auto slowest = [](const std::string& out) {
-    size_t at = out.find("max=");
-    return at == std::string::npos ? 0ull : std::stoull(out.substr(at + 4));
+  auto cycles = [](const std::string& out, const char* key) {
+    size_t at = out.find(key);
+    return at == std::string::npos ? 0ull : std::stoull(out.substr(at + strlen(key)));
   };
   RunResult clean = probe("1", {});
   std::string plan = writePlan(
@@ -78,8 +79,11 @@ TEST(Faults, ADelayedReadTakesLonger) {
   RunResult delayed = probe("1", {"--faults", plan});
   ASSERT_EQ(clean.status, 1) << clean.err;
   ASSERT_EQ(delayed.status, 1) << delayed.err;
-  // 100 ms is hundreds of millions of TSC cycles; a clean read is tens of thousands.
-  EXPECT_GT(slowest(delayed.out), 10 * slowest(clean.out)) << clean.out << delayed.out;
+  // 100 ms is hundreds of millions of TSC cycles; a clean read takes tens of thousands (the
+  // median; the slowest clean read can be a scheduling hiccup, so it is only compared).
+  uint64_t cleanMedian = cycles(clean.out, "median="), delayedMax = cycles(delayed.out, "max=");
+  EXPECT_GT(delayedMax, 1000 * cleanMedian) << clean.out << delayed.out;
+  EXPECT_GT(delayedMax, cycles(clean.out, "max=")) << clean.out << delayed.out;
 }
 
 TEST(Faults, ALostInterruptNeverArrives) {
