@@ -449,7 +449,9 @@ int Vm::run() {
 void Vm::shutDownDevices() {
   // Let every server finish what the guest sent before it ended (output included).
   for (auto& process : processes) {
-    if (!process->device().fenced() && !process->device().drain(DRAIN_TIMEOUT)) {
+    // A server that died as the VM ended is not restarted; what it committed is still taken.
+    if (!process->device().fenced() && process->alive() &&
+        !process->device().drain(DRAIN_TIMEOUT)) {
       logf("device %s did not finish its requests before the VM ended", process->kind());
     }
     process->device().drainOutput();

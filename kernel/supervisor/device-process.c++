@@ -344,6 +344,13 @@ kj::Promise<std::string> DeviceProcess::attach(bool first) {
           [](kj::Exception&& exception) { return cleanDescription(exception); });
 }
 
+bool DeviceProcess::alive() {
+  std::lock_guard<std::mutex> lock(incarnationLock);
+  if (pidfd == nullptr) return false;
+  pollfd exited{pidfd.get(), POLLIN, 0};
+  return poll(&exited, 1, 0) == 0;
+}
+
 kj::Promise<void> DeviceProcess::whenServerExits() {
   // The observer is edge-triggered and an edge that came while nobody waited is lost (the
   // server may die during attach), so look at the pidfd's level first.

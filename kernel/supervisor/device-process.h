@@ -78,6 +78,8 @@ class DeviceProcess {
 
   // Runs for the VM's life: restarts the server each time it dies, or fences the device.
   kj::Promise<void> supervise();
+  // Whether the current server process is still running.
+  bool alive();
   // Kills a server that has let a request wait too long; supervise() then restarts it.
   void checkWatchdog(std::chrono::steady_clock::time_point now);
   // Stops supervising, closes the channel and reaps the process. Returns how it ended.
