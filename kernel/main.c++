@@ -145,6 +145,7 @@ int run(Options options) {
   config.faultLog = options.faultLog;
   config.controlPath = options.controlPath;
   config.traceExits = options.traceExits;
+  config.gdbPort = options.gdbPort;
   config.tracePath = options.tracePath;
   absl::StatusOr<std::unique_ptr<Vm>> vm = Vm::create(config, io);
   if (!vm.ok()) {

@@ -49,6 +49,9 @@ TEST(Options, EveryMistakeIsOneClearError) {
       {{"run", "--kernel", "a", "--device", "serial"}, "--serial"},
       {{"run", "--kernel", "a", "--bogus", "1"}, "unknown option --bogus"},
       {{"run", "--kernel", "a", "--entry", "1"}, "only apply to --flat"},
+      {{"run", "--kernel", "a", "--gdb", "70000"}, "not a TCP port"},
+      {{"run", "--kernel", "a", "--trace", "irqs"}, "the trace kind is exits"},
+      {{"run", "--kernel", "a", "--fault-seed", "3"}, "need --faults"},
   };
   for (const Case& c : cases) {
     auto options = parse(c.arguments);

@@ -177,6 +177,12 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
       } else {
         return bad(absl::StrFormat("--serial '%s' is not stdio, none or file:PATH", mode));
       }
+    } else if (flag == "--gdb") {
+      absl::StatusOr<uint64_t> port = parseNumber(value);
+      if (!port.ok() || *port == 0 || *port > 65535) {
+        return bad(absl::StrFormat("--gdb '%s' is not a TCP port (1-65535)", value));
+      }
+      options.gdbPort = *port;
     } else if (flag == "--trace") {
       if (value != "exits" && value.rfind("exits,", 0) != 0) {
         return bad(
@@ -245,6 +251,8 @@ guest:
 common options:
   --memory SIZE        guest RAM, e.g. 64M (default) or 1G
   --control PATH       serve the control API on unix socket PATH (for bulkhead-ctl)
+  --gdb PORT           serve the GDB remote protocol on 127.0.0.1:PORT; the guest waits for
+                       the debugger (target remote :PORT) to continue it
   --trace exits[,FILE] log every vCPU exit with the instruction that caused it (to stderr, or
                        FILE); at most a million lines
   --cpus N             vCPUs (default 1)

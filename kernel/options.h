@@ -41,6 +41,7 @@ struct Options {
   std::optional<uint64_t> faultSeed;
   std::string faultLog;
   std::string controlPath;  // unix socket for bulkhead-ctl
+  uint16_t gdbPort = 0;
   bool traceExits = false;
   std::string tracePath;  // "" = stderr
 };

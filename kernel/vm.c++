@@ -13,6 +13,7 @@
 #include "kernel/base/errno-status.h"
 #include "kernel/base/status-macros.h"
 #include "kernel/control/control-server.h"
+#include "kernel/debug/gdb-stub.h"
 #include "kernel/exit-status.h"
 #include "servers/sdk/fault-plan.h"
 
@@ -57,6 +58,9 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::create(const VmConfig& config, kj::Async
   int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (fd < 0) return errnoStatus("eventfd");
   vm->stopEvent = kj::AutoCloseFd(fd);
+  fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) return errnoStatus("eventfd");
+  vm->debugEvent = kj::AutoCloseFd(fd);
   if (config.traceExits) {
     ASSIGN_OR_RETURN(vm->trace, ExitTrace::open(config.tracePath));
   }
@@ -196,6 +200,7 @@ void Vm::vcpuLoop(KvmVcpu& vcpu) {
   sigaddset(&kick, KICK_SIGNAL);
   pthread_sigmask(SIG_UNBLOCK, &kick, nullptr);
   unsigned index = vcpu.index();
+  parkIfPaused();  // a debugger may want the VM stopped before its first instruction
   while (!stopping.load(std::memory_order_acquire)) {
     absl::StatusOr<bool> entered = vcpu.enter();
     if (!entered.ok()) {
@@ -238,6 +243,18 @@ void Vm::vcpuLoop(KvmVcpu& vcpu) {
         handleMmio(run);
         break;
       case KVM_EXIT_INTR:
+        break;
+      case KVM_EXIT_DEBUG:
+        // A breakpoint or a step: stop every vCPU and tell the debugger (gdb-stub).
+        {
+          std::lock_guard<std::mutex> lock(pauseLock);
+          pauseRequested = true;
+          debugStopPending = true;
+        }
+        for (auto& other : vcpus) {
+          if (other.get() != &vcpu) other->kick();
+        }
+        parkIfPaused();
         break;
       case KVM_EXIT_HLT:
         requestExit(EXIT_GUEST_CRASHED,
@@ -316,6 +333,12 @@ void Vm::parkIfPaused() {
   if (!pauseRequested) return;
   ++parked;
   pauseChanged.notify_all();
+  if (debugStopPending) {
+    debugStopPending = false;
+    uint64_t one = 1;
+    ssize_t ignored = write(debugEvent.get(), &one, sizeof(one));
+    (void)ignored;
+  }
   pauseChanged.wait(lock, [&]() { return !pauseRequested || stopping.load(); });
   --parked;
 }
@@ -339,6 +362,11 @@ void Vm::resumeVcpus() {
   std::lock_guard<std::mutex> lock(pauseLock);
   pauseRequested = false;
   pauseChanged.notify_all();
+}
+
+absl::Status Vm::setGuestDebug(unsigned index, const kvm_guest_debug& debug) {
+  if (index >= vcpus.size()) return absl::InvalidArgumentError("no such vCPU");
+  return vcpus[index]->setGuestDebug(debug);
 }
 
 absl::StatusOr<VcpuSnapshot> Vm::snapshot(unsigned index) {
@@ -371,6 +399,14 @@ kj::Promise<void> Vm::watchDevices() {
   });
 }
 
+kj::Promise<void> Vm::watchDebugStops(kj::UnixEventPort::FdObserver& observer, GdbStub& stub) {
+  return observer.whenBecomesReadable().then([this, &observer, &stub]() {
+    uint64_t count;
+    while (::read(debugEvent.get(), &count, sizeof(count)) == sizeof(count)) stub.debugStop();
+    return watchDebugStops(observer, stub);
+  });
+}
+
 kj::Promise<void> Vm::watchHalts() {
   return io.provider->getTimer().afterDelay(HALT_CHECK_PERIOD).then([this]() {
     for (auto& vcpu : vcpus) vcpu->kick();
@@ -399,6 +435,29 @@ int Vm::run() {
   }
   tasks.add(watchHalts());
   tasks.add(watchDevices());
+  kj::Own<kj::ConnectionReceiver> gdbListener;
+  kj::Own<GdbStub> gdb;
+  kj::Own<kj::UnixEventPort::FdObserver> debugObserver;
+  if (config.gdbPort != 0) {
+    KJ_IF_MAYBE (exception, kj::runCatchingExceptions([&]() {
+                   gdbListener = io.provider->getNetwork()
+                                     .parseAddress(kj::str("127.0.0.1:", config.gdbPort))
+                                     .wait(io.waitScope)
+                                     ->listen();
+                 })) {
+      logf("--gdb %u: cannot listen on 127.0.0.1:%u: %s", config.gdbPort, config.gdbPort,
+           exception->getDescription().cStr());
+      return EXIT_BAD_INPUT;
+    }
+    gdb = kj::heap<GdbStub>(*this, io);
+    tasks.add(gdb->serve(*gdbListener));
+    debugObserver = kj::heap<kj::UnixEventPort::FdObserver>(
+        io.unixEventPort, debugEvent.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
+    tasks.add(watchDebugStops(*debugObserver, *gdb));
+    pauseRequested = true;  // stopped until the debugger says continue
+    logf("gdb: waiting for a debugger on 127.0.0.1:%u (target remote :%u)", config.gdbPort,
+         config.gdbPort);
+  }
   kj::Own<kj::ConnectionReceiver> controlListener;
   kj::Own<capnp::TwoPartyServer> controlServer;
   if (!config.controlPath.empty()) {

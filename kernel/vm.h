@@ -29,6 +29,8 @@
 
 namespace bulkhead {
 
+class GdbStub;
+
 struct VmConfig {
   uint64_t memoryBytes = 64 * MIB;
   unsigned cpus = 1;
@@ -39,6 +41,9 @@ struct VmConfig {
   std::string faultLog;
   // A unix socket to serve the control API on (protocols/control.capnp); "" for none.
   std::string controlPath;
+  // Serve the GDB remote protocol on 127.0.0.1:gdbPort (0: no), starting with the vCPUs
+  // stopped until the debugger continues them.
+  uint16_t gdbPort = 0;
   // Trace every exit (--trace exits): to `tracePath`, or to stderr when it is empty.
   bool traceExits = false;
   std::string tracePath;
@@ -79,6 +84,8 @@ class Vm final : public DeviceSink {
   // While paused: one vCPU's registers.
   absl::StatusOr<VcpuSnapshot> snapshot(unsigned vcpu);
   unsigned vcpuCount() const { return vcpus.size(); }
+  // While paused: sets a vCPU's debugging (breakpoints, single step).
+  absl::Status setGuestDebug(unsigned vcpu, const kvm_guest_debug& debug);
 
   // DeviceSink: may be called from any thread.
   void setIrqLine(uint32_t line, bool level) override;
@@ -101,6 +108,7 @@ class Vm final : public DeviceSink {
   kj::Promise<void> serviceDevice(DeviceProcess& process, kj::UnixEventPort::FdObserver& observer);
   kj::Promise<void> watchHalts();
   kj::Promise<void> watchDevices();
+  kj::Promise<void> watchDebugStops(kj::UnixEventPort::FdObserver& observer, GdbStub& stub);
   void shutDownDevices();
 
   kj::AsyncIoContext& io;
@@ -122,6 +130,8 @@ class Vm final : public DeviceSink {
   std::condition_variable pauseChanged;
   bool pauseRequested = false;
   unsigned parked = 0;
+  bool debugStopPending = false;  // a vCPU stopped for the debugger; tell the event loop
+  kj::AutoCloseFd debugEvent;
   RateLimitedLog irqFailures;
   std::mutex faultLogLock;
   kj::AutoCloseFd faultLogFd;

@@ -134,6 +134,13 @@ void KvmVcpu::kick() {
   if (threadKnown.load(std::memory_order_acquire)) pthread_kill(thread, SIGUSR2);
 }
 
+absl::Status KvmVcpu::setGuestDebug(const kvm_guest_debug& debug) {
+  if (ioctl(vcpuFd.get(), KVM_SET_GUEST_DEBUG, &debug) < 0) {
+    return errnoStatus("KVM_SET_GUEST_DEBUG");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<VcpuSnapshot> KvmVcpu::snapshot() {
   kvm_regs regs;
   kvm_sregs sregs;

@@ -39,6 +39,7 @@ class KvmVcpu {
     threadKnown.store(true, std::memory_order_release);
   }
 
+  absl::Status setGuestDebug(const kvm_guest_debug& debug);
   // The vCPU's registers; only while its thread is outside KVM_RUN (parked).
   absl::StatusOr<VcpuSnapshot> snapshot();
 
