@@ -104,14 +104,23 @@ std::string GdbStub::stopReply(int signal) const { return absl::StrFormat("S%02x
 std::string GdbStub::registers() {
   absl::StatusOr<VcpuSnapshot> s = vm.snapshot(0);
   if (!s.ok()) return "E01";
-  // GDB's i386 register order: eax ecx edx ebx esp ebp esi edi eip eflags cs ss ds es fs gs.
-  const uint64_t* g = s->gpr;
-  uint32_t values[16] = {(uint32_t)g[0],   (uint32_t)g[1],      (uint32_t)g[2], (uint32_t)g[3],
-                         (uint32_t)g[4],   (uint32_t)g[5],      (uint32_t)g[6], (uint32_t)g[7],
-                         (uint32_t)s->rip, (uint32_t)s->rflags, s->cs.selector, s->ss.selector,
-                         s->ds.selector,   s->es.selector,      s->fs.selector, s->gs.selector};
+  const uint64_t* g = s->gpr;  // rax rcx rdx rbx rsp rbp rsi rdi r8-r15
+  uint32_t segments[6] = {s->cs.selector, s->ss.selector, s->ds.selector,
+                          s->es.selector, s->fs.selector, s->gs.selector};
   std::string out;
-  for (uint32_t value : values) out += hex32(value);
+  if (s->cs.longMode) {
+    // GDB's amd64 order: rax rbx rcx rdx rsi rdi rbp rsp r8-r15 rip (8 bytes each), then
+    // eflags and the six selectors (4 bytes each).
+    const int order[16] = {0, 3, 1, 2, 6, 7, 5, 4, 8, 9, 10, 11, 12, 13, 14, 15};
+    for (int i : order) out += hex32(g[i]) + hex32(g[i] >> 32);
+    out += hex32(s->rip) + hex32(s->rip >> 32);
+  } else {
+    // GDB's i386 order: eax ecx edx ebx esp ebp esi edi eip (4 bytes each).
+    for (int i = 0; i < 8; ++i) out += hex32(g[i]);
+    out += hex32(s->rip);
+  }
+  out += hex32(s->rflags);
+  for (uint32_t selector : segments) out += hex32(selector);
   return out;
 }
 

@@ -47,4 +47,23 @@ grep -q '^\$3 = 0x72$' "$work/gdb.out" || fail "al holds the first character, 'r
 grep -q '^\$4 = 0x7c0d$' "$work/gdb.out" || fail "continue reaches the breakpoint again"
 [ "$status" = 11 ] || fail "the guest should finish (status 11) after gdb detaches, not $status"
 grep -q "real mode ok" "$work/guest.out" || fail "the guest's output"
+
+# A 64-bit guest: the amd64 register set, a step, and kill.
+"$bulkhead" run --flat "$guests/views.bin" --entry 0x100000 --mode 64 --gdb "$port" \
+  > "$work/views.out" 2> "$work/views.err" &
+vm=$!
+for _ in $(seq 50); do
+  grep -q "waiting for a debugger" "$work/views.err" && break
+  sleep 0.1
+done
+timeout 60 gdb -batch -nx -ex 'set architecture i386:x86-64' -ex "target remote :$port" \
+  -ex 'print/x $rip' -ex stepi -ex 'print/x $rsp' -ex 'print/x $cs' -ex kill \
+  > "$work/gdb64.out" 2>&1 || true
+status=0
+wait "$vm" || status=$?
+cat "$work/gdb64.out"
+grep -q '^\$1 = 0x100000$' "$work/gdb64.out" || fail "rip at the 64-bit entry"
+grep -q '^\$2 = 0x105000$' "$work/gdb64.out" || fail "rsp after the first instruction (mov rsp, ...)"
+grep -q '^\$3 = 0x18$' "$work/gdb64.out" || fail "cs is the 64-bit code selector"
+[ "$status" = 0 ] || fail "kill from gdb should end the VM with status 0, not $status"
 echo "gdb stub: ok"
