@@ -379,9 +379,7 @@ absl::StatusOr<VcpuSnapshot> Vm::snapshot(unsigned index) {
 
 kj::Promise<void> Vm::serviceDevice(DeviceProcess& process,
                                     kj::UnixEventPort::FdObserver& observer) {
-  uint64_t count;
-  while (::read(process.device().toCoreFd(), &count, sizeof(count)) == sizeof(count)) {
-  }
+  drainEventfd(process.device().toCoreFd());
   process.device().serviceReplies();
   while (!process.device().armWakeup()) process.device().serviceReplies();
   return observer.whenBecomesReadable().then(

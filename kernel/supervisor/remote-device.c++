@@ -20,12 +20,6 @@ constexpr auto SPIN_FOR_REPLY = std::chrono::microseconds(300);
 constexpr auto ROUND_TRIP_TIMEOUT = std::chrono::milliseconds(5000);
 constexpr auto FULL_RING_TIMEOUT = std::chrono::milliseconds(5000);
 
-void signalEventfd(int fd) {
-  uint64_t one = 1;
-  ssize_t ignored = write(fd, &one, sizeof(one));
-  (void)ignored;
-}
-
 protocol::Space wireSpace(Space space) {
   return space == Space::MMIO ? protocol::Space::MMIO : protocol::Space::PIO;
 }
@@ -202,9 +196,7 @@ std::optional<uint64_t> RemoteDevice::await(std::chrono::milliseconds timeout) {
     if (armWakeup()) {
       pollfd wake{toCore.get(), POLLIN, 0};
       if (poll(&wake, 1, 1) > 0) {
-        uint64_t count;
-        ssize_t ignored = ::read(toCore.get(), &count, sizeof(count));
-        (void)ignored;
+        drainEventfd(toCore.get());
         tookWakeups = true;
       }
     }

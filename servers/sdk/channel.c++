@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 namespace bulkhead {
 
@@ -46,6 +47,18 @@ capnp::ReaderOptions channelReaderOptions() {
 RingStatus popMessage(RingConsumer& ring, PoppedMessage& out) {
   return ring.pop(kj::arrayPtr(reinterpret_cast<uint64_t*>(out.words), RING_SLOT_WORDS), out.count,
                   out.seq);
+}
+
+void signalEventfd(int fd) {
+  uint64_t one = 1;
+  ssize_t ignored = write(fd, &one, sizeof(one));
+  (void)ignored;
+}
+
+void drainEventfd(int fd) {
+  uint64_t value;
+  while (read(fd, &value, sizeof(value)) == sizeof(value)) {
+  }
 }
 
 }  // namespace bulkhead

@@ -63,4 +63,9 @@ struct PoppedMessage {
 
 RingStatus popMessage(RingConsumer& ring, PoppedMessage& out);
 
+// Wakes whoever sleeps on the eventfd.
+void signalEventfd(int fd);
+// Empties a non-blocking eventfd.
+void drainEventfd(int fd);
+
 }  // namespace bulkhead

@@ -47,18 +47,6 @@ constexpr auto SLICE_BEFORE_YIELD = std::chrono::milliseconds(2);
 
 using Clock = std::chrono::steady_clock;
 
-void signalEventfd(int fd) {
-  uint64_t one = 1;
-  ssize_t ignored = write(fd, &one, sizeof(one));
-  (void)ignored;
-}
-
-void drainEventfd(int fd) {
-  uint64_t value;
-  while (read(fd, &value, sizeof(value)) == sizeof(value)) {
-  }
-}
-
 // A shared mapping of the state region memfd.
 class StateMapping {
  public:

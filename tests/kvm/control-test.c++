@@ -15,18 +15,6 @@
 namespace bulkhead::testing {
 namespace {
 
-std::string ctl(const std::string& socket, const std::string& command, int* status = nullptr) {
-  std::string line = ctlPath() + " " + socket + " " + command + " 2>&1";
-  FILE* pipe = popen(line.c_str(), "r");
-  std::string out;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) out.append(buffer, n);
-  int raw = pclose(pipe);
-  if (status != nullptr) *status = WEXITSTATUS(raw);
-  return out;
-}
-
 TEST(Control, DevicesStatsAndLiveFaultPlans) {
   REQUIRE_KVM();
   std::string socket = ::testing::TempDir() + "/bulkhead-control-test.sock";
@@ -41,17 +29,17 @@ TEST(Control, DevicesStatsAndLiveFaultPlans) {
   std::string devices;
   for (int i = 0; i < 100 && devices.find("serial") == std::string::npos; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    devices = ctl(socket, "devices");
+    devices = runCtl(socket, "devices");
   }
   EXPECT_NE(devices.find("serving"), std::string::npos) << devices;
   EXPECT_NE(devices.find("debug-exit"), std::string::npos) << devices;
 
   int status = -1;
-  EXPECT_EQ(ctl(socket, "faults list"), "no fault plan\n");
-  EXPECT_EQ(ctl(socket, "faults load " + plan, &status), "fault plan " + plan + " in force\n");
+  EXPECT_EQ(runCtl(socket, "faults list"), "no fault plan\n");
+  EXPECT_EQ(runCtl(socket, "faults load " + plan, &status), "fault plan " + plan + " in force\n");
   EXPECT_EQ(status, 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  std::string stats = ctl(socket, "stats");
+  std::string stats = runCtl(socket, "stats");
   // The serial line's row: its FAULTS column counts the drops that fired.
   size_t row = stats.find("serial");
   ASSERT_NE(row, std::string::npos) << stats;
@@ -61,19 +49,19 @@ TEST(Control, DevicesStatsAndLiveFaultPlans) {
       << stats;
   EXPECT_GT(writes, 100u);
   EXPECT_GT(faults, 0u);
-  EXPECT_NE(ctl(socket, "faults list").find("# in force"), std::string::npos);
-  ctl(socket, "faults disable");
-  EXPECT_NE(ctl(socket, "faults list").find("# disabled"), std::string::npos);
+  EXPECT_NE(runCtl(socket, "faults list").find("# in force"), std::string::npos);
+  runCtl(socket, "faults disable");
+  EXPECT_NE(runCtl(socket, "faults list").find("# disabled"), std::string::npos);
 
-  std::string refused = ctl(socket, "faults load " + bad, &status);
+  std::string refused = runCtl(socket, "faults load " + bad, &status);
   EXPECT_EQ(status, 1);
   EXPECT_EQ(refused, "bulkhead-ctl: rule x names device gpu, which this VM does not have\n");
-  EXPECT_EQ(ctl(socket, "bogus", &status).find("unknown command"), 14u);
+  EXPECT_EQ(runCtl(socket, "bogus", &status).find("unknown command"), 14u);
 
   kill(vm.pid, SIGTERM);
   reader.join();
   EXPECT_EQ(vm.status, 130) << vm.err;
-  EXPECT_NE(ctl(socket, "devices", &status).find("cannot connect"), std::string::npos);
+  EXPECT_NE(runCtl(socket, "devices", &status).find("cannot connect"), std::string::npos);
   EXPECT_EQ(status, 2);
 }
 

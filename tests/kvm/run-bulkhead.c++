@@ -104,6 +104,18 @@ void Capture::wait() {
   status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
 }
 
+std::string runCtl(const std::string& socket, const std::string& command, int* status) {
+  std::string line = controlTool + " " + socket + " " + command + " 2>&1";
+  FILE* pipe = popen(line.c_str(), "r");
+  std::string out;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) out.append(buffer, n);
+  int raw = pclose(pipe);
+  if (status != nullptr) *status = WEXITSTATUS(raw);
+  return out;
+}
+
 bool Capture::waitForOutput() const {
   for (int i = 0; i < 3000 && outputSoFar() == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

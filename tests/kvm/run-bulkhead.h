@@ -46,6 +46,9 @@ struct Capture {
 };
 Capture startCaptured(const std::vector<std::string>& arguments);
 
+// Runs bulkhead-ctl SOCKET COMMAND; its output (stdout and stderr) and exit status.
+std::string runCtl(const std::string& socket, const std::string& command, int* status = nullptr);
+
 // The pid of the core's child whose command name is `comm` (15 characters at most), or -1.
 pid_t findChild(pid_t parent, const std::string& comm);
 bool processAlive(pid_t pid);

@@ -14,17 +14,6 @@
 namespace bulkhead::testing {
 namespace {
 
-std::string ctl(const std::string& socket, const std::string& command) {
-  std::string line = ctlPath() + " " + socket + " " + command + " 2>&1";
-  FILE* pipe = popen(line.c_str(), "r");
-  std::string out;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) out.append(buffer, n);
-  pclose(pipe);
-  return out;
-}
-
 std::string hexOf(const std::string& text, const std::string& key) {
   std::smatch match;
   std::regex pattern(key + "=0x([0-9a-f]+)");
@@ -38,31 +27,31 @@ TEST(Views, PageWalksAndDescriptorTablesMatchWhatTheGuestSet) {
                               "--mode", "64", "--control", socket});
   std::thread reader([&vm]() { vm.wait(); });
   ASSERT_TRUE(vm.waitForOutput());  // the guest printed: its tables are in place
-  std::string out = ctl(socket, "walk 0x40000234");
+  std::string out = runCtl(socket, "walk 0x40000234");
   EXPECT_NE(out.find("-> physical 0x400234, page 2M, writable supervisor"), std::string::npos)
       << out;
-  out = ctl(socket, "walk 0x40200010");
+  out = runCtl(socket, "walk 0x40200010");
   EXPECT_NE(out.find("PTE   at "), std::string::npos) << out;
   EXPECT_NE(out.find("-> physical 0x123010, page 4K, read-only user"), std::string::npos) << out;
-  out = ctl(socket, "walk 0x80000000");
+  out = runCtl(socket, "walk 0x80000000");
   EXPECT_NE(out.find("fault: #PF error code 0x0: PDPTE not present"), std::string::npos) << out;
-  out = ctl(socket, "walk 0x800000000000");
+  out = runCtl(socket, "walk 0x800000000000");
   EXPECT_NE(out.find("fault: #GP"), std::string::npos) << out;
 
-  std::string gdt = ctl(socket, "gdt");
+  std::string gdt = runCtl(socket, "gdt");
   EXPECT_NE(gdt.find("0x0018 code 64-bit execute/read"), std::string::npos) << gdt;
   EXPECT_NE(gdt.find("0x0020 data 32-bit read/write, accessed base 0x0 limit 0xffffffff DPL 3"),
             std::string::npos)
       << gdt;
   EXPECT_NE(gdt.find("0x0028 tss 64-bit available"), std::string::npos) << gdt;
-  std::string idt = ctl(socket, "idt");
+  std::string idt = runCtl(socket, "idt");
   EXPECT_NE(idt.find("vector 0x20 interrupt gate 64-bit -> 0x0018:0x"), std::string::npos) << idt;
   EXPECT_NE(idt.find("vector 0x80 trap gate 64-bit -> 0x0018:0x"), std::string::npos) << idt;
   EXPECT_NE(idt.find("ist 1 DPL 3 present"), std::string::npos) << idt;
-  EXPECT_EQ(ctl(socket, "ldt"), "no LDT loaded\n");
-  std::string registers = ctl(socket, "regs");
+  EXPECT_EQ(runCtl(socket, "ldt"), "no LDT loaded\n");
+  std::string registers = runCtl(socket, "regs");
   EXPECT_NE(registers.find("paging: 4-level paging"), std::string::npos) << registers;
-  EXPECT_NE(ctl(socket, "pmem 0x9000 8").find("0000000000009000  "), std::string::npos);
+  EXPECT_NE(runCtl(socket, "pmem 0x9000 8").find("0000000000009000  "), std::string::npos);
 
   kill(vm.pid, SIGTERM);
   reader.join();
