@@ -150,7 +150,6 @@ kj::Promise<void> Vm::applyFaults() {
 
 void Vm::faultFired(const std::string& device, const std::string& rule, const std::string& action,
                     uint64_t event) {
-  faultCount.fetch_add(1, std::memory_order_relaxed);
   if (faultLogFd == nullptr) {
     if (faultLines.admit()) {
       logf("fault %s fired on device %s (%s, event %u)", rule, device, action, event);

@@ -92,11 +92,6 @@ class Vm final : public DeviceSink {
   void requestExit(int status, const std::string& why) override;
   void faultFired(const std::string& device, const std::string& rule, const std::string& action,
                   uint64_t event) override;
-  uint64_t faultsFired() const { return faultCount.load(std::memory_order_relaxed); }
-
-  // The status and reason of the first requestExit(), once there was one.
-  int exitStatus() const { return status; }
-  const std::string& exitReason() const { return reason; }
 
  private:
   Vm(kj::AsyncIoContext& io, const VmConfig& config) : io(io), config(config) {}
@@ -135,7 +130,6 @@ class Vm final : public DeviceSink {
   RateLimitedLog irqFailures;
   std::mutex faultLogLock;
   kj::AutoCloseFd faultLogFd;
-  std::atomic<uint64_t> faultCount{0};
   RateLimitedLog faultLines;
   std::string planText;
   bool planEnabled = true;

@@ -27,7 +27,6 @@ class RateLimitedLog {
     uint64_t n = count.fetch_add(1, std::memory_order_relaxed) + 1;
     return n <= burst || (n & (n - 1)) == 0;
   }
-  uint64_t total() const { return count.load(std::memory_order_relaxed); }
 
  private:
   uint64_t burst;

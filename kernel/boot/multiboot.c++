@@ -218,8 +218,6 @@ class InfoWriter {
 
 }  // namespace
 
-bool hasMultibootHeader(kj::ArrayPtr<const uint8_t> image) { return findHeader(image).has_value(); }
-
 absl::StatusOr<BootState> loadMultiboot(GuestMemory& memory, kj::ArrayPtr<const uint8_t> image,
                                         const std::string& cmdline,
                                         const std::vector<MultibootModule>& modules) {

@@ -30,7 +30,4 @@ absl::StatusOr<BootState> loadMultiboot(GuestMemory& memory, kj::ArrayPtr<const 
                                         const std::string& cmdline,
                                         const std::vector<MultibootModule>& modules);
 
-// Whether the image carries a Multiboot header in its first 8 KiB.
-bool hasMultibootHeader(kj::ArrayPtr<const uint8_t> image);
-
 }  // namespace bulkhead

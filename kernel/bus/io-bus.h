@@ -37,8 +37,6 @@ class IoBus {
   uint64_t read(Space space, uint64_t address, unsigned size);
   void write(Space space, uint64_t address, unsigned size, uint64_t value);
 
-  uint64_t unclaimedAccesses() const { return unclaimed.total(); }
-
  private:
   RangeMap<Route>& mapFor(Space space) { return space == Space::PIO ? ports : mmio; }
 

@@ -20,7 +20,6 @@ class ExitTrace {
   static absl::StatusOr<std::unique_ptr<ExitTrace>> open(const std::string& path);
 
   void record(unsigned vcpu, const std::string& exit, const std::string& location);
-  uint64_t lines() const { return written; }
 
  private:
   explicit ExitTrace(kj::AutoCloseFd fd) : fd(kj::mv(fd)) {}

@@ -35,7 +35,6 @@ class GuestMemory {
   KJ_DISALLOW_COPY(GuestMemory);
 
   uint64_t size() const { return total; }
-  int fd() const { return memfd.get(); }
   const std::vector<RamRegion>& regions() const { return ramRegions; }
 
   // The host view of [address, address + length), or nullptr when any byte of it is not RAM

@@ -402,7 +402,6 @@ kj::Promise<void> DeviceProcess::supervise() {
         killServer();
       } else {
         remote->noteProgress(std::chrono::steady_clock::now());
-        if (restarted) restarted();
       }
       return supervise();
     });

@@ -88,9 +88,6 @@ class DeviceProcess {
   // Replaces the device's fault rules, on the running server and for its successors.
   kj::Promise<void> setFaults(std::shared_ptr<capnp::MallocMessageBuilder> rules);
 
-  // Called when a new incarnation has attached (tests and benchmarks time restarts with it).
-  void onRestarted(std::function<void()> callback) { restarted = std::move(callback); }
-
  private:
   DeviceProcess(kj::AsyncIoContext& io, DeviceSpec spec, IoBus& bus)
       : io(io), spec(std::move(spec)), bus(bus) {}
@@ -128,7 +125,6 @@ class DeviceProcess {
   bool stopped = false;
   unsigned restartCount = 0;
   std::deque<std::chrono::steady_clock::time_point> recentRestarts;
-  std::function<void()> restarted;
   RateLimitedLog restartLog;
 };
 

@@ -49,7 +49,6 @@ class KvmVcpu {
   bool haltedWithInterruptsOff();
 
   unsigned index() const { return vcpuIndex; }
-  int fd() const { return vcpuFd.get(); }
 
  private:
   unsigned vcpuIndex;

@@ -26,8 +26,6 @@ class KvmVm {
   // Drives an interrupt line of the in-kernel PIC/IOAPIC (GSI numbering, ISA lines 0-15).
   absl::Status setIrqLine(uint32_t line, bool level);
 
-  int fd() const { return vmFd.get(); }
-
  private:
   KvmVm(kj::AutoCloseFd kvm, kj::AutoCloseFd vm, size_t runBytes)
       : kvmFd(kj::mv(kvm)), vmFd(kj::mv(vm)), runBytes(runBytes) {}
