@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,39 @@ absl::StatusOr<DeviceSpec> serialSpec(const Options& options) {
   spec.output = kj::AutoCloseFd(fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3));
   if (pollable(STDIN_FILENO)) spec.backends.emplace_back(fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3));
   return spec;
+}
+
+// A virtio-blk disk: the core opens the image (the server may open nothing) and passes it.
+absl::Status openDisk(DeviceSpec& spec) {
+  std::string path;
+  bool readOnly = false;
+  for (auto it = spec.options.begin(); it != spec.options.end();) {
+    if (it->first == "path") {
+      path = it->second;
+      it = spec.options.erase(it);
+      continue;
+    }
+    if (it->first == "readonly") readOnly = it->second != "off";
+    ++it;
+  }
+  if (path.empty()) return absl::InvalidArgumentError("needs path=IMAGE (a raw disk image)");
+  int fd = open(path.c_str(), (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "cannot open disk image %s%s: %s", path, readOnly ? "" : " for writing", strerror(errno)));
+  }
+  kj::AutoCloseFd image(fd);
+  struct stat info;
+  if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("disk image %s is not a regular file", path));
+  }
+  if (info.st_size < 512) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "disk image %s holds %d bytes, less than one 512-byte sector", path, info.st_size));
+  }
+  spec.backends.push_back(std::move(image));
+  return absl::OkStatus();
 }
 
 absl::Status loadGuest(Vm& vm, const Options& options, std::vector<uint8_t>& kernelImage) {
@@ -177,9 +211,12 @@ int run(Options options) {
     spec.kind = device.kind;
     spec.options = device.options;
     spec.mayExit = device.kind == "debug-exit";
+    spec.dma = device.kind.rfind("virtio-", 0) == 0;
     absl::Status policy = takePolicyOptions(spec.options, spec.policy);
+    if (policy.ok() && device.kind == "virtio-blk") policy = openDisk(spec);
     if (!policy.ok()) {
-      logLine(absl::StrFormat("--device %s: %s", device.kind, policy.message()));
+      logLine(absl::StrFormat("--%s: %s", device.kind == "virtio-blk" ? "disk" : "device",
+                              policy.message()));
       return EXIT_BAD_INPUT;
     }
     specs.push_back(std::move(spec));

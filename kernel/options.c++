@@ -204,6 +204,26 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
       absl::StatusOr<DeviceArgument> device = parseDevice(value);
       if (!device.ok()) return device.status();
       options.devices.push_back(*device);
+    } else if (flag == "--disk") {
+      // --disk path=IMG[,readonly][,serial=ID][,failure options]: a virtio-blk device.
+      DeviceArgument device{"virtio-blk", {}};
+      std::string path;
+      for (absl::string_view piece : absl::StrSplit(value, ',')) {
+        std::string part(piece);
+        std::pair<std::string, std::string> option = absl::StrSplit(part, absl::MaxSplits('=', 1));
+        if (option.first == "path") {
+          path = option.second;
+        } else if (part == "readonly" || part == "readonly=on") {
+          device.options.emplace_back("readonly", "on");
+        } else if (validName(option.first) && !option.second.empty()) {
+          device.options.push_back(option);
+        } else {
+          return bad(absl::StrFormat("--disk: '%s' is not key=value or readonly", part));
+        }
+      }
+      if (path.empty()) return bad("--disk needs path=IMAGE (a raw disk image)");
+      device.options.emplace_back("path", path);
+      options.devices.push_back(device);
     } else {
       return bad(absl::StrFormat("unknown option %s", flag));
     }
@@ -262,6 +282,9 @@ common options:
                        start the device server bulkhead-KIND with those options; repeatable.
                        debug-exit[,iobase=PORT]: a port (default 0xf4) that ends the VM:
                        writing v exits with status (v << 1) | 1, as QEMU's isa-debug-exit
+                       virtio-rng[,seed=N]: a virtio entropy device (seeded: replayable bytes)
+  --disk path=IMG[,readonly][,serial=ID]
+                       a virtio-blk disk (PCI) backed by the raw image IMG; repeatable
 
 fault injection (docs/fault-injection.md):
   --faults PLAN        apply the fault plan in file PLAN to the devices it names

@@ -51,6 +51,14 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::create(const VmConfig& config, kj::Async
   ASSIGN_OR_RETURN(vm->kvm, KvmVm::create());
   ASSIGN_OR_RETURN(vm->ram, GuestMemory::create(config.memoryBytes));
   RETURN_IF_ERROR(vm->kvm->mapMemory(*vm->ram));
+  RETURN_IF_ERROR(vm->pciHost.attach(vm->ioBus));
+  Vm* raw = vm.get();
+  vm->pciHost.onDoorbellMoved(
+      [raw](bool pio, uint64_t address, unsigned size, uint64_t value, int fd, bool assign) {
+        absl::Status status = raw->kvm->setIoeventfd(pio, address, size, value, fd, assign);
+        // Without it the write still reaches the device, through an exit and the channel.
+        if (!status.ok() && raw->irqFailures.admit()) logf("doorbell: %s", status.message());
+      });
   for (unsigned i = 0; i < config.cpus; ++i) {
     ASSIGN_OR_RETURN(std::unique_ptr<KvmVcpu> vcpu, vm->kvm->createVcpu(i));
     vm->vcpus.push_back(std::move(vcpu));
@@ -81,6 +89,7 @@ Vm::~Vm() {
 }
 
 absl::Status Vm::addDevice(DeviceSpec spec) {
+  spec.platform = this;
   ASSIGN_OR_RETURN(std::unique_ptr<DeviceProcess> process,
                    DeviceProcess::start(io, std::move(spec), *this, ioBus));
   processes.push_back(std::move(process));
@@ -90,6 +99,18 @@ absl::Status Vm::addDevice(DeviceSpec spec) {
 absl::Status Vm::setBootState(const BootState& state) {
   for (auto& vcpu : vcpus) RETURN_IF_ERROR(vcpu->setBootState(state));
   return absl::OkStatus();
+}
+
+std::vector<DmaGrant> Vm::dmaGrants() {
+  std::vector<DmaGrant> grants;
+  for (const RamRegion& region : ram->regions()) {
+    grants.push_back(DmaGrant{ram->fd(), region.fileOffset, region.guestPhysical, region.size});
+  }
+  return grants;
+}
+
+absl::Status Vm::addIrqfd(uint32_t gsi, int fd, int resampleFd) {
+  return kvm->addIrqfd(gsi, fd, resampleFd);
 }
 
 void Vm::setIrqLine(uint32_t line, bool level) {

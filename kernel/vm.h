@@ -49,13 +49,14 @@ struct VmConfig {
   std::string tracePath;
 };
 
-class Vm final : public DeviceSink {
+class Vm final : public DeviceSink, public DevicePlatform {
  public:
   static absl::StatusOr<std::unique_ptr<Vm>> create(const VmConfig& config, kj::AsyncIoContext& io);
   ~Vm();
 
   GuestMemory& memory() { return *ram; }
   IoBus& bus() { return ioBus; }
+  PciHost& pci() override { return pciHost; }
 
   // Starts a device server and routes its ranges here.
   absl::Status addDevice(DeviceSpec spec);
@@ -87,6 +88,10 @@ class Vm final : public DeviceSink {
   // While paused: sets a vCPU's debugging (breakpoints, single step).
   absl::Status setGuestDebug(unsigned vcpu, const kvm_guest_debug& debug);
 
+  // DevicePlatform.
+  std::vector<DmaGrant> dmaGrants() override;
+  absl::Status addIrqfd(uint32_t gsi, int fd, int resampleFd) override;
+
   // DeviceSink: may be called from any thread.
   void setIrqLine(uint32_t line, bool level) override;
   void requestExit(int status, const std::string& why) override;
@@ -114,6 +119,7 @@ class Vm final : public DeviceSink {
   std::vector<std::unique_ptr<KvmVcpu>> vcpus;
   std::vector<std::thread> threads;
   IoBus ioBus;
+  PciHost pciHost;
   std::vector<std::unique_ptr<DeviceProcess>> processes;
 
   std::atomic<bool> stopping{false};

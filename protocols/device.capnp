@@ -11,9 +11,19 @@ $Cxx.namespace("bulkhead::protocol");
 using Faults = import "faults.capnp";
 
 enum Space {
-  pio @0;   # x86 port I/O, addresses 0..0xffff
-  mmio @1;  # guest-physical memory-mapped I/O
+  pio @0;        # x86 port I/O, addresses 0..0xffff
+  mmio @1;       # guest-physical memory-mapped I/O
+  pciConfig @2;  # the device's PCI configuration space beyond the standard header, 0x40..0xff
+  bar0 @3;       # an offset into one of the device's PCI BARs (wherever the guest put it)
+  bar1 @4;
+  bar2 @5;
+  bar3 @6;
+  bar4 @7;
+  bar5 @8;
 }
+
+const pciInterruptLine :UInt8 = 255;
+# The `irq` reply's line for a PCI function's INTx pin; the core routes it to the GSI it chose.
 
 struct Range {
   # An address range a device claims. The core refuses overlaps, zero sizes and wrap-around.
@@ -40,21 +50,72 @@ struct Channel {
   state @4 :FileDescriptor;     # memfd of the device's state region (docs/recovery.md)
 }
 
+struct PciFunction {
+  # A device that is a PCI function. The core emulates the standard type-0 header (0x00-0x3f)
+  # from this description, places and moves the BARs, and forwards config accesses to
+  # 0x40-0xff (capabilities) to the server as `pciConfig` accesses.
+  vendorId @0 :UInt16;
+  deviceId @1 :UInt16;
+  classCode @2 :UInt32;  # base class, subclass, programming interface: 0x010000 = SCSI storage
+  revision @3 :UInt8;
+  subsystemVendorId @4 :UInt16;
+  subsystemId @5 :UInt16;
+  capabilities @6 :UInt8;  # offset of the first capability in 0x40..0xfc, or 0 for none
+  interruptPin @7 :Bool;   # uses INTA# (raised as `pciInterruptLine`)
+  bars @8 :List(Bar);
+}
+
+struct Bar {
+  index @0 :UInt8;  # 0..5
+  size @1 :UInt64;  # a power of two: at least 16 (memory) or 4 (I/O), at most 1 GiB
+  io @2 :Bool;      # an I/O BAR (else 32-bit memory)
+}
+
+struct Doorbell {
+  # A register the guest writes to ring a bell (a virtqueue notification). The core turns each
+  # into an ioeventfd where the host has them, so the write never leaves the kernel; otherwise
+  # it arrives as an ordinary write request.
+  bar @0 :UInt8;
+  offset @1 :UInt64;
+  size @2 :UInt8;    # 1, 2 or 4
+  value @3 :UInt64;  # the value written (the queue index)
+}
+
+struct DmaWindow {
+  # Part of guest RAM the device may read and write: `size` bytes of `memory` from `offset`,
+  # seen by the guest at `guestPhysical`.
+  memory @0 :FileDescriptor;
+  offset @1 :UInt64;
+  guestPhysical @2 :UInt64;
+  size @3 :UInt64;
+}
+
 interface Device {
   # Exported by every device server as its bootstrap capability.
 
   attach @0 (channel :Channel, options :List(Option), backends :List(FileDescriptor),
-             faults :Faults.FaultPlan)
-      -> (name :Text, ranges :List(Range), irqLines :List(UInt8));
+             faults :Faults.FaultPlan, dma :List(DmaWindow))
+      -> (name :Text, ranges :List(Range), irqLines :List(UInt8), pci :PciFunction,
+          doorbells :List(Doorbell));
   # Called once, right after the server starts (and again for each restarted incarnation, with
   # the same channel: the server resumes from the state region's last commit). `backends` are the host-side files the device
   # may use (a serial line's output and input, say); the server may open nothing itself.
   # The reply says which address ranges and interrupt lines the device wants; the core checks
   # them before it routes anything there. `faults` holds the rules of the VM's fault plan that
-  # name this device (docs/fault-injection.md).
+  # name this device (docs/fault-injection.md). `dma` is empty except for devices that do DMA
+  # (virtio): they get guest RAM, and nothing else of the host.
 
   setFaults @1 (faults :Faults.FaultPlan) -> ();
   # Replaces the device's fault rules on a running VM (bulkhead-ctl faults load/clear).
+
+  wire @2 (doorbells :List(FileDescriptor), interrupt :FileDescriptor,
+           resample :FileDescriptor) -> ();
+  # After attach, for a device that asked for doorbells or is a PCI function with an interrupt
+  # pin: one eventfd per doorbell (signalled by the guest's write), and for INTx an irqfd the
+  # server signals to raise the line and the resample eventfd KVM signals when the guest ends
+  # the interrupt (the server raises again if it is still pending). `interrupt` is absent where
+  # the host has no irqfd; the server then uses `irq` replies on `pciInterruptLine`. The core
+  # keeps these across restarts: a doorbell rung while the server was down is still counted.
 }
 
 struct Access {

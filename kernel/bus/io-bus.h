@@ -12,7 +12,10 @@
 
 namespace bulkhead {
 
-enum class Space : uint8_t { PIO, MMIO };
+// PIO and MMIO are bus addresses; the rest name what a PCI function sees (protocols/device.capnp
+// lists them in the same order): its configuration space and offsets into its BARs.
+enum class Space : uint8_t { PIO, MMIO, PCI_CONFIG, BAR0, BAR1, BAR2, BAR3, BAR4, BAR5 };
+constexpr Space barSpace(unsigned index) { return static_cast<Space>(3 + index); }
 
 class IoHandler {
  public:

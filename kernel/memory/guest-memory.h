@@ -35,6 +35,8 @@ class GuestMemory {
   KJ_DISALLOW_COPY(GuestMemory);
 
   uint64_t size() const { return total; }
+  // The memfd, for DMA windows granted to device servers.
+  int fd() const { return memfd.get(); }
   const std::vector<RamRegion>& regions() const { return ramRegions; }
 
   // The host view of [address, address + length), or nullptr when any byte of it is not RAM

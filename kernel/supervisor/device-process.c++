@@ -30,7 +30,7 @@ namespace bulkhead {
 namespace {
 
 constexpr int CHANNEL_FD = 3;
-constexpr uint32_t MAX_FDS_PER_MESSAGE = 8;
+constexpr uint32_t MAX_FDS_PER_MESSAGE = 16;
 constexpr size_t MAX_RANGES = 16;
 constexpr unsigned ISA_IRQ_LINES = 16;
 constexpr auto ATTACH_TIMEOUT = 5 * kj::SECONDS;
@@ -311,6 +311,16 @@ kj::Promise<std::string> DeviceProcess::attach(bool first) {
   if (spec.faults != nullptr) {
     request.setFaults(spec.faults->getRoot<protocol::FaultPlan>().asReader());
   }
+  if (spec.dma && spec.platform != nullptr) {
+    std::vector<DmaGrant> grants = spec.platform->dmaGrants();
+    auto windows = request.initDma(grants.size());
+    for (size_t i = 0; i < grants.size(); ++i) {
+      windows[i].setMemory(kj::heap<FdCapability>(grants[i].fd));
+      windows[i].setOffset(grants[i].offset);
+      windows[i].setGuestPhysical(grants[i].guestPhysical);
+      windows[i].setSize(grants[i].size);
+    }
+  }
   return io.provider->getTimer()
       .timeoutAfter(ATTACH_TIMEOUT, request.send())
       .then(
@@ -321,12 +331,28 @@ kj::Promise<std::string> DeviceProcess::attach(bool first) {
                   range.getSpace() == protocol::Space::MMIO ? Space::MMIO : Space::PIO,
                   range.getBase(), range.getSize(), range.getSynchronous());
             }
+            std::string shape;
+            if (response.hasPci() || response.getDoorbells().size() > 0) {
+              shape = kj::str(response.getPci()).cStr();
+              for (auto bell : response.getDoorbells()) shape += kj::str(bell).cStr();
+            }
             if (!first) {
-              return asked == ranges ? "" : "a restarted server asked for other ranges";
+              if (asked != ranges) return "a restarted server asked for other ranges";
+              if (shape != pciShape) return "a restarted server is another PCI function";
+              return "";
             }
             absl::Status status = addRanges(bus, *remote, response.getRanges(), spec.kind);
             if (!status.ok()) return std::string(status.message());
             ranges = std::move(asked);
+            pciShape = std::move(shape);
+            std::optional<uint32_t> pciGsi;
+            if (response.hasPci()) {
+              std::string failure = addPciFunction(response.getPci(), response.getDoorbells());
+              if (!failure.empty()) return failure;
+              if (response.getPci().getInterruptPin()) pciGsi = pciInterruptGsi;
+            } else if (response.getDoorbells().size() > 0) {
+              return "it asked for doorbells but is not a PCI function";
+            }
             std::set<uint8_t> lines;
             for (uint8_t line : response.getIrqLines()) {
               if (line >= ISA_IRQ_LINES) {
@@ -335,13 +361,87 @@ kj::Promise<std::string> DeviceProcess::attach(bool first) {
               }
               lines.insert(line);
             }
-            remote->allow(std::move(lines), spec.mayExit);
+            remote->allow(std::move(lines), spec.mayExit, pciGsi);
             if (spec.faults != nullptr) {
               remote->setFaultRules(spec.faults->getRoot<protocol::FaultPlan>().asReader());
             }
             return "";
           },
-          [](kj::Exception&& exception) { return cleanDescription(exception); });
+          [](kj::Exception&& exception) { return cleanDescription(exception); })
+      .then([this](std::string failure) -> kj::Promise<std::string> {
+        if (!failure.empty() || pciShape.empty()) return kj::mv(failure);
+        return wire();
+      });
+}
+
+std::string DeviceProcess::addPciFunction(protocol::PciFunction::Reader pci,
+                                          capnp::List<protocol::Doorbell>::Reader doorbells) {
+  if (spec.platform == nullptr) return "it is a PCI function, and this VM has no PCI bus";
+  constexpr size_t MAX_DOORBELLS = 8;
+  if (doorbells.size() > MAX_DOORBELLS || pci.getBars().size() > 6) {
+    return absl::StrFormat("it asked for %u doorbells and %u BARs (at most 8 and 6)",
+                           doorbells.size(), pci.getBars().size());
+  }
+  PciFunctionSpec function;
+  function.owner = spec.kind;
+  function.handler = remote.get();
+  function.vendorId = pci.getVendorId();
+  function.deviceId = pci.getDeviceId();
+  function.classCode = pci.getClassCode();
+  function.revision = pci.getRevision();
+  function.subsystemVendorId = pci.getSubsystemVendorId();
+  function.subsystemId = pci.getSubsystemId();
+  function.capabilities = pci.getCapabilities();
+  function.interruptPin = pci.getInterruptPin();
+  for (auto bar : pci.getBars()) {
+    function.bars.push_back(PciBarSpec{bar.getIndex(), bar.getSize(), bar.getIo()});
+  }
+  for (auto bell : doorbells) {
+    auto fd = makeEventfd();
+    if (!fd.ok()) return std::string(fd.status().message());
+    function.doorbells.push_back(PciDoorbellSpec{bell.getBar(), bell.getOffset(), bell.getSize(),
+                                                 bell.getValue(), fd->get()});
+    doorbellFds.push_back(std::move(*fd));
+  }
+  auto slot = spec.platform->pci().add(std::move(function));
+  if (!slot.ok()) return std::string(slot.status().message());
+  pciInterruptGsi = PciHost::gsiForSlot(*slot);
+  if (pci.getInterruptPin()) {
+    auto trigger = makeEventfd();
+    auto resample = makeEventfd();
+    if (!trigger.ok() || !resample.ok()) return "no eventfds for its interrupt";
+    absl::Status routed =
+        spec.platform->addIrqfd(pciInterruptGsi, trigger->get(), resample->get());
+    if (routed.ok()) {
+      interruptFd = std::move(*trigger);
+      resampleFd = std::move(*resample);
+    } else {
+      logf("device %s: %s; its interrupt goes through the channel", spec.kind,
+           std::string(routed.message()));
+    }
+  }
+  return "";
+}
+
+kj::Promise<std::string> DeviceProcess::wire() {
+  capnp::word scratch[8];
+  memset(scratch, 0, sizeof(scratch));
+  capnp::MallocMessageBuilder vatMessage(scratch);
+  auto vat = vatMessage.initRoot<capnp::rpc::twoparty::VatId>();
+  vat.setSide(capnp::rpc::twoparty::Side::SERVER);
+  auto request = rpc->bootstrap(vat).castAs<protocol::Device>().wireRequest();
+  auto bells = request.initDoorbells(doorbellFds.size());
+  for (size_t i = 0; i < doorbellFds.size(); ++i) {
+    bells.set(i, kj::heap<FdCapability>(doorbellFds[i].get()));
+  }
+  if (interruptFd.get() >= 0) {
+    request.setInterrupt(kj::heap<FdCapability>(interruptFd.get()));
+    request.setResample(kj::heap<FdCapability>(resampleFd.get()));
+  }
+  return io.provider->getTimer()
+      .timeoutAfter(ATTACH_TIMEOUT, request.send())
+      .then([](auto&&) { return std::string(); },
+            [](kj::Exception&& exception) { return cleanDescription(exception); });
 }
 
 bool DeviceProcess::alive() {

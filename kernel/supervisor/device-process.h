@@ -32,6 +32,7 @@
 #include <kj/async-unix.h>
 
 #include "kernel/bus/io-bus.h"
+#include "kernel/bus/pci-host.h"
 #include "kernel/supervisor/remote-device.h"
 
 namespace bulkhead {
@@ -44,12 +45,33 @@ struct RestartPolicy {
   std::chrono::milliseconds watchdog{250};  // a request waiting this long unserved: hung
 };
 
+struct DmaGrant {
+  int fd;  // the guest-RAM memfd (the core keeps it open)
+  uint64_t offset;
+  uint64_t guestPhysical;
+  uint64_t size;
+};
+
+// What PCI and DMA devices need from the VM.
+class DevicePlatform {
+ public:
+  virtual ~DevicePlatform() noexcept(false) = default;
+  virtual PciHost& pci() = 0;
+  // Guest RAM, for devices that do DMA.
+  virtual std::vector<DmaGrant> dmaGrants() = 0;
+  // Routes `fd` to GSI `gsi` (level-triggered with `resampleFd`); an error where the host
+  // has no irqfd, and the device's interrupt then travels the channel.
+  virtual absl::Status addIrqfd(uint32_t gsi, int fd, int resampleFd) = 0;
+};
+
 struct DeviceSpec {
   std::string kind;  // names the server binary: bulkhead-<kind>
   std::vector<std::pair<std::string, std::string>> options;
   std::vector<kj::AutoCloseFd> backends;  // host files the server may use
   kj::AutoCloseFd output;                 // where the device's output log goes (may be null)
   bool mayExit = false;                   // may end the VM (debug-exit)
+  bool dma = false;                       // gets guest RAM as DMA windows (virtio)
+  DevicePlatform* platform = nullptr;     // for PCI functions and DMA
   RestartPolicy policy;
   // The fault plan's rules for this device (selectFaultRules), or null for none.
   std::shared_ptr<capnp::MallocMessageBuilder> faults;
@@ -95,6 +117,11 @@ class DeviceProcess {
   absl::Status spawn();
   // Attaches the current incarnation; resolves to "" or to why it failed.
   kj::Promise<std::string> attach(bool first);
+  // The first incarnation's PCI function: put it on the bus, make its doorbells and interrupt.
+  std::string addPciFunction(protocol::PciFunction::Reader pci,
+                             capnp::List<protocol::Doorbell>::Reader doorbells);
+  // Hands the server its doorbells and interrupt (after every attach).
+  kj::Promise<std::string> wire();
   kj::Promise<void> whenServerExits();
   std::string reap();
   void killServer();
@@ -112,6 +139,10 @@ class DeviceProcess {
   void* stateMapping = nullptr;
   std::unique_ptr<RemoteDevice> remote;
   std::vector<std::tuple<Space, uint64_t, uint64_t, bool>> ranges;  // as first attached
+  std::string pciShape;  // the first incarnation's PCI function and doorbells, to compare
+  std::vector<kj::AutoCloseFd> doorbellFds;
+  kj::AutoCloseFd interruptFd, resampleFd;  // null when the interrupt travels the channel
+  uint32_t pciInterruptGsi = 0;
 
   std::mutex incarnationLock;  // pidfd and socketFd, used from vCPU threads by injectFault
   pid_t childPid = -1;

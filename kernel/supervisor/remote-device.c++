@@ -21,7 +21,8 @@ constexpr auto ROUND_TRIP_TIMEOUT = std::chrono::milliseconds(5000);
 constexpr auto FULL_RING_TIMEOUT = std::chrono::milliseconds(5000);
 
 protocol::Space wireSpace(Space space) {
-  return space == Space::MMIO ? protocol::Space::MMIO : protocol::Space::PIO;
+  static_assert(static_cast<int>(Space::BAR5) == static_cast<int>(protocol::Space::BAR5));
+  return static_cast<protocol::Space>(static_cast<uint16_t>(space));
 }
 
 }  // namespace
@@ -41,9 +42,11 @@ RemoteDevice::RemoteDevice(std::string name, ChannelMapping mappingIn, kj::AutoC
   state->header.outputWanted.store(1, std::memory_order_release);
 }
 
-void RemoteDevice::allow(std::set<uint8_t> lines, bool exitAllowed) {
+void RemoteDevice::allow(std::set<uint8_t> lines, bool exitAllowed,
+                         std::optional<uint32_t> pciGsi) {
   irqLines = kj::mv(lines);
   mayExit = exitAllowed;
+  pciInterruptGsi = pciGsi;
 }
 
 void RemoteDevice::setFaultRules(protocol::FaultPlan::Reader rules) {
@@ -272,6 +275,11 @@ void RemoteDevice::handleReply(const PoppedMessage& message) {
         return;
       case protocol::Reply::IRQ: {
         uint8_t line = reply.getIrq().getLine();
+        if (line == protocol::PCI_INTERRUPT_LINE && pciInterruptGsi.has_value()) {
+          stats.irqChanges.fetch_add(1, std::memory_order_relaxed);
+          sink.setIrqLine(*pciInterruptGsi, reply.getIrq().getLevel());
+          return;
+        }
         if (irqLines.count(line) == 0) {
           fence(absl::StrFormat("drove interrupt line %u, which it did not declare", line));
           return;

@@ -17,9 +17,11 @@
 #include <set>
 #include <string>
 
+#include <vector>
+
 #include <kj/io.h>
 
-#include <vector>
+#include "device.capnp.h"
 #include "faults.capnp.h"
 #include "kernel/base/log.h"
 #include "kernel/bus/io-bus.h"
@@ -57,7 +59,8 @@ class RemoteDevice final : public IoHandler {
                DeviceSink& sink);
 
   // Called once the server said what it wants, before the guest runs.
-  void allow(std::set<uint8_t> irqLines, bool mayExit);
+  // `pciGsi`: where the PCI function's INTx goes (the `pciInterruptLine` of its replies).
+  void allow(std::set<uint8_t> irqLines, bool mayExit, std::optional<uint32_t> pciGsi);
   // The device's fault rules: the server's are named here so its reports can be checked; the
   // supervisor's (kill, stop, sever) run here, on each access the guest makes, and
   // `supervisorAction` carries them out.
@@ -115,6 +118,7 @@ class RemoteDevice final : public IoHandler {
   DeviceSink& sink;
   std::set<uint8_t> irqLines;
   bool mayExit = false;
+  std::optional<uint32_t> pciInterruptGsi;
 
   std::mutex producerLock;  // vCPUs share the request ring
   RingProducer requests;

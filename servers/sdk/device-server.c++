@@ -31,6 +31,7 @@
 #include "channel.h"
 #include "device.capnp.h"
 #include "device.h"
+#include "dma-memory.h"
 #include "fault-engine.h"
 #include "sandbox.h"
 #include "state-region.h"
@@ -40,8 +41,10 @@ namespace bulkhead::sdk {
 namespace {
 
 constexpr int CHANNEL_FD = 3;
-constexpr uint32_t MAX_FDS_PER_MESSAGE = 8;
+constexpr uint32_t MAX_FDS_PER_MESSAGE = 16;
 constexpr uint32_t ISA_LINES = 16;
+constexpr uint8_t PCI_LINE = protocol::PCI_INTERRUPT_LINE;
+constexpr uint32_t PCI_LEVEL_BIT = 1u << 31;  // in Checkpoint::irqLevels
 constexpr auto SPIN_BEFORE_SLEEP = std::chrono::microseconds(200);
 constexpr auto SLICE_BEFORE_YIELD = std::chrono::milliseconds(2);
 
@@ -69,14 +72,32 @@ class StateMapping {
 
 class Runtime final : public DeviceHost {
  public:
-  Runtime(kj::StringPtr name, kj::AsyncIoContext& io, DeviceFactory factory, bool sandboxed)
-      : name(name), io(io), factory(kj::mv(factory)), sandboxed(sandboxed), tasks(errorHandler) {}
+  struct PendingWindow {
+    kj::AutoCloseFd fd;
+    uint64_t offset;
+    uint64_t guestPhysical;
+    uint64_t size;
+  };
+  std::vector<PendingWindow> dmaWindows;  // received with attach, mapped by start()
+
+  Runtime(kj::StringPtr name, kj::AsyncIoContext& io, DeviceFactory factory, bool sandboxed,
+          SandboxNeeds needs)
+      : name(name),
+        io(io),
+        factory(kj::mv(factory)),
+        sandboxed(sandboxed),
+        needs(needs),
+        tasks(errorHandler) {}
 
   // Takes the channel's file descriptors (already duplicated, so owned here).
   std::vector<IoRange> start(kj::AutoCloseFd ringFd, uint32_t slots, kj::AutoCloseFd toDeviceFd,
                              kj::AutoCloseFd toCoreFd, kj::AutoCloseFd stateFd, DeviceConfig config,
                              protocol::FaultPlan::Reader plan) {
     faults.load(plan, "");
+    for (auto& window : dmaWindows) {
+      dmaMemory.addWindow(window.fd.get(), window.offset, window.guestPhysical, window.size);
+    }
+    dmaWindows.clear();  // the mappings keep the memory
     KJ_REQUIRE(mapping.map(ringFd.get(), slots), "ring memfd is too small or unmappable");
     ring = kj::mv(ringFd);
     stateMapping.emplace(stateFd.get());
@@ -94,11 +115,13 @@ class Runtime final : public DeviceHost {
     replies.emplace(mapping.replies(), slots);
 
     if (sandboxed) {
-      if (const char* failure = enterSandbox())
+      if (const char* failure = enterSandbox(needs))
         KJ_FAIL_REQUIRE("cannot enter the sandbox", failure);
     }
 
     device = factory(config, *this);
+    auto identity = device->pciIdentity();
+    pciInterrupt = identity.has_value() && identity->interruptPin;
     for (uint8_t line : device->irqLines()) {
       KJ_REQUIRE(line < ISA_LINES, "device declares an interrupt line beyond 15", line);
       declaredLines |= 1u << line;
@@ -125,6 +148,48 @@ class Runtime final : public DeviceHost {
     bool current = irqBits & (1u << line);
     if (current == level) return;
     irqBits ^= 1u << line;
+    driveLine(line, level);
+  }
+
+  void setPciInterrupt(bool level) override {
+    KJ_REQUIRE(pciInterrupt, "device drives a PCI interrupt it did not declare");
+    if (pciLevel == level) return;
+    pciLevel = level;
+    driveLine(PCI_LINE, level);
+  }
+
+  DmaMemory& dma() override { return dmaMemory; }
+
+  void stateChanged() override {
+    // Inside a request the request's own commit covers it.
+    if (!inRequest) commit(state->committed()->lastSeq);
+  }
+
+  // The core wired the device's doorbells and interrupt (after every attach).
+  void wire(std::vector<kj::AutoCloseFd> bells, kj::AutoCloseFd interrupt,
+            kj::AutoCloseFd resample) {
+    irqfd = kj::mv(interrupt);
+    resampleFd = kj::mv(resample);
+    if (resampleFd.get() >= 0) {
+      // The guest ended the interrupt and KVM lowered the line: raise it again while the
+      // device still holds it high (level-triggered INTx).
+      int fd = resampleFd.get();
+      watchReadable(fd, [this, fd]() {
+        drainEventfd(fd);
+        if (pciLevel && irqfd.get() >= 0) signalEventfd(irqfd.get());
+        return true;
+      });
+    }
+    std::vector<int> fds;
+    for (auto& bell : bells) fds.push_back(bell.get());
+    doorbellFds = kj::mv(bells);
+    device->doorbellsReady(kj::mv(fds));
+    // The predecessor may have left the line high with the interrupt unseen.
+    if (pciLevel) deliverIrq(PCI_LINE, true);
+  }
+
+  // A line change after the fault plan had its say: ISA line or PCI_LINE.
+  void driveLine(uint8_t line, bool level) {
     bool deliver = true;
     bool duplicate = false;
     bool replaying =
@@ -215,6 +280,7 @@ class Runtime final : public DeviceHost {
     for (uint8_t line = 0; line < ISA_LINES; ++line) {
       if (declaredLines & (1u << line)) pushIrq(line, irqBits & (1u << line));
     }
+    pciLevel = saved.irqLevels & PCI_LEVEL_BIT;
     notifyOutput(/*force=*/true);
   }
 
@@ -279,7 +345,7 @@ class Runtime final : public DeviceHost {
       case protocol::Request::READ: {
         auto access = request.getRead();
         answer = ReplyKind::READ;
-        if (!validSize(access.getSize())) {
+        if (!validAccess(access)) {
           value = ~0ull;
           break;
         }
@@ -293,7 +359,7 @@ class Runtime final : public DeviceHost {
       case protocol::Request::WRITE_SYNC: {
         bool sync = request.which() == protocol::Request::WRITE_SYNC;
         auto access = sync ? request.getWriteSync() : request.getWrite();
-        if (validSize(access.getSize())) {
+        if (validAccess(access)) {
           Tampering t = tamper(seq, FaultEventKind::WRITE, access.getAddress(), access.getValue());
           if (!t.drop) {
             device->write(space(access), access.getAddress(), access.getSize(),
@@ -333,7 +399,7 @@ class Runtime final : public DeviceHost {
     next.replySeq = replySeq;
     next.replyValue = replyValue;
     next.replyKind = static_cast<uint8_t>(replyKind);
-    next.irqLevels = irqBits;
+    next.irqLevels = irqBits | (pciLevel ? PCI_LEVEL_BIT : 0);
     next.faults = faults.state();
     next.faultsThrough = faultsThrough;
     kj::ArrayPtr<uint8_t> declared = device->declaredState();
@@ -403,8 +469,9 @@ class Runtime final : public DeviceHost {
           bool level = irqBits & (1u << line);
           pushIrq(line, !level);
           pushIrq(line, level);
-          break;
+          return;
         }
+        if (pciInterrupt) pushIrq(PCI_LINE, true);  // the device's ISR says "nothing happened"
         break;
       case protocol::FaultAction::CRASH:
         commitFaultsDecided();
@@ -470,6 +537,11 @@ class Runtime final : public DeviceHost {
   }
 
   void pushIrq(uint8_t line, bool level) {
+    if (line == PCI_LINE && irqfd.get() >= 0) {
+      // KVM lowers the line itself when the guest ends the interrupt (resample).
+      if (level) signalEventfd(irqfd.get());
+      return;
+    }
     pushReply([&](protocol::Reply::Builder reply) {
       auto irq = reply.initIrq();
       irq.setLine(line);
@@ -489,9 +561,14 @@ class Runtime final : public DeviceHost {
     }
   }
 
-  static bool validSize(unsigned size) { return size == 1 || size == 2 || size == 4 || size == 8; }
+  static bool validAccess(protocol::Access::Reader access) {
+    unsigned size = access.getSize();
+    return (size == 1 || size == 2 || size == 4 || size == 8) &&
+           static_cast<uint16_t>(access.getSpace()) <= static_cast<uint16_t>(Space::BAR5);
+  }
   static Space space(protocol::Access::Reader access) {
-    return access.getSpace() == protocol::Space::MMIO ? Space::MMIO : Space::PIO;
+    // The two enums list the same spaces in the same order.
+    return static_cast<Space>(static_cast<uint16_t>(access.getSpace()));
   }
 
   template <typename Fill>
@@ -519,6 +596,7 @@ class Runtime final : public DeviceHost {
   kj::AsyncIoContext& io;
   DeviceFactory factory;
   bool sandboxed;
+  SandboxNeeds needs;
   kj::AutoCloseFd ring;
   ChannelMapping mapping;
   std::optional<StateMapping> stateMapping;
@@ -528,6 +606,12 @@ class Runtime final : public DeviceHost {
   std::optional<RingConsumer> requests;
   std::optional<RingProducer> replies;
   kj::Own<Device> device;
+  DmaMemory dmaMemory;
+  std::vector<kj::AutoCloseFd> doorbellFds;
+  kj::AutoCloseFd irqfd;
+  kj::AutoCloseFd resampleFd;
+  bool pciInterrupt = false;
+  bool pciLevel = false;
   uint32_t declaredLines = 0;
   uint32_t irqBits = 0;
   uint64_t outputHead = 0;
@@ -547,6 +631,23 @@ class Runtime final : public DeviceHost {
   kj::TaskSet tasks;
 };
 
+void describePci(const PciIdentity& identity, protocol::PciFunction::Builder pci) {
+  pci.setVendorId(identity.vendorId);
+  pci.setDeviceId(identity.deviceId);
+  pci.setClassCode(identity.classCode);
+  pci.setRevision(identity.revision);
+  pci.setSubsystemVendorId(identity.subsystemVendorId);
+  pci.setSubsystemId(identity.subsystemId);
+  pci.setCapabilities(identity.capabilities);
+  pci.setInterruptPin(identity.interruptPin);
+  auto bars = pci.initBars(identity.bars.size());
+  for (size_t i = 0; i < identity.bars.size(); ++i) {
+    bars[i].setIndex(identity.bars[i].index);
+    bars[i].setSize(identity.bars[i].size);
+    bars[i].setIo(identity.bars[i].io);
+  }
+}
+
 class DeviceImpl final : public protocol::Device::Server {
  public:
   explicit DeviceImpl(Runtime& runtime, kj::StringPtr name) : runtime(runtime), name(name) {}
@@ -562,11 +663,18 @@ class DeviceImpl final : public protocol::Device::Server {
     fds.add(channel.getToCore().getFd());
     fds.add(channel.getState().getFd());
     for (auto backend : params.getBackends()) fds.add(backend.getFd());
+    size_t backendCount = params.getBackends().size();
+    for (auto window : params.getDma()) {
+      fds.add(window.getMemory().getFd());
+      runtime.dmaWindows.push_back(Runtime::PendingWindow{kj::AutoCloseFd(), window.getOffset(),
+                                                          window.getGuestPhysical(),
+                                                          window.getSize()});
+    }
     DeviceConfig config;
     for (auto option : params.getOptions()) config.options[option.getKey()] = option.getValue();
     uint32_t slots = channel.getRingSlots();
     return kj::joinPromises(fds.releaseAsArray())
-        .then([this, context, slots,
+        .then([this, context, slots, backendCount,
                config = kj::mv(config)](kj::Array<kj::Maybe<int>> received) mutable {
           kj::Vector<kj::AutoCloseFd> owned;
           for (auto& maybeFd : received) {
@@ -577,9 +685,12 @@ class DeviceImpl final : public protocol::Device::Server {
             }
           }
           constexpr size_t CHANNEL_FDS = 4;
-          for (size_t i = CHANNEL_FDS; i < owned.size(); ++i) {
+          for (size_t i = CHANNEL_FDS; i < CHANNEL_FDS + backendCount; ++i) {
             config.backends.push_back(owned[i].get());
             backends.add(kj::mv(owned[i]));
+          }
+          for (size_t i = 0; i < runtime.dmaWindows.size(); ++i) {
+            runtime.dmaWindows[i].fd = kj::mv(owned[CHANNEL_FDS + backendCount + i]);
           }
           std::vector<IoRange> ranges =
               runtime.start(kj::mv(owned[0]), slots, kj::mv(owned[1]), kj::mv(owned[2]),
@@ -588,6 +699,8 @@ class DeviceImpl final : public protocol::Device::Server {
           results.setName(name);
           auto list = results.initRanges(ranges.size());
           for (size_t i = 0; i < ranges.size(); ++i) {
+            KJ_REQUIRE(ranges[i].space == Space::MMIO || ranges[i].space == Space::PIO,
+                       "a device range must be in port or MMIO space");
             list[i].setSpace(ranges[i].space == Space::MMIO ? protocol::Space::MMIO
                                                             : protocol::Space::PIO);
             list[i].setBase(ranges[i].base);
@@ -597,6 +710,44 @@ class DeviceImpl final : public protocol::Device::Server {
           std::vector<uint8_t> lines = runtime.model().irqLines();
           auto irqs = results.initIrqLines(lines.size());
           for (size_t i = 0; i < lines.size(); ++i) irqs.set(i, lines[i]);
+          if (auto identity = runtime.model().pciIdentity()) describePci(*identity, results.initPci());
+          std::vector<Doorbell> bells = runtime.model().doorbells();
+          auto doorbells = results.initDoorbells(bells.size());
+          for (size_t i = 0; i < bells.size(); ++i) {
+            doorbells[i].setBar(bells[i].bar);
+            doorbells[i].setOffset(bells[i].offset);
+            doorbells[i].setSize(bells[i].size);
+            doorbells[i].setValue(bells[i].value);
+          }
+        });
+  }
+
+  kj::Promise<void> wire(WireContext context) override {
+    KJ_REQUIRE(attached, "wire before attach");
+    auto params = context.getParams();
+    kj::Vector<kj::Promise<kj::Maybe<int>>> fds;
+    for (auto bell : params.getDoorbells()) fds.add(bell.getFd());
+    bool interrupt = params.hasInterrupt();
+    bool resample = params.hasResample();
+    if (interrupt) fds.add(params.getInterrupt().getFd());
+    if (resample) fds.add(params.getResample().getFd());
+    size_t bells = params.getDoorbells().size();
+    return kj::joinPromises(fds.releaseAsArray())
+        .then([this, bells, interrupt, resample](kj::Array<kj::Maybe<int>> received) {
+          std::vector<kj::AutoCloseFd> owned;
+          for (auto& maybeFd : received) {
+            KJ_IF_MAYBE (fd, maybeFd) {
+              owned.emplace_back(fcntl(*fd, F_DUPFD_CLOEXEC, 3));
+            } else {
+              KJ_FAIL_REQUIRE("a file descriptor did not arrive");
+            }
+          }
+          kj::AutoCloseFd interruptFd, resampleFd;
+          size_t next = bells;
+          if (interrupt) interruptFd = kj::mv(owned[next++]);
+          if (resample) resampleFd = kj::mv(owned[next++]);
+          owned.resize(bells);
+          runtime.wire(kj::mv(owned), kj::mv(interruptFd), kj::mv(resampleFd));
         });
   }
 
@@ -640,8 +791,9 @@ uint64_t numberOption(const DeviceConfig& config, const std::string& key, uint64
 }
 
 kj::Promise<void> serveDevice(kj::AsyncIoContext& io, kj::Own<kj::AsyncCapabilityStream> stream,
-                              kj::StringPtr name, DeviceFactory factory, bool sandboxed) {
-  auto runtime = kj::heap<Runtime>(name, io, kj::mv(factory), sandboxed);
+                              kj::StringPtr name, DeviceFactory factory, bool sandboxed,
+                              SandboxNeeds needs) {
+  auto runtime = kj::heap<Runtime>(name, io, kj::mv(factory), sandboxed, needs);
   auto network = kj::heap<capnp::TwoPartyVatNetwork>(*stream, MAX_FDS_PER_MESSAGE,
                                                      capnp::rpc::twoparty::Side::SERVER);
   auto rpc = kj::heap(capnp::makeRpcServer(*network, kj::heap<DeviceImpl>(*runtime, name)));
@@ -650,7 +802,7 @@ kj::Promise<void> serveDevice(kj::AsyncIoContext& io, kj::Own<kj::AsyncCapabilit
   return disconnected.attach(kj::mv(stream), kj::mv(runtime), kj::mv(network), kj::mv(rpc));
 }
 
-int runDeviceServer(kj::StringPtr name, DeviceFactory factory) {
+int runDeviceServer(kj::StringPtr name, DeviceFactory factory, SandboxNeeds needs) {
   // Die with the core even if it is killed outright; the core also set this before exec, but a
   // server started by hand gets it here.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -665,7 +817,8 @@ int runDeviceServer(kj::StringPtr name, DeviceFactory factory) {
   auto stream = io.lowLevelProvider->wrapUnixSocketFd(CHANNEL_FD,
                                                       kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
   // The core closing the channel (or dying) ends the server.
-  serveDevice(io, kj::mv(stream), name, kj::mv(factory), /*sandboxed=*/true).wait(io.waitScope);
+  serveDevice(io, kj::mv(stream), name, kj::mv(factory), /*sandboxed=*/true, needs)
+      .wait(io.waitScope);
   return 0;
 }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <map>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -16,9 +17,14 @@
 #include <kj/memory.h>
 #include <kj/string.h>
 
+#include "sandbox.h"
+
 namespace bulkhead::sdk {
 
-enum class Space : uint8_t { PIO, MMIO };
+// Where an access goes: a port, an MMIO address, the device's PCI configuration space
+// (offsets 0x40..0xff; the core serves the standard header), or an offset into one of its BARs.
+enum class Space : uint8_t { PIO, MMIO, PCI_CONFIG, BAR0, BAR1, BAR2, BAR3, BAR4, BAR5 };
+constexpr Space barSpace(unsigned index) { return static_cast<Space>(3 + index); }
 
 struct IoRange {
   Space space;
@@ -26,6 +32,36 @@ struct IoRange {
   uint64_t size;
   bool synchronous = false;  // the guest's write waits until write() returned
 };
+
+// A device that is a PCI function describes itself with this (see protocols/device.capnp).
+struct PciBar {
+  uint8_t index;
+  uint64_t size;  // a power of two
+  bool io = false;
+};
+
+struct PciIdentity {
+  uint16_t vendorId = 0;
+  uint16_t deviceId = 0;
+  uint32_t classCode = 0;
+  uint8_t revision = 0;
+  uint16_t subsystemVendorId = 0;
+  uint16_t subsystemId = 0;
+  uint8_t capabilities = 0;  // first capability's offset in config space, or 0
+  bool interruptPin = false;
+  std::vector<PciBar> bars;
+};
+
+// A register the guest writes to ring a bell; it arrives as an eventfd (doorbellsReady) where
+// the host can, and otherwise as an ordinary write.
+struct Doorbell {
+  uint8_t bar;
+  uint64_t offset;
+  uint8_t size;
+  uint64_t value;
+};
+
+class DmaMemory;
 
 // What the SDK offers a device while it runs.
 class DeviceHost {
@@ -41,6 +77,13 @@ class DeviceHost {
   // Calls `onReadable` on the device's thread whenever `fd` (a backend) has data. The callback
   // reads until the descriptor would block and returns false to stop watching (end of file).
   virtual void watchReadable(int fd, kj::Function<bool()> onReadable) = 0;
+  // Drives the PCI function's INTx line (devices whose PciIdentity has interruptPin).
+  virtual void setPciInterrupt(bool level) = 0;
+  // The guest RAM the core granted this device (empty for devices without DMA).
+  virtual DmaMemory& dma() = 0;
+  // Tells the SDK the device changed its declared state outside a request (a doorbell or a
+  // backend), so it is checkpointed before anything else happens.
+  virtual void stateChanged() = 0;
 };
 
 class Device {
@@ -48,6 +91,12 @@ class Device {
   virtual ~Device() = default;
   virtual std::vector<IoRange> ranges() = 0;
   virtual std::vector<uint8_t> irqLines() { return {}; }
+  // A PCI function returns its identity; other devices return nothing.
+  virtual std::optional<PciIdentity> pciIdentity() { return std::nullopt; }
+  virtual std::vector<Doorbell> doorbells() { return {}; }
+  // The doorbells' eventfds, in the order of doorbells(), once the core has wired them (after
+  // every start, including a restart). Empty where the host has no ioeventfd.
+  virtual void doorbellsReady(std::vector<int> eventfds) {}
   // `address` is absolute; `size` is 1, 2, 4 or 8. Called in the order the guest made them.
   virtual uint64_t read(Space space, uint64_t address, unsigned size) = 0;
   virtual void write(Space space, uint64_t address, unsigned size, uint64_t value) = 0;
@@ -80,13 +129,14 @@ struct DeviceConfig {
 using DeviceFactory = kj::Function<kj::Own<Device>(const DeviceConfig&, DeviceHost&)>;
 
 // The whole server: call from main(). The channel socket is file descriptor 3.
-int runDeviceServer(kj::StringPtr name, DeviceFactory factory);
+int runDeviceServer(kj::StringPtr name, DeviceFactory factory, SandboxNeeds needs = {});
 
 // Serves one device over `stream` until the peer hangs up. runDeviceServer() runs this on file
 // descriptor 3 inside the sandbox (sdk/sandbox.h); tests run it in process, unsandboxed, over a
 // capability pipe.
 kj::Promise<void> serveDevice(kj::AsyncIoContext& io, kj::Own<kj::AsyncCapabilityStream> stream,
-                              kj::StringPtr name, DeviceFactory factory, bool sandboxed);
+                              kj::StringPtr name, DeviceFactory factory, bool sandboxed,
+                              SandboxNeeds needs = {});
 
 // Refuses (KJ_REQUIRE) any option not in `known`, naming it and the ones that exist.
 void requireKnownOptions(const DeviceConfig& config, std::initializer_list<const char*> known);

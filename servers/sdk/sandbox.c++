@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 
 #include <cerrno>
+#include <initializer_list>
 
 namespace bulkhead::sdk {
 
@@ -64,12 +65,15 @@ constexpr int FATAL[] = {
 
 }  // namespace
 
-const char* enterSandbox() {
+const char* enterSandbox(SandboxNeeds needs) {
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return "PR_SET_NO_NEW_PRIVS failed";
   // No new processes, no core dumps, a small descriptor table.
   struct rlimit none = {0, 0};
   struct rlimit files = {64, 64};
-  setrlimit(RLIMIT_NPROC, &none);
+  // io_uring runs blocking work in kernel worker threads that count as this user's processes;
+  // there seccomp (no clone, fork or vfork on the allow-list) is what keeps the server from
+  // starting processes.
+  if (!needs.ioUring) setrlimit(RLIMIT_NPROC, &none);
   setrlimit(RLIMIT_CORE, &none);
   setrlimit(RLIMIT_NOFILE, &files);
 
@@ -78,6 +82,14 @@ const char* enterSandbox() {
   const char* failure = nullptr;
   for (int call : ALLOWED) {
     if (seccomp_rule_add(filter, SCMP_ACT_ALLOW, call, 0) != 0) failure = "seccomp_rule_add failed";
+  }
+  if (needs.ioUring) {
+    for (int call : {SCMP_SYS(io_uring_setup), SCMP_SYS(io_uring_enter),
+                     SCMP_SYS(io_uring_register)}) {
+      if (seccomp_rule_add(filter, SCMP_ACT_ALLOW, call, 0) != 0) {
+        failure = "seccomp_rule_add failed";
+      }
+    }
   }
   for (int call : FATAL) {
     if (seccomp_rule_add(filter, SCMP_ACT_KILL_PROCESS, call, 0) != 0) {

@@ -10,7 +10,12 @@
 
 namespace bulkhead::sdk {
 
+// What a device needs beyond serving its channel.
+struct SandboxNeeds {
+  bool ioUring = false;  // io_uring_setup/enter/register (virtio-blk's backend I/O)
+};
+
 // Returns an error description, or nullptr on success.
-const char* enterSandbox();
+const char* enterSandbox(SandboxNeeds needs);
 
 }  // namespace bulkhead::sdk

@@ -82,7 +82,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     RemoteDevice device("fuzz", std::move(mapping), kj::AutoCloseFd(eventfd(0, EFD_CLOEXEC)),
                         kj::AutoCloseFd(eventfd(0, EFD_CLOEXEC)), state,
                         kj::AutoCloseFd(fcntl(devNull, F_DUPFD_CLOEXEC, 3)), sink);
-    device.allow({4}, /*mayExit=*/false);
+    device.allow({4}, /*mayExit=*/false, /*pciGsi=*/std::nullopt);
     device.serviceReplies();
     device.drainOutput();
   }

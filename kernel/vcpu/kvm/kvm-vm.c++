@@ -94,4 +94,33 @@ absl::Status KvmVm::setIrqLine(uint32_t line, bool level) {
   return absl::OkStatus();
 }
 
+absl::Status KvmVm::setIoeventfd(bool pio, uint64_t address, unsigned size, uint64_t value,
+                                 int fd, bool assign) {
+  kvm_ioeventfd request{};
+  request.datamatch = value;
+  request.addr = address;
+  request.len = size;
+  request.fd = fd;
+  request.flags = KVM_IOEVENTFD_FLAG_DATAMATCH | (pio ? KVM_IOEVENTFD_FLAG_PIO : 0) |
+                  (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN);
+  if (ioctl(vmFd.get(), KVM_IOEVENTFD, &request) < 0) {
+    return errnoStatus(absl::StrFormat("KVM_IOEVENTFD at %s %#x", pio ? "port" : "MMIO", address));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvmVm::addIrqfd(uint32_t gsi, int fd, int resampleFd) {
+  kvm_irqfd request{};
+  request.fd = fd;
+  request.gsi = gsi;
+  if (resampleFd >= 0) {
+    request.flags = KVM_IRQFD_FLAG_RESAMPLE;
+    request.resamplefd = resampleFd;
+  }
+  if (ioctl(vmFd.get(), KVM_IRQFD, &request) < 0) {
+    return errnoStatus(absl::StrFormat("KVM_IRQFD for GSI %u", gsi));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace bulkhead

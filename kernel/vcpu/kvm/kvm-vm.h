@@ -25,6 +25,13 @@ class KvmVm {
   absl::StatusOr<std::unique_ptr<KvmVcpu>> createVcpu(unsigned index);
   // Drives an interrupt line of the in-kernel PIC/IOAPIC (GSI numbering, ISA lines 0-15).
   absl::Status setIrqLine(uint32_t line, bool level);
+  // Signals `fd` when the guest writes `value` (`size` bytes) at `address`, without an exit
+  // to user space; `assign` false removes it again.
+  absl::Status setIoeventfd(bool pio, uint64_t address, unsigned size, uint64_t value, int fd,
+                            bool assign);
+  // Raises GSI `gsi` when `fd` is signalled; with `resampleFd` the line is level-triggered:
+  // KVM lowers it when the guest ends the interrupt and signals `resampleFd`.
+  absl::Status addIrqfd(uint32_t gsi, int fd, int resampleFd);
 
  private:
   KvmVm(kj::AutoCloseFd kvm, kj::AutoCloseFd vm, size_t runBytes)

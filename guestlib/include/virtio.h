@@ -1,0 +1,87 @@
+/*
+ * guestlib's PCI and virtio driver: enough of a virtio 1.x (modern PCI) driver for tiny test
+ * guests to drive virtio-blk, virtio-rng and virtio-net servers. One queue set up at a time per
+ * device, requests made one at a time and waited for by polling the used ring (no interrupts:
+ * KVM here cannot emulate the protected-mode IRET an interrupt handler ends with).
+ * 32-bit guests, paging off: BARs are reached at their physical addresses.
+ */
+#ifndef GUESTLIB_VIRTIO_H
+#define GUESTLIB_VIRTIO_H
+
+#include <stdint.h>
+
+/* PCI configuration mechanism #1, bus 0. */
+uint32_t pci_read32(unsigned slot, unsigned offset);
+void pci_write32(unsigned slot, unsigned offset, uint32_t value);
+/* The slot of the first function with these IDs, or -1. */
+int pci_find(uint16_t vendor, uint16_t device);
+
+struct virtq_desc {
+  uint64_t addr;
+  uint32_t len;
+  uint16_t flags;
+  uint16_t next;
+};
+
+#define VIRTQ_DESC_F_NEXT 1
+#define VIRTQ_DESC_F_WRITE 2
+#define VIRTQ_SIZE 16
+
+/* One split virtqueue's memory: put it in .bss, 4 KiB aligned. */
+struct virtq_memory {
+  struct virtq_desc desc[VIRTQ_SIZE];
+  struct {
+    uint16_t flags;
+    uint16_t idx;
+    uint16_t ring[VIRTQ_SIZE];
+  } avail;
+  uint8_t pad[4096 - 16 * VIRTQ_SIZE - 4 - 2 * VIRTQ_SIZE];
+  struct {
+    uint16_t flags;
+    uint16_t idx;
+    struct {
+      uint32_t id;
+      uint32_t len;
+    } ring[VIRTQ_SIZE];
+  } used;
+} __attribute__((aligned(4096)));
+
+struct virtio_device {
+  int slot;
+  volatile uint8_t* common;
+  volatile uint8_t* isr;
+  volatile uint8_t* config;
+  volatile uint16_t* notify;
+  uint64_t features; /* negotiated */
+  struct virtq_memory* queue;
+  uint16_t avail_idx;
+  uint16_t used_idx;
+};
+
+/* Finds the virtio device of `type` (2 block, 4 entropy, 1 net), resets it, negotiates
+ * VERSION_1 plus whatever of `wanted` it offers, and sets up queue 0 in `queue`.
+ * Returns 0, or a negative step number saying what failed. */
+int virtio_init(struct virtio_device* dev, uint16_t type, uint64_t wanted,
+                struct virtq_memory* queue);
+/* The device status register (0x40 NEEDS_RESET). */
+uint8_t virtio_status(struct virtio_device* dev);
+
+/* Makes a chain of `count` buffers available on queue 0, notifies, and waits for it. Returns
+ * the used length, or -1 if the device set NEEDS_RESET instead of answering. */
+struct virtio_buffer {
+  void* data;
+  uint32_t length;
+  int writable;
+};
+int64_t virtio_request(struct virtio_device* dev, const struct virtio_buffer* buffers,
+                       unsigned count);
+
+/* virtio-blk: 512-byte sectors. Return the status byte (0 ok, 1 I/O error, 2 unsupported),
+ * or 0xff when the device broke. */
+uint64_t virtio_blk_capacity(struct virtio_device* dev);
+uint8_t virtio_blk_read(struct virtio_device* dev, uint64_t sector, void* data, uint32_t bytes);
+uint8_t virtio_blk_write(struct virtio_device* dev, uint64_t sector, const void* data,
+                         uint32_t bytes);
+uint8_t virtio_blk_flush(struct virtio_device* dev);
+
+#endif

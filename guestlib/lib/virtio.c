@@ -1,0 +1,206 @@
+#include "virtio.h"
+
+#include "guest.h"
+
+enum {
+  PCI_ADDRESS = 0xcf8,
+  PCI_DATA = 0xcfc,
+  CAP_VENDOR = 0x09,
+  CAP_COMMON = 1,
+  CAP_NOTIFY = 2,
+  CAP_ISR = 3,
+  CAP_DEVICE = 4,
+  /* common configuration */
+  DEVICE_FEATURE_SELECT = 0x00,
+  DEVICE_FEATURE = 0x04,
+  DRIVER_FEATURE_SELECT = 0x08,
+  DRIVER_FEATURE = 0x0c,
+  DEVICE_STATUS = 0x14,
+  QUEUE_SELECT = 0x16,
+  QUEUE_SIZE = 0x18,
+  QUEUE_ENABLE = 0x1c,
+  QUEUE_NOTIFY_OFF = 0x1e,
+  QUEUE_DESC = 0x20,
+  QUEUE_DRIVER = 0x28,
+  QUEUE_DEVICE = 0x30,
+  /* status bits */
+  ACKNOWLEDGE = 1,
+  DRIVER = 2,
+  DRIVER_OK = 4,
+  FEATURES_OK = 8,
+  NEEDS_RESET = 0x40,
+};
+
+uint32_t pci_read32(unsigned slot, unsigned offset) {
+  outl(PCI_ADDRESS, 0x80000000u | slot << 11 | (offset & 0xfc));
+  return inl(PCI_DATA);
+}
+
+void pci_write32(unsigned slot, unsigned offset, uint32_t value) {
+  outl(PCI_ADDRESS, 0x80000000u | slot << 11 | (offset & 0xfc));
+  outl(PCI_DATA, value);
+}
+
+int pci_find(uint16_t vendor, uint16_t device) {
+  for (unsigned slot = 0; slot < 32; ++slot) {
+    if (pci_read32(slot, 0) == ((uint32_t)device << 16 | vendor)) return (int)slot;
+  }
+  return -1;
+}
+
+static void w8(volatile uint8_t* base, unsigned offset, uint8_t value) {
+  *(volatile uint8_t*)(base + offset) = value;
+}
+static void w16(volatile uint8_t* base, unsigned offset, uint16_t value) {
+  *(volatile uint16_t*)(base + offset) = value;
+}
+static void w32(volatile uint8_t* base, unsigned offset, uint32_t value) {
+  *(volatile uint32_t*)(base + offset) = value;
+}
+static uint8_t r8(volatile uint8_t* base, unsigned offset) {
+  return *(volatile uint8_t*)(base + offset);
+}
+static uint16_t r16(volatile uint8_t* base, unsigned offset) {
+  return *(volatile uint16_t*)(base + offset);
+}
+static uint32_t r32(volatile uint8_t* base, unsigned offset) {
+  return *(volatile uint32_t*)(base + offset);
+}
+static void w64(volatile uint8_t* base, unsigned offset, uint64_t value) {
+  w32(base, offset, (uint32_t)value);
+  w32(base, offset + 4, (uint32_t)(value >> 32));
+}
+
+int virtio_init(struct virtio_device* dev, uint16_t type, uint64_t wanted,
+                struct virtq_memory* queue) {
+  memset(dev, 0, sizeof(*dev));
+  dev->slot = pci_find(0x1af4, 0x1040 + type);
+  if (dev->slot < 0) return -1;
+  /* Memory decoding and bus mastering on. */
+  pci_write32(dev->slot, 0x04, pci_read32(dev->slot, 0x04) | 0x6);
+  uint32_t notify_multiplier = 0;
+  uint32_t notify_offset = 0;
+  for (unsigned cap = pci_read32(dev->slot, 0x34) & 0xfc; cap != 0;
+       cap = (pci_read32(dev->slot, cap) >> 8) & 0xfc) {
+    uint32_t head = pci_read32(dev->slot, cap);
+    if ((head & 0xff) != CAP_VENDOR) continue;
+    unsigned cfg_type = (head >> 24) & 0xff;
+    unsigned bar = pci_read32(dev->slot, cap + 4) & 0xff;
+    uint32_t offset = pci_read32(dev->slot, cap + 8);
+    if (bar > 5) return -2;
+    uint32_t base = pci_read32(dev->slot, 0x10 + 4 * bar) & ~0xfu;
+    volatile uint8_t* at = (volatile uint8_t*)(uintptr_t)(base + offset);
+    if (cfg_type == CAP_COMMON) dev->common = at;
+    if (cfg_type == CAP_ISR) dev->isr = at;
+    if (cfg_type == CAP_DEVICE) dev->config = at;
+    if (cfg_type == CAP_NOTIFY) {
+      notify_offset = base + offset;
+      notify_multiplier = pci_read32(dev->slot, cap + 16);
+    }
+  }
+  if (dev->common == 0 || notify_offset == 0 || dev->isr == 0) return -3;
+
+  w8(dev->common, DEVICE_STATUS, 0);
+  while (r8(dev->common, DEVICE_STATUS) != 0) {
+  }
+  w8(dev->common, DEVICE_STATUS, ACKNOWLEDGE);
+  w8(dev->common, DEVICE_STATUS, ACKNOWLEDGE | DRIVER);
+  w32(dev->common, DEVICE_FEATURE_SELECT, 0);
+  uint64_t offered = r32(dev->common, DEVICE_FEATURE);
+  w32(dev->common, DEVICE_FEATURE_SELECT, 1);
+  offered |= (uint64_t)r32(dev->common, DEVICE_FEATURE) << 32;
+  const uint64_t version_1 = 1ull << 32;
+  if (!(offered & version_1)) return -4;
+  dev->features = (wanted & offered) | version_1;
+  w32(dev->common, DRIVER_FEATURE_SELECT, 0);
+  w32(dev->common, DRIVER_FEATURE, (uint32_t)dev->features);
+  w32(dev->common, DRIVER_FEATURE_SELECT, 1);
+  w32(dev->common, DRIVER_FEATURE, (uint32_t)(dev->features >> 32));
+  w8(dev->common, DEVICE_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
+  if (!(r8(dev->common, DEVICE_STATUS) & FEATURES_OK)) return -5;
+
+  w16(dev->common, QUEUE_SELECT, 0);
+  if (r16(dev->common, QUEUE_SIZE) < VIRTQ_SIZE) return -6;
+  w16(dev->common, QUEUE_SIZE, VIRTQ_SIZE);
+  memset(queue, 0, sizeof(*queue));
+  dev->queue = queue;
+  w64(dev->common, QUEUE_DESC, (uintptr_t)queue->desc);
+  w64(dev->common, QUEUE_DRIVER, (uintptr_t)&queue->avail);
+  w64(dev->common, QUEUE_DEVICE, (uintptr_t)&queue->used);
+  uint16_t notify_index = r16(dev->common, QUEUE_NOTIFY_OFF);
+  dev->notify = (volatile uint16_t*)(uintptr_t)(notify_offset + notify_index * notify_multiplier);
+  w16(dev->common, QUEUE_ENABLE, 1);
+  if (r16(dev->common, QUEUE_ENABLE) != 1) return -7;
+  w8(dev->common, DEVICE_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+  return 0;
+}
+
+uint8_t virtio_status(struct virtio_device* dev) { return r8(dev->common, DEVICE_STATUS); }
+
+int64_t virtio_request(struct virtio_device* dev, const struct virtio_buffer* buffers,
+                       unsigned count) {
+  struct virtq_memory* q = dev->queue;
+  for (unsigned i = 0; i < count; ++i) {
+    q->desc[i].addr = (uintptr_t)buffers[i].data;
+    q->desc[i].len = buffers[i].length;
+    q->desc[i].flags = (buffers[i].writable ? VIRTQ_DESC_F_WRITE : 0) |
+                       (i + 1 < count ? VIRTQ_DESC_F_NEXT : 0);
+    q->desc[i].next = (uint16_t)(i + 1);
+  }
+  q->avail.ring[dev->avail_idx % VIRTQ_SIZE] = 0;
+  __asm__ volatile("" ::: "memory"); /* x86: stores are not reordered with stores */
+  q->avail.idx = ++dev->avail_idx;
+  __asm__ volatile("" ::: "memory");
+  *dev->notify = 0;
+  for (;;) {
+    uint16_t seen = *(volatile uint16_t*)&q->used.idx;
+    if (seen != dev->used_idx) break;
+    if (r8(dev->common, DEVICE_STATUS) & NEEDS_RESET) return -1;
+  }
+  __asm__ volatile("" ::: "memory");
+  uint32_t length = q->used.ring[dev->used_idx % VIRTQ_SIZE].len;
+  ++dev->used_idx;
+  (void)r8(dev->isr, 0); /* acknowledge: lowers the interrupt line */
+  return length;
+}
+
+uint64_t virtio_blk_capacity(struct virtio_device* dev) {
+  return r32(dev->config, 0) | (uint64_t)r32(dev->config, 4) << 32;
+}
+
+struct blk_header {
+  uint32_t type;
+  uint32_t reserved;
+  uint64_t sector;
+};
+
+static uint8_t blk_request(struct virtio_device* dev, uint32_t type, uint64_t sector, void* data,
+                           uint32_t bytes, int device_writes) {
+  static struct blk_header header;
+  static uint8_t status;
+  header.type = type;
+  header.reserved = 0;
+  header.sector = sector;
+  status = 0xee;
+  struct virtio_buffer buffers[3] = {{&header, sizeof(header), 0},
+                                     {data, bytes, device_writes},
+                                     {&status, 1, 1}};
+  if (bytes == 0) {
+    buffers[1] = buffers[2];
+    if (virtio_request(dev, buffers, 2) < 0) return 0xff;
+  } else if (virtio_request(dev, buffers, 3) < 0) {
+    return 0xff;
+  }
+  return status;
+}
+
+uint8_t virtio_blk_read(struct virtio_device* dev, uint64_t sector, void* data, uint32_t bytes) {
+  return blk_request(dev, 0, sector, data, bytes, 1);
+}
+
+uint8_t virtio_blk_write(struct virtio_device* dev, uint64_t sector, const void* data,
+                         uint32_t bytes) {
+  return blk_request(dev, 1, sector, (void*)data, bytes, 0);
+}
+
+uint8_t virtio_blk_flush(struct virtio_device* dev) { return blk_request(dev, 4, 0, 0, 0, 0); }

@@ -1,0 +1,394 @@
+#include "virtio-pci.h"
+
+#include <cstdio>
+#include <cstring>
+
+#include <kj/debug.h>
+
+namespace bulkhead::sdk::virtio {
+
+namespace {
+
+constexpr uint16_t VENDOR_ID = 0x1af4;
+constexpr uint16_t MODERN_DEVICE_BASE = 0x1040;
+constexpr uint16_t NO_VECTOR = 0xffff;
+constexpr uint8_t CAPABILITIES_AT = 0x40;
+constexpr uint8_t CAP_VENDOR = 0x09;
+
+enum CapType : uint8_t { COMMON = 1, NOTIFY = 2, ISR = 3, DEVICE = 4 };
+
+// Common configuration registers (virtio spec 4.1.4.3).
+enum CommonRegister : uint64_t {
+  DEVICE_FEATURE_SELECT = 0x00,
+  DEVICE_FEATURE = 0x04,
+  DRIVER_FEATURE_SELECT = 0x08,
+  DRIVER_FEATURE = 0x0c,
+  CONFIG_MSIX_VECTOR = 0x10,
+  NUM_QUEUES = 0x12,
+  DEVICE_STATUS = 0x14,
+  CONFIG_GENERATION = 0x15,
+  QUEUE_SELECT = 0x16,
+  QUEUE_SIZE = 0x18,
+  QUEUE_MSIX_VECTOR = 0x1a,
+  QUEUE_ENABLE = 0x1c,
+  QUEUE_NOTIFY_OFF = 0x1e,
+  QUEUE_DESC = 0x20,
+  QUEUE_DRIVER = 0x28,
+  QUEUE_DEVICE = 0x30,
+};
+
+void putLe(std::vector<uint8_t>& bytes, size_t at, uint64_t value, unsigned size) {
+  for (unsigned i = 0; i < size; ++i) bytes[at + i] = value >> (8 * i);
+}
+
+uint64_t getLe(const std::vector<uint8_t>& bytes, uint64_t at, unsigned size) {
+  uint64_t value = 0;
+  for (unsigned i = 0; i < size; ++i) {
+    uint64_t byte = at + i < bytes.size() ? bytes[at + i] : 0;
+    value |= byte << (8 * i);
+  }
+  return value;
+}
+
+// Replaces the `size` bytes at `offset` (relative to a 64-bit field) of `field`.
+uint64_t merge(uint64_t field, uint64_t offset, unsigned size, uint64_t value) {
+  uint64_t mask = (size >= 8 ? ~0ull : (1ull << (8 * size)) - 1) << (8 * offset);
+  return (field & ~mask) | ((value << (8 * offset)) & mask);
+}
+
+}  // namespace
+
+VirtioPciDevice::VirtioPciDevice(DeviceHost& host, std::unique_ptr<VirtioModel> model)
+    : host(host), model(std::move(model)) {
+  KJ_REQUIRE(this->model->queueCount() > 0 && this->model->queueCount() <= MAX_QUEUES);
+  KJ_REQUIRE(this->model->declaredState().size() <= MODEL_STATE_BYTES);
+  uint64_t configBytes = this->model->config().size();
+  // Four vendor capabilities, chained from 0x40 (virtio spec 4.1.4).
+  capabilities.assign(0x100 - CAPABILITIES_AT, 0);
+  struct Cap {
+    uint8_t type;
+    uint64_t offset;
+    uint64_t length;
+  } caps[] = {{COMMON, COMMON_OFFSET, COMMON_BYTES},
+              {NOTIFY, NOTIFY_OFFSET, 2},
+              {ISR, ISR_OFFSET, 1},
+              {DEVICE, DEVICE_OFFSET, configBytes}};
+  size_t at = 0;
+  for (size_t i = 0; i < 4; ++i) {
+    if (caps[i].type == DEVICE && configBytes == 0) break;
+    uint8_t length = caps[i].type == NOTIFY ? 20 : 16;
+    bool last = i == 3 || (i == 2 && configBytes == 0);
+    capabilities[at] = CAP_VENDOR;
+    capabilities[at + 1] = last ? 0 : CAPABILITIES_AT + at + length;
+    capabilities[at + 2] = length;
+    capabilities[at + 3] = caps[i].type;
+    capabilities[at + 4] = 0;  // BAR 0
+    putLe(capabilities, at + 8, caps[i].offset, 4);
+    putLe(capabilities, at + 12, caps[i].length, 4);
+    if (caps[i].type == NOTIFY) putLe(capabilities, at + 16, 0, 4);  // notify_off_multiplier
+    at += length;
+  }
+  reset();
+}
+
+std::optional<PciIdentity> VirtioPciDevice::pciIdentity() {
+  PciIdentity identity;
+  identity.vendorId = VENDOR_ID;
+  identity.deviceId = MODERN_DEVICE_BASE + model->deviceType();
+  identity.classCode = model->classCode();
+  identity.revision = 1;
+  identity.subsystemVendorId = VENDOR_ID;
+  identity.subsystemId = model->deviceType();
+  identity.capabilities = CAPABILITIES_AT;
+  identity.interruptPin = true;
+  identity.bars = {PciBar{0, BAR_BYTES, false}};
+  return identity;
+}
+
+std::vector<Doorbell> VirtioPciDevice::doorbells() {
+  std::vector<Doorbell> bells;
+  for (unsigned queue = 0; queue < model->queueCount(); ++queue) {
+    bells.push_back(Doorbell{0, NOTIFY_OFFSET, 2, queue});
+  }
+  return bells;
+}
+
+void VirtioPciDevice::doorbellsReady(std::vector<int> eventfds) {
+  for (size_t queue = 0; queue < eventfds.size() && queue < model->queueCount(); ++queue) {
+    int fd = eventfds[queue];
+    host.watchReadable(fd, [this, fd, queue]() {
+      uint64_t count;
+      while (::read(fd, &count, sizeof(count)) == sizeof(count)) {
+      }
+      notify(queue);
+      return true;
+    });
+  }
+  // A predecessor may have taken a notification and died before serving it.
+  for (unsigned queue = 0; queue < model->queueCount(); ++queue) notify(queue);
+}
+
+kj::ArrayPtr<uint8_t> VirtioPciDevice::declaredState() {
+  kj::ArrayPtr<uint8_t> own = model->declaredState();
+  memcpy(state.model, own.begin(), own.size());
+  return stateBytes(state);
+}
+
+void VirtioPciDevice::stateRestored() {
+  kj::ArrayPtr<uint8_t> own = model->declaredState();
+  memcpy(own.begin(), state.model, own.size());
+  const DmaMemory& memory = host.dma();
+  state.queueSelect = 0;
+  for (unsigned i = 0; i < MAX_QUEUES; ++i) {
+    QueueState& queue = state.queues[i];
+    if (i >= model->queueCount()) {
+      queue = QueueState{};
+      continue;
+    }
+    if (!queue.enabled) continue;
+    if (!queueValid(memory, queue, nullptr)) {
+      queue.enabled = 0;
+      state.status |= STATUS_NEEDS_RESET;
+      continue;
+    }
+    // The guest's used index is the truth about what completed: chains are completed in order,
+    // so the ones after it are redone. It may be ahead of the commit by at most a queue's worth.
+    uint16_t published;
+    if (memory.load(queue.deviceArea + 2, published) &&
+        static_cast<uint16_t>(published - queue.used) <= queue.size) {
+      queue.used = published;
+    }
+    queue.lastAvail = queue.used;
+  }
+}
+
+void VirtioPciDevice::reset() {
+  state.deviceFeatureSelect = 0;
+  state.driverFeatureSelect = 0;
+  state.driverFeatures = 0;
+  state.status = 0;
+  state.isr = 0;
+  state.queueSelect = 0;
+  for (unsigned i = 0; i < MAX_QUEUES; ++i) {
+    state.queues[i] = QueueState{};
+    state.queues[i].size = i < model->queueCount() ? model->maxQueueSize() : 0;
+  }
+  if (state.interruptLevel) {
+    state.interruptLevel = 0;
+    host.setPciInterrupt(false);
+  }
+  model->reset();
+}
+
+QueueState* VirtioPciDevice::selected() {
+  return state.queueSelect < model->queueCount() ? &state.queues[state.queueSelect] : nullptr;
+}
+
+uint64_t VirtioPciDevice::read(Space space, uint64_t address, unsigned size) {
+  if (space == Space::PCI_CONFIG) {
+    if (address < CAPABILITIES_AT) return 0;
+    return getLe(capabilities, address - CAPABILITIES_AT, size);
+  }
+  if (space != barSpace(0)) return ~0ull;
+  if (address < COMMON_OFFSET + COMMON_BYTES) return readCommon(address - COMMON_OFFSET, size);
+  if (address == ISR_OFFSET) {
+    // Reading the ISR status acknowledges the interrupt (virtio spec 4.1.4.5).
+    uint8_t isr = state.isr;
+    state.isr = 0;
+    if (state.interruptLevel) {
+      state.interruptLevel = 0;
+      host.setPciInterrupt(false);
+    }
+    return isr;
+  }
+  if (address >= DEVICE_OFFSET && address < NOTIFY_OFFSET) {
+    return getLe(model->config(), address - DEVICE_OFFSET, size);
+  }
+  return 0;
+}
+
+void VirtioPciDevice::write(Space space, uint64_t address, unsigned size, uint64_t value) {
+  if (space != barSpace(0)) return;  // the capabilities are read-only
+  if (address < COMMON_OFFSET + COMMON_BYTES) {
+    writeCommon(address - COMMON_OFFSET, size, value);
+  } else if (address == NOTIFY_OFFSET && size == 2) {
+    // A host without ioeventfd: the notification arrives as a write.
+    if (value < model->queueCount()) notify(value);
+  }
+}
+
+uint64_t VirtioPciDevice::readCommon(uint64_t offset, unsigned size) {
+  QueueState* queue = selected();
+  auto queue64 = [&](uint64_t field, uint64_t base) -> uint64_t {
+    if (queue == nullptr) return 0;
+    uint64_t shift = offset - base;
+    return size == 8 ? field : (field >> (8 * shift)) & ((1ull << (8 * size)) - 1);
+  };
+  switch (offset) {
+    case DEVICE_FEATURE_SELECT:
+      return state.deviceFeatureSelect;
+    case DEVICE_FEATURE:
+      return state.deviceFeatureSelect < 2 ? offeredFeatures() >> (32 * state.deviceFeatureSelect)
+                                                 & 0xffffffff
+                                           : 0;
+    case DRIVER_FEATURE_SELECT:
+      return state.driverFeatureSelect;
+    case DRIVER_FEATURE:
+      return state.driverFeatureSelect < 2
+                 ? state.driverFeatures >> (32 * state.driverFeatureSelect) & 0xffffffff
+                 : 0;
+    case CONFIG_MSIX_VECTOR:
+    case QUEUE_MSIX_VECTOR:
+      return NO_VECTOR;
+    case NUM_QUEUES:
+      return model->queueCount();
+    case DEVICE_STATUS:
+      return state.status;
+    case CONFIG_GENERATION:
+      return state.configGeneration;
+    case QUEUE_SELECT:
+      return state.queueSelect;
+    case QUEUE_SIZE:
+      return queue != nullptr ? queue->size : 0;
+    case QUEUE_ENABLE:
+      return queue != nullptr ? queue->enabled : 0;
+    case QUEUE_NOTIFY_OFF:
+      return 0;
+    case QUEUE_DESC:
+    case QUEUE_DESC + 4:
+      return queue64(queue != nullptr ? queue->descriptors : 0, QUEUE_DESC);
+    case QUEUE_DRIVER:
+    case QUEUE_DRIVER + 4:
+      return queue64(queue != nullptr ? queue->driverArea : 0, QUEUE_DRIVER);
+    case QUEUE_DEVICE:
+    case QUEUE_DEVICE + 4:
+      return queue64(queue != nullptr ? queue->deviceArea : 0, QUEUE_DEVICE);
+    default:
+      return 0;
+  }
+}
+
+void VirtioPciDevice::writeCommon(uint64_t offset, unsigned size, uint64_t value) {
+  QueueState* queue = selected();
+  // Queue registers are writable only while the queue is disabled and the driver not yet live.
+  bool queueWritable = queue != nullptr && !queue->enabled && !(state.status & STATUS_DRIVER_OK);
+  switch (offset) {
+    case DEVICE_FEATURE_SELECT:
+      state.deviceFeatureSelect = value;
+      break;
+    case DRIVER_FEATURE_SELECT:
+      state.driverFeatureSelect = value;
+      break;
+    case DRIVER_FEATURE:
+      if (state.driverFeatureSelect < 2 && !(state.status & STATUS_FEATURES_OK)) {
+        state.driverFeatures = merge(state.driverFeatures, 4 * state.driverFeatureSelect, 4, value);
+      }
+      break;
+    case DEVICE_STATUS: {
+      uint8_t status = value;
+      if (status == 0) {
+        reset();
+        break;
+      }
+      if ((status & STATUS_FEATURES_OK) && !(state.status & STATUS_FEATURES_OK)) {
+        // Features the device did not offer, or a legacy driver: refuse FEATURES_OK.
+        bool acceptable = (state.driverFeatures & ~offeredFeatures()) == 0 &&
+                          (state.driverFeatures & F_VERSION_1);
+        if (!acceptable) status &= ~STATUS_FEATURES_OK;
+      }
+      // NEEDS_RESET is the device's to set; the driver cannot clear it but by a reset.
+      state.status = (status & ~STATUS_NEEDS_RESET) | (state.status & STATUS_NEEDS_RESET);
+      break;
+    }
+    case QUEUE_SELECT:
+      state.queueSelect = value;
+      break;
+    case QUEUE_SIZE:
+      if (queueWritable && value <= model->maxQueueSize()) queue->size = value;
+      break;
+    case QUEUE_ENABLE:
+      if (queueWritable && value == 1) {
+        std::string why;
+        if (!queueValid(host.dma(), *queue, &why)) {
+          breakDevice(kj::str("queue ", state.queueSelect, ": ", why.c_str()).cStr());
+          break;
+        }
+        queue->enabled = 1;
+        queue->lastAvail = 0;
+        queue->used = 0;
+      }
+      break;
+    case QUEUE_DESC:
+    case QUEUE_DESC + 4:
+      if (queueWritable) queue->descriptors = merge(queue->descriptors, offset - QUEUE_DESC, size, value);
+      break;
+    case QUEUE_DRIVER:
+    case QUEUE_DRIVER + 4:
+      if (queueWritable) queue->driverArea = merge(queue->driverArea, offset - QUEUE_DRIVER, size, value);
+      break;
+    case QUEUE_DEVICE:
+    case QUEUE_DEVICE + 4:
+      if (queueWritable) queue->deviceArea = merge(queue->deviceArea, offset - QUEUE_DEVICE, size, value);
+      break;
+    default:
+      break;  // read-only registers, MSI-X vectors (no MSI-X)
+  }
+}
+
+void VirtioPciDevice::notify(unsigned index) {
+  if (index >= model->queueCount()) return;
+  QueueState& queue = state.queues[index];
+  if (!queue.enabled || !(state.status & STATUS_DRIVER_OK) || (state.status & STATUS_NEEDS_RESET)) {
+    return;
+  }
+  const DmaMemory& memory = host.dma();
+  Virtqueue virtqueue(memory, queue);
+  bool completed = false;
+  for (;;) {
+    std::string why;
+    Virtqueue::Pop popped = virtqueue.pop(chain, &why);
+    if (popped == Virtqueue::Pop::EMPTY) break;
+    if (popped == Virtqueue::Pop::BROKEN) {
+      breakDevice(kj::str("queue ", index, ": ", why.c_str()).cStr());
+      break;
+    }
+    int64_t written = model->serve(index, chain, memory);
+    if (written < 0 || static_cast<uint64_t>(written) > chain.writableBytes) {
+      breakDevice(kj::str("queue ", index, ": the device refused a malformed request").cStr());
+      break;
+    }
+    if (!virtqueue.push(chain.head, written)) {
+      breakDevice(kj::str("queue ", index, ": the used ring left guest RAM").cStr());
+      break;
+    }
+    completed = true;
+  }
+  host.stateChanged();
+  if (completed && virtqueue.wantsInterrupt()) raiseInterrupt();
+}
+
+void VirtioPciDevice::raiseInterrupt() {
+  state.isr |= 1;
+  if (!state.interruptLevel) {
+    state.interruptLevel = 1;
+    host.setPciInterrupt(true);
+  }
+}
+
+void VirtioPciDevice::breakDevice(const std::string& why) {
+  if (!(state.status & STATUS_NEEDS_RESET)) {
+    fprintf(stderr, "virtio device %u: %s; the device needs a reset\n", model->deviceType(),
+            why.c_str());
+  }
+  state.status |= STATUS_NEEDS_RESET;
+  // A configuration change interrupt tells the driver to look at the status.
+  state.isr |= 2;
+  ++state.configGeneration;
+  if (!state.interruptLevel) {
+    state.interruptLevel = 1;
+    host.setPciInterrupt(true);
+  }
+  host.stateChanged();
+}
+
+}  // namespace bulkhead::sdk::virtio

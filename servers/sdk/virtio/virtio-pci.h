@@ -1,0 +1,116 @@
+// The virtio 1.x PCI transport (modern interface, virtio spec section 4.1), so that a device
+// author writes only the device part: a VirtioModel.
+//
+// Layout: one 16 KiB memory BAR (BAR 0) holding the common configuration at 0x0000, the ISR
+// status at 0x1000, the device configuration at 0x2000 and the notification register at
+// 0x3000 (notify_off_multiplier 0: every queue is notified at the same address by writing its
+// index). Each queue's notification is a doorbell, so under KVM it reaches the server as an
+// eventfd without a trip through the core. INTx only (no MSI-X yet).
+//
+// Recovery: the transport's state (features, status, queue addresses and positions) is the
+// device's declared state. Chains are completed in order and the state is checkpointed after
+// each batch; a restarted server takes the used index the guest can see as the truth (within
+// one queue's length of the committed one) and resumes the available ring from there, so a
+// chain whose completion the guest saw is never redone and one it did not see is redone.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "device.h"
+#include "dma-memory.h"
+#include "virtqueue.h"
+
+namespace bulkhead::sdk::virtio {
+
+constexpr unsigned MAX_QUEUES = 8;
+constexpr size_t MODEL_STATE_BYTES = 256;
+constexpr uint64_t F_VERSION_1 = 1ull << 32;
+
+constexpr uint8_t STATUS_ACKNOWLEDGE = 1;
+constexpr uint8_t STATUS_DRIVER = 2;
+constexpr uint8_t STATUS_DRIVER_OK = 4;
+constexpr uint8_t STATUS_FEATURES_OK = 8;
+constexpr uint8_t STATUS_NEEDS_RESET = 0x40;
+constexpr uint8_t STATUS_FAILED = 0x80;
+
+// BAR 0 layout.
+constexpr uint64_t COMMON_OFFSET = 0x0000;
+constexpr uint64_t COMMON_BYTES = 0x38;
+constexpr uint64_t ISR_OFFSET = 0x1000;
+constexpr uint64_t DEVICE_OFFSET = 0x2000;
+constexpr uint64_t NOTIFY_OFFSET = 0x3000;
+constexpr uint64_t BAR_BYTES = 0x4000;
+
+// The device part of a virtio device.
+class VirtioModel {
+ public:
+  virtual ~VirtioModel() = default;
+  virtual uint16_t deviceType() const = 0;  // virtio device ID: 1 net, 2 block, 4 entropy, ...
+  virtual uint32_t classCode() const = 0;   // PCI class code
+  virtual uint64_t features() const = 0;    // device-specific feature bits offered
+  virtual unsigned queueCount() const = 0;  // at most MAX_QUEUES
+  virtual uint16_t maxQueueSize() const { return 256; }
+  // The device configuration space (read-only to the driver here).
+  virtual std::vector<uint8_t> config() const { return {}; }
+  // Serves one chain from `queue`. Returns the number of bytes written into the chain's
+  // writable buffers, or -1 when the chain is malformed for this device (the queue breaks).
+  virtual int64_t serve(unsigned queue, const Chain& chain, const DmaMemory& memory) = 0;
+  // The driver reset the device.
+  virtual void reset() {}
+  // The device part's own declared state (at most MODEL_STATE_BYTES), checkpointed with the
+  // transport's; see Device::declaredState().
+  virtual kj::ArrayPtr<uint8_t> declaredState() { return nullptr; }
+};
+
+class VirtioPciDevice final : public Device {
+ public:
+  VirtioPciDevice(DeviceHost& host, std::unique_ptr<VirtioModel> model);
+
+  std::vector<IoRange> ranges() override { return {}; }
+  std::optional<PciIdentity> pciIdentity() override;
+  std::vector<Doorbell> doorbells() override;
+  void doorbellsReady(std::vector<int> eventfds) override;
+  uint64_t read(Space space, uint64_t address, unsigned size) override;
+  void write(Space space, uint64_t address, unsigned size, uint64_t value) override;
+  kj::ArrayPtr<uint8_t> declaredState() override;
+  void stateRestored() override;
+
+  // Serves every available chain of `queue` (a doorbell rang). Public for tests.
+  void notify(unsigned queue);
+  uint8_t status() const { return state.status; }
+
+ private:
+  struct State {
+    uint32_t deviceFeatureSelect;
+    uint32_t driverFeatureSelect;
+    uint64_t driverFeatures;
+    uint8_t status;
+    uint8_t isr;
+    uint8_t configGeneration;
+    uint8_t interruptLevel;
+    uint16_t queueSelect;
+    uint16_t pad[3];
+    QueueState queues[MAX_QUEUES];
+    uint8_t model[MODEL_STATE_BYTES];
+  };
+
+  uint64_t offeredFeatures() const { return model->features() | F_VERSION_1; }
+  uint64_t readCommon(uint64_t offset, unsigned size);
+  void writeCommon(uint64_t offset, unsigned size, uint64_t value);
+  uint64_t readConfigSpace(uint64_t offset, unsigned size);
+  void reset();
+  void breakDevice(const std::string& why);
+  void raiseInterrupt();
+  QueueState* selected();
+
+  DeviceHost& host;
+  std::unique_ptr<VirtioModel> model;
+  State state{};
+  std::vector<uint8_t> capabilities;  // config space 0x40..0xff
+  Chain chain;
+};
+
+}  // namespace bulkhead::sdk::virtio
