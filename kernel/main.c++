@@ -97,8 +97,7 @@ absl::Status openDisk(DeviceSpec& spec) {
   kj::AutoCloseFd image(fd);
   struct stat info;
   if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("disk image %s is not a regular file", path));
+    return absl::InvalidArgumentError(absl::StrFormat("disk image %s is not a regular file", path));
   }
   if (info.st_size < 512) {
     return absl::InvalidArgumentError(absl::StrFormat(

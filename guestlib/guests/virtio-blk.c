@@ -4,9 +4,9 @@
  * Runs N requests drawn from a xorshift32 generator seeded with S: writes (60 %) of 1-8
  * sectors filled with a pattern naming the request and the sector, reads (35 %) checked
  * against what the guest last wrote to each sector (zeros if never), flushes (5 %), all inside
- * the first 2048 sectors. The host test replays the same generator to know what the image must
- * hold. Prints "blk ok requests=N writes=W reads=R flushes=F" and exits 0, or
- * "FAIL ..." and a non-zero code.
+ * the first 2048 sectors, which must start out zero. The host test replays the same generator to
+ * know what the image must hold. Prints "progress N" every 1000 requests, then "blk ok requests=N
+ * writes=W reads=R flushes=F" and exits 0, or "FAIL ..." and a non-zero code.
  */
 #include "guest.h"
 #include "virtio.h"
@@ -53,7 +53,8 @@ void main32(uint32_t magic, struct multiboot_info* info) {
     uint32_t sector = next_random() % (SECTORS - run + 1);
     if (kind < 60) {
       for (uint32_t s = 0; s < run; ++s) {
-        for (uint32_t w = 0; w < WORDS; ++w) buffer[s * WORDS + w] = pattern(request, sector + s, w);
+        for (uint32_t w = 0; w < WORDS; ++w)
+          buffer[s * WORDS + w] = pattern(request, sector + s, w);
         version[sector + s] = request;
       }
       if (virtio_blk_write(&dev, sector, buffer, run * 512) != 0) guest_fail(4, "write");
@@ -76,6 +77,11 @@ void main32(uint32_t magic, struct multiboot_info* info) {
     } else {
       if (virtio_blk_flush(&dev) != 0) guest_fail(7, "flush");
       ++flushes;
+    }
+    if (request % 1000 == 0) {
+      serial_puts("progress ");
+      serial_put_dec(request);
+      serial_putc('\n');
     }
   }
   if (virtio_blk_flush(&dev) != 0) guest_fail(7, "flush");

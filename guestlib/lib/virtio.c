@@ -143,8 +143,8 @@ int64_t virtio_request(struct virtio_device* dev, const struct virtio_buffer* bu
   for (unsigned i = 0; i < count; ++i) {
     q->desc[i].addr = (uintptr_t)buffers[i].data;
     q->desc[i].len = buffers[i].length;
-    q->desc[i].flags = (buffers[i].writable ? VIRTQ_DESC_F_WRITE : 0) |
-                       (i + 1 < count ? VIRTQ_DESC_F_NEXT : 0);
+    q->desc[i].flags =
+        (buffers[i].writable ? VIRTQ_DESC_F_WRITE : 0) | (i + 1 < count ? VIRTQ_DESC_F_NEXT : 0);
     q->desc[i].next = (uint16_t)(i + 1);
   }
   q->avail.ring[dev->avail_idx % VIRTQ_SIZE] = 0;
@@ -182,9 +182,8 @@ static uint8_t blk_request(struct virtio_device* dev, uint32_t type, uint64_t se
   header.reserved = 0;
   header.sector = sector;
   status = 0xee;
-  struct virtio_buffer buffers[3] = {{&header, sizeof(header), 0},
-                                     {data, bytes, device_writes},
-                                     {&status, 1, 1}};
+  struct virtio_buffer buffers[3] = {
+      {&header, sizeof(header), 0}, {data, bytes, device_writes}, {&status, 1, 1}};
   if (bytes == 0) {
     buffers[1] = buffers[2];
     if (virtio_request(dev, buffers, 2) < 0) return 0xff;

@@ -67,6 +67,7 @@ class PciHost final : public IoHandler {
   using DoorbellHook = std::function<void(bool, uint64_t, unsigned, uint64_t, int, bool)>;
 
   PciHost();
+  ~PciHost() noexcept override = default;
   // Claims the config ports and the BAR windows on `bus`.
   absl::Status attach(IoBus& bus);
   void onDoorbellMoved(DoorbellHook hook) { doorbellMoved = std::move(hook); }

@@ -410,8 +410,7 @@ std::string DeviceProcess::addPciFunction(protocol::PciFunction::Reader pci,
     auto trigger = makeEventfd();
     auto resample = makeEventfd();
     if (!trigger.ok() || !resample.ok()) return "no eventfds for its interrupt";
-    absl::Status routed =
-        spec.platform->addIrqfd(pciInterruptGsi, trigger->get(), resample->get());
+    absl::Status routed = spec.platform->addIrqfd(pciInterruptGsi, trigger->get(), resample->get());
     if (routed.ok()) {
       interruptFd = std::move(*trigger);
       resampleFd = std::move(*resample);

@@ -666,9 +666,8 @@ class DeviceImpl final : public protocol::Device::Server {
     size_t backendCount = params.getBackends().size();
     for (auto window : params.getDma()) {
       fds.add(window.getMemory().getFd());
-      runtime.dmaWindows.push_back(Runtime::PendingWindow{kj::AutoCloseFd(), window.getOffset(),
-                                                          window.getGuestPhysical(),
-                                                          window.getSize()});
+      runtime.dmaWindows.push_back(Runtime::PendingWindow{
+          kj::AutoCloseFd(), window.getOffset(), window.getGuestPhysical(), window.getSize()});
     }
     DeviceConfig config;
     for (auto option : params.getOptions()) config.options[option.getKey()] = option.getValue();
@@ -710,7 +709,8 @@ class DeviceImpl final : public protocol::Device::Server {
           std::vector<uint8_t> lines = runtime.model().irqLines();
           auto irqs = results.initIrqLines(lines.size());
           for (size_t i = 0; i < lines.size(); ++i) irqs.set(i, lines[i]);
-          if (auto identity = runtime.model().pciIdentity()) describePci(*identity, results.initPci());
+          if (auto identity = runtime.model().pciIdentity())
+            describePci(*identity, results.initPci());
           std::vector<Doorbell> bells = runtime.model().doorbells();
           auto doorbells = results.initDoorbells(bells.size());
           for (size_t i = 0; i < bells.size(); ++i) {

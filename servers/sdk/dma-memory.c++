@@ -28,9 +28,9 @@ void DmaMemory::addBuffer(uint8_t* bytes, uint64_t guestPhysical, uint64_t size)
 }
 
 void DmaMemory::insert(Window window) {
-  auto at = std::lower_bound(
-      windows.begin(), windows.end(), window.guestPhysical,
-      [](const Window& w, uint64_t address) { return w.guestPhysical < address; });
+  auto at =
+      std::lower_bound(windows.begin(), windows.end(), window.guestPhysical,
+                       [](const Window& w, uint64_t address) { return w.guestPhysical < address; });
   bool overlapsNext = at != windows.end() && at->guestPhysical < window.guestPhysical + window.size;
   bool overlapsPrevious =
       at != windows.begin() && (at - 1)->guestPhysical + (at - 1)->size > window.guestPhysical;
@@ -44,9 +44,8 @@ void DmaMemory::insert(Window window) {
 uint8_t* DmaMemory::span(uint64_t address, uint64_t length) const {
   if (length == 0) return nullptr;
   // The last window starting at or below `address`.
-  auto at = std::upper_bound(
-      windows.begin(), windows.end(), address,
-      [](uint64_t a, const Window& w) { return a < w.guestPhysical; });
+  auto at = std::upper_bound(windows.begin(), windows.end(), address,
+                             [](uint64_t a, const Window& w) { return a < w.guestPhysical; });
   if (at == windows.begin()) return nullptr;
   const Window& window = *(at - 1);
   uint64_t offset = address - window.guestPhysical;

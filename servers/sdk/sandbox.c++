@@ -84,8 +84,8 @@ const char* enterSandbox(SandboxNeeds needs) {
     if (seccomp_rule_add(filter, SCMP_ACT_ALLOW, call, 0) != 0) failure = "seccomp_rule_add failed";
   }
   if (needs.ioUring) {
-    for (int call : {SCMP_SYS(io_uring_setup), SCMP_SYS(io_uring_enter),
-                     SCMP_SYS(io_uring_register)}) {
+    for (int call :
+         {SCMP_SYS(io_uring_setup), SCMP_SYS(io_uring_enter), SCMP_SYS(io_uring_register)}) {
       if (seccomp_rule_add(filter, SCMP_ACT_ALLOW, call, 0) != 0) {
         failure = "seccomp_rule_add failed";
       }

@@ -116,7 +116,9 @@ std::unique_ptr<BlockBackend> makeUringBackend(int fd) {
 
 VirtioBlk::VirtioBlk(std::unique_ptr<BlockBackend> backend, uint64_t bytes, bool readOnly,
                      std::string serial)
-    : backend(std::move(backend)), sectors(bytes / SECTOR), readOnly(readOnly),
+    : backend(std::move(backend)),
+      sectors(bytes / SECTOR),
+      readOnly(readOnly),
       serial(std::move(serial)) {}
 
 uint64_t VirtioBlk::features() const {
@@ -133,8 +135,7 @@ std::vector<uint8_t> VirtioBlk::config() const {
   return bytes;
 }
 
-int64_t VirtioBlk::serve(unsigned, const sdk::virtio::Chain& chain,
-                         const sdk::DmaMemory& memory) {
+int64_t VirtioBlk::serve(unsigned, const sdk::virtio::Chain& chain, const sdk::DmaMemory& memory) {
   struct {
     uint32_t type;
     uint32_t reserved;

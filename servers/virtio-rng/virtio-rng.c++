@@ -34,8 +34,7 @@ void VirtioRng::fill(uint8_t* bytes, size_t length) {
   }
 }
 
-int64_t VirtioRng::serve(unsigned, const sdk::virtio::Chain& chain,
-                         const sdk::DmaMemory& memory) {
+int64_t VirtioRng::serve(unsigned, const sdk::virtio::Chain& chain, const sdk::DmaMemory& memory) {
   uint64_t length = std::min(chain.writableBytes, MAX_BYTES_PER_CHAIN);
   std::vector<uint8_t> bytes(length);
   fill(bytes.data(), bytes.size());

@@ -94,8 +94,8 @@ absl::Status KvmVm::setIrqLine(uint32_t line, bool level) {
   return absl::OkStatus();
 }
 
-absl::Status KvmVm::setIoeventfd(bool pio, uint64_t address, unsigned size, uint64_t value,
-                                 int fd, bool assign) {
+absl::Status KvmVm::setIoeventfd(bool pio, uint64_t address, unsigned size, uint64_t value, int fd,
+                                 bool assign) {
   kvm_ioeventfd request{};
   request.datamatch = value;
   request.addr = address;

@@ -228,9 +228,9 @@ uint64_t VirtioPciDevice::readCommon(uint64_t offset, unsigned size) {
     case DEVICE_FEATURE_SELECT:
       return state.deviceFeatureSelect;
     case DEVICE_FEATURE:
-      return state.deviceFeatureSelect < 2 ? offeredFeatures() >> (32 * state.deviceFeatureSelect)
-                                                 & 0xffffffff
-                                           : 0;
+      return state.deviceFeatureSelect < 2
+                 ? offeredFeatures() >> (32 * state.deviceFeatureSelect) & 0xffffffff
+                 : 0;
     case DRIVER_FEATURE_SELECT:
       return state.driverFeatureSelect;
     case DRIVER_FEATURE:
@@ -320,15 +320,18 @@ void VirtioPciDevice::writeCommon(uint64_t offset, unsigned size, uint64_t value
       break;
     case QUEUE_DESC:
     case QUEUE_DESC + 4:
-      if (queueWritable) queue->descriptors = merge(queue->descriptors, offset - QUEUE_DESC, size, value);
+      if (queueWritable)
+        queue->descriptors = merge(queue->descriptors, offset - QUEUE_DESC, size, value);
       break;
     case QUEUE_DRIVER:
     case QUEUE_DRIVER + 4:
-      if (queueWritable) queue->driverArea = merge(queue->driverArea, offset - QUEUE_DRIVER, size, value);
+      if (queueWritable)
+        queue->driverArea = merge(queue->driverArea, offset - QUEUE_DRIVER, size, value);
       break;
     case QUEUE_DEVICE:
     case QUEUE_DEVICE + 4:
-      if (queueWritable) queue->deviceArea = merge(queue->deviceArea, offset - QUEUE_DEVICE, size, value);
+      if (queueWritable)
+        queue->deviceArea = merge(queue->deviceArea, offset - QUEUE_DEVICE, size, value);
       break;
     default:
       break;  // read-only registers, MSI-X vectors (no MSI-X)

@@ -44,8 +44,8 @@ bool queueValid(const DmaMemory& memory, const QueueState& queue, std::string* w
       memory.span(queue.driverArea, availBytes(size)) == nullptr ||
       memory.span(queue.deviceArea, usedBytes(size)) == nullptr) {
     return fail(why, kj::str("a ring lies outside guest RAM (descriptors 0x",
-                             kj::hex(queue.descriptors), ", available 0x", kj::hex(queue.driverArea),
-                             ", used 0x", kj::hex(queue.deviceArea), ")")
+                             kj::hex(queue.descriptors), ", available 0x",
+                             kj::hex(queue.driverArea), ", used 0x", kj::hex(queue.deviceArea), ")")
                          .cStr());
   }
   return true;
