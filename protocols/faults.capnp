@@ -16,6 +16,7 @@ enum FaultEvent {
   read @1;
   write @2;
   irq @3;     # the device changes one of its interrupt lines
+  dma @4;     # the device moves data to or from guest RAM (address: guest-physical; value: bytes)
 }
 
 struct FaultRule {
@@ -55,9 +56,9 @@ struct FaultAction {
     spuriousIrq @8 :Void;   # a raise-and-lower pulse of the device's line, out of nowhere
     crash @9 :Void;         # the server aborts (the supervisor restarts it, or fences)
     hang @10 :Void;         # the server stops serving (the watchdog notices)
-    dmaRefuse @11 :Void;    # reserved for devices with DMA windows (none yet)
-    dmaShort @12 :UInt32;
-    dmaFlip @13 :UInt64;
+    dmaRefuse @11 :Void;    # the transfer fails (the device sees a DMA error)
+    dmaShort @12 :UInt32;   # only the first N bytes of the transfer happen
+    dmaFlip @13 :UInt64;    # the first 8 bytes transferred arrive XOR this mask
     # Done by the core's supervisor, not by the server, on the guest's access:
     kill @14 :Void;         # SIGKILL the server
     stop @15 :Void;         # SIGSTOP the server (a hang only the watchdog can end)

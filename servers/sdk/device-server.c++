@@ -98,6 +98,26 @@ class Runtime final : public DeviceHost {
       dmaMemory.addWindow(window.fd.get(), window.offset, window.guestPhysical, window.size);
     }
     dmaWindows.clear();  // the mappings keep the memory
+    dmaMemory.setFaultHook([this](uint64_t address, uint64_t length, bool) {
+      DmaFault fault;
+      for (const FiredFault& fired : decideFaults(FaultEventKind::DMA, address, length)) {
+        switch (fired.action.which()) {
+          case protocol::FaultAction::DMA_REFUSE:
+            fault.refuse = true;
+            break;
+          case protocol::FaultAction::DMA_SHORT:
+            fault.keep = std::min<uint64_t>(fault.keep, fired.action.getDmaShort());
+            break;
+          case protocol::FaultAction::DMA_FLIP:
+            fault.flip ^= fired.action.getDmaFlip();
+            break;
+          default:
+            applyCommon(fired);
+            break;
+        }
+      }
+      return fault;
+    });
     KJ_REQUIRE(mapping.map(ringFd.get(), slots), "ring memfd is too small or unmappable");
     ring = kj::mv(ringFd);
     stateMapping.emplace(stateFd.get());
@@ -480,7 +500,7 @@ class Runtime final : public DeviceHost {
         commitFaultsDecided();
         for (;;) std::this_thread::sleep_for(std::chrono::seconds(3600));
       default:
-        break;  // DMA faults: this device has no DMA window
+        break;  // DMA faults act where the device transfers (the DmaMemory hook)
     }
   }
 

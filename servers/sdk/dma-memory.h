@@ -8,11 +8,19 @@
 
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include <kj/common.h>
 
 namespace bulkhead::sdk {
+
+// What the fault plan does to one transfer (docs/fault-injection.md, on=dma).
+struct DmaFault {
+  bool refuse = false;     // the transfer fails
+  uint64_t keep = ~0ull;   // only this many bytes move
+  uint64_t flip = 0;       // XOR into the first 8 bytes that arrive
+};
 
 class DmaMemory {
  public:
@@ -27,6 +35,14 @@ class DmaMemory {
   void addBuffer(uint8_t* bytes, uint64_t guestPhysical, uint64_t size);
 
   bool empty() const { return windows.empty(); }
+
+  // Devices call transfer() once per data transfer (not for ring bookkeeping); the fault plan
+  // decides through the hook the SDK installs. `deviceWrites`: device to guest.
+  using FaultHook = std::function<DmaFault(uint64_t address, uint64_t length, bool deviceWrites)>;
+  void setFaultHook(FaultHook hook) { faultHook = std::move(hook); }
+  DmaFault transfer(uint64_t address, uint64_t length, bool deviceWrites) const {
+    return faultHook ? faultHook(address, length, deviceWrites) : DmaFault{};
+  }
 
   // The host view of [address, address + length), or nullptr when any of it is outside the
   // windows (length 0 gives nullptr too).
@@ -63,6 +79,7 @@ class DmaMemory {
   };
   void insert(Window window);
   std::vector<Window> windows;  // sorted by guestPhysical
+  FaultHook faultHook;
 };
 
 }  // namespace bulkhead::sdk

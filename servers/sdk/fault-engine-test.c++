@@ -85,6 +85,10 @@ TEST(FaultPlanText, MistakesNameTheLine) {
       {"rule x device=serial on=read nth=0 action=drop\n", "nth counts from 1"},
       {"rule x device=serial on=read colour=red action=drop\n", "unknown field 'colour'"},
       {"rule x device=serial on=read loud action=drop\n", "not key=value"},
+      {"rule x device=virtio-blk on=read action=dma-refuse\n", "dma-refuse needs on=dma"},
+      {"rule x device=virtio-blk on=dma action=drop\n", "drop needs on=access"},
+      {"rule x device=virtio-blk on=dma action=dma-short\n", "needs a number"},
+      {"rule x device=virtio-blk on=dmx action=dma-refuse\n", "on=dmx: use access"},
   };
   for (const Case& c : cases) {
     Plan plan(c.text);
@@ -113,6 +117,26 @@ TEST(FaultEngine, MatchesKindAddressValueAndWindow) {
             (std::vector<uint64_t>{4, 5, 6}));
   // Rules for another device are not loaded.
   EXPECT_EQ(firings("rule r device=debug-exit on=write every=1 action=drop", 5).size(), 0u);
+}
+
+TEST(FaultEngine, DmaRulesSeeOnlyDmaEvents) {
+  Plan plan(
+      "rule d device=serial on=dma address=0x2000 nth=2 action=dma-flip:0x80\n"
+      "rule a device=serial on=access every=1 action=drop\n");
+  ASSERT_EQ(plan.error, "");
+  FaultEngine engine;
+  engine.load(plan.reader(), "serial");
+  std::vector<std::string> fired;
+  for (int i = 0; i < 3; ++i) {
+    for (const FiredFault& f : engine.onEvent(FaultEventKind::DMA, 0x2000, 512)) {
+      fired.push_back("dma:" + describeFaultAction(f.action));
+    }
+    for (const FiredFault& f : engine.onEvent(FaultEventKind::READ, 0x2000, 0)) {
+      fired.push_back("read:" + describeFaultAction(f.action));
+    }
+  }
+  EXPECT_EQ(fired, (std::vector<std::string>{"read:drop", "dma:dma-flip:0x80", "read:drop",
+                                             "read:drop"}));
 }
 
 TEST(FaultEngine, StateTransitionsGateRules) {

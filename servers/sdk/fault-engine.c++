@@ -70,7 +70,7 @@ std::vector<FiredFault> FaultEngine::onEvent(FaultEventKind kind, uint64_t addre
     bool kindMatches = false;
     switch (r.getOn()) {
       case protocol::FaultEvent::ACCESS:
-        kindMatches = kind != FaultEventKind::IRQ;
+        kindMatches = kind == FaultEventKind::READ || kind == FaultEventKind::WRITE;
         break;
       case protocol::FaultEvent::READ:
         kindMatches = kind == FaultEventKind::READ;
@@ -80,6 +80,9 @@ std::vector<FiredFault> FaultEngine::onEvent(FaultEventKind kind, uint64_t addre
         break;
       case protocol::FaultEvent::IRQ:
         kindMatches = kind == FaultEventKind::IRQ;
+        break;
+      case protocol::FaultEvent::DMA:
+        kindMatches = kind == FaultEventKind::DMA;
         break;
       default:
         break;  // an event kind from a newer plan: never matches

@@ -22,7 +22,7 @@ namespace bulkhead {
 constexpr size_t MAX_FAULT_RULES = 32;
 constexpr size_t MAX_FAULT_STATES = 16;
 
-enum class FaultEventKind : uint8_t { READ, WRITE, IRQ };
+enum class FaultEventKind : uint8_t { READ, WRITE, IRQ, DMA };
 
 struct FaultRuleState {
   uint64_t matched;  // matching events so far

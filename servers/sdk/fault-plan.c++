@@ -45,7 +45,9 @@ std::string setAction(const std::string& text, protocol::FaultAction::Builder ac
     return "action " + name + " needs a number, e.g. " + name + ":0x20";
   }
   if (!needsArgument && !argument.empty()) return "action " + name + " takes no argument";
-  bool access = on != protocol::FaultEvent::IRQ;
+  bool access = on == protocol::FaultEvent::ACCESS || on == protocol::FaultEvent::READ ||
+                on == protocol::FaultEvent::WRITE;
+  bool dma = on == protocol::FaultEvent::DMA;
   bool reads = on == protocol::FaultEvent::READ || on == protocol::FaultEvent::ACCESS;
   bool writes = on == protocol::FaultEvent::WRITE || on == protocol::FaultEvent::ACCESS;
   auto needs = [&](bool ok, const char* event) -> std::string {
@@ -68,13 +70,13 @@ std::string setAction(const std::string& text, protocol::FaultAction::Builder ac
     return needs(writes, "write");
   } else if (name == "lose-irq") {
     action.setLoseIrq();
-    return needs(!access, "irq");
+    return needs(on == protocol::FaultEvent::IRQ, "irq");
   } else if (name == "duplicate-irq") {
     action.setDuplicateIrq();
-    return needs(!access, "irq");
+    return needs(on == protocol::FaultEvent::IRQ, "irq");
   } else if (name == "delay-irq") {
     action.setDelayIrq(value);
-    return needs(!access, "irq");
+    return needs(on == protocol::FaultEvent::IRQ, "irq");
   } else if (name == "spurious-irq") {
     action.setSpuriousIrq();
   } else if (name == "crash") {
@@ -92,10 +94,13 @@ std::string setAction(const std::string& text, protocol::FaultAction::Builder ac
     return needs(access, "access, read or write");
   } else if (name == "dma-refuse") {
     action.setDmaRefuse();
+    return needs(dma, "dma");
   } else if (name == "dma-short") {
     action.setDmaShort(value);
+    return needs(dma, "dma");
   } else if (name == "dma-flip") {
     action.setDmaFlip(value);
+    return needs(dma, "dma");
   } else {
     return "unknown action '" + name +
            "' (drop, delay:US, answer:V, flip:MASK, corrupt:MASK, lose-irq, duplicate-irq, "
@@ -183,8 +188,10 @@ std::string parseFaultPlan(const std::string& text, protocol::FaultPlan::Builder
           rule.setOn(protocol::FaultEvent::WRITE);
         } else if (value == "irq") {
           rule.setOn(protocol::FaultEvent::IRQ);
+        } else if (value == "dma") {
+          rule.setOn(protocol::FaultEvent::DMA);
         } else {
-          return line.fail("on=" + value + ": use access, read, write or irq");
+          return line.fail("on=" + value + ": use access, read, write, irq or dma");
         }
       } else if (key == "address" || key == "line") {
         if (!numeric) return needNumber();

@@ -171,8 +171,23 @@ uint8_t VirtioBlk::execute(uint32_t type, uint64_t sector, const sdk::virtio::Ch
         return S_IOERR;
       }
       if (dataBytes == 0) return S_OK;
-      bool done = writable ? backend->read(sector * SECTOR, buffers)
-                           : backend->write(sector * SECTOR, buffers);
+      // The transfer between the disk and guest RAM, as the fault plan lets it happen.
+      sdk::DmaFault fault =
+          memory.transfer(sdk::virtio::streamAddress(chain, writable, from), dataBytes, writable);
+      if (fault.refuse) return S_IOERR;
+      sdk::virtio::truncateSlices(buffers, fault.keep);
+      if (buffers.empty()) return S_OK;
+      bool done;
+      if (writable) {
+        done = backend->read(sector * SECTOR, buffers);
+        sdk::virtio::flipSlices(buffers, fault.flip);
+      } else {
+        // The device owns the buffer until it completes the chain: flip it for the write and
+        // put it back.
+        sdk::virtio::flipSlices(buffers, fault.flip);
+        done = backend->write(sector * SECTOR, buffers);
+        sdk::virtio::flipSlices(buffers, fault.flip);
+      }
       return done ? S_OK : S_IOERR;
     }
     case T_FLUSH:
