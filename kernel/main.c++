@@ -174,6 +174,7 @@ int run(Options options) {
   VmConfig config;
   config.memoryBytes = options.memoryBytes;
   config.cpus = options.cpus;
+  config.cpu = options.cpu;
   config.handleSignals = true;
   config.faultLog = options.faultLog;
   config.controlPath = options.controlPath;

@@ -204,6 +204,10 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
       absl::StatusOr<DeviceArgument> device = parseDevice(value);
       if (!device.ok()) return device.status();
       options.devices.push_back(*device);
+    } else if (flag == "--cpu") {
+      absl::StatusOr<CpuModel> model = parseCpuModel(value);
+      if (!model.ok()) return model.status();
+      options.cpu = *model;
     } else if (flag == "--disk") {
       // --disk path=IMG[,readonly][,serial=ID][,failure options]: a virtio-blk device.
       DeviceArgument device{"virtio-blk", {}};
@@ -276,6 +280,9 @@ common options:
   --trace exits[,FILE] log every vCPU exit with the instruction that caused it (to stderr, or
                        FILE); at most a million lines
   --cpus N             vCPUs (default 1)
+  --cpu MODEL[,+FEATURE,-FEATURE]...
+                       the guest's CPUID: host (all KVM offers; default) or kvm64 (an x86-64
+                       baseline), with features added or hidden, e.g. host,-cx16,-xsave
   --serial stdio|file:PATH|none[,key=value]...
                        COM1 (16550A at 0x3f8, IRQ 4), in its own process; default stdio
   --device KIND[,key=value]...

@@ -10,6 +10,7 @@
 #include <absl/status/statusor.h>
 
 #include "kernel/boot/boot-state.h"
+#include "kernel/vcpu/cpu-model.h"
 
 namespace bulkhead {
 
@@ -33,6 +34,7 @@ struct Options {
   std::vector<std::string> modules;  // "FILE" or "FILE ARGUMENTS"
   uint64_t memoryBytes = 64ull << 20;
   unsigned cpus = 1;
+  CpuModel cpu;
   Serial serial = Serial::STDIO;
   std::string serialPath;
   std::vector<std::pair<std::string, std::string>> serialOptions;  // after the mode

@@ -60,7 +60,7 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::create(const VmConfig& config, kj::Async
         if (!status.ok() && raw->irqFailures.admit()) logf("doorbell: %s", status.message());
       });
   for (unsigned i = 0; i < config.cpus; ++i) {
-    ASSIGN_OR_RETURN(std::unique_ptr<KvmVcpu> vcpu, vm->kvm->createVcpu(i));
+    ASSIGN_OR_RETURN(std::unique_ptr<KvmVcpu> vcpu, vm->kvm->createVcpu(i, config.cpu));
     vm->vcpus.push_back(std::move(vcpu));
   }
   int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -34,6 +34,7 @@ class GdbStub;
 struct VmConfig {
   uint64_t memoryBytes = 64 * MIB;
   unsigned cpus = 1;
+  CpuModel cpu;  // --cpu
   // SIGINT and SIGTERM end the VM cleanly; the caller must have called
   // kj::UnixEventPort::captureSignal() for both before creating the event loop.
   bool handleSignals = false;

@@ -42,6 +42,39 @@ TEST(Guests, SixtyFourBitFlatGuestRunsInLongMode) {
   EXPECT_EQ(run.status, (7 << 1) | 1) << run.err;
 }
 
+// The word after `key` in the guest's output, as a number.
+uint32_t hexAfter(const std::string& out, const std::string& key) {
+  size_t at = out.find(key);
+  EXPECT_NE(at, std::string::npos) << out;
+  return at == std::string::npos ? 0 : std::stoul(out.substr(at + key.size()), nullptr, 16);
+}
+
+TEST(Guests, TheCpuModelIsWhatTheGuestSees) {
+  REQUIRE_KVM();
+  auto run = [](const std::string& cpu) {
+    RunResult result = runBulkhead(
+        {"run", "--kernel", guestDir() + "/cpuid.elf", "--device", "debug-exit", "--cpu", cpu});
+    EXPECT_EQ(result.status, 1) << result.err;
+    return result.out;
+  };
+  constexpr uint32_t CX16 = 1u << 13, XSAVE = 1u << 26, X2APIC = 1u << 21;
+  constexpr uint32_t TSC_DEADLINE = 1u << 24, SSE2 = 1u << 26;
+  std::string host = run("host");
+  uint32_t hostEcx = hexAfter(host, "cpuid 1 ecx=");
+  ASSERT_NE(hostEcx & CX16, 0u) << "this host's KVM offers no cx16 to hide";
+  EXPECT_EQ(hexAfter(run("host,-cx16"), "cpuid 1 ecx="), hostEcx & ~CX16);
+  // kvm64 leaves out x2apic and the TSC deadline timer, which KVM offers.
+  std::string baseline = run("kvm64");
+  EXPECT_EQ(hexAfter(baseline, "cpuid 1 ecx=") & (X2APIC | TSC_DEADLINE), 0u);
+  EXPECT_NE(hexAfter(baseline, "edx=") & SSE2, 0u);
+  // xsave is hidden, or (where the host passes it through, as PVM does) the user is told.
+  RunResult noXsave = runBulkhead({"run", "--kernel", guestDir() + "/cpuid.elf", "--device",
+                                   "debug-exit", "--cpu", "host,-xsave"});
+  if (hexAfter(noXsave.out, "cpuid 1 ecx=") & XSAVE) {
+    EXPECT_NE(noXsave.err.find("cannot hide it"), std::string::npos) << noXsave.err;
+  }
+}
+
 TEST(Guests, UartRegistersReadBackAsTheDatasheetSays) {
   REQUIRE_KVM();
   RunResult run =

@@ -9,6 +9,8 @@
 #include <absl/strings/str_format.h>
 
 #include "kernel/base/errno-status.h"
+#include "kernel/base/log.h"
+#include "kernel/base/status-macros.h"
 #include "kernel/boot/layout.h"
 
 namespace bulkhead {
@@ -63,16 +65,38 @@ KvmVcpu::KvmVcpu(unsigned index, kj::AutoCloseFd fd, kvm_run* run, size_t runByt
 
 KvmVcpu::~KvmVcpu() { munmap(run, runBytes); }
 
-absl::Status KvmVcpu::setCpuid(int kvmFd) {
-  // The host's supported CPUID, as is. TODO(issue 6): a CPU model with feature masks.
-  for (size_t entries = 64; entries <= 4096; entries *= 2) {
-    std::vector<uint8_t> buffer(sizeof(CpuidHeader) + entries * sizeof(kvm_cpuid_entry2));
+absl::Status KvmVcpu::setCpuid(int kvmFd, const CpuModel& model) {
+  for (size_t count = 64; count <= 4096; count *= 2) {
+    std::vector<uint8_t> buffer(sizeof(CpuidHeader) + count * sizeof(kvm_cpuid_entry2));
     auto* cpuid = reinterpret_cast<CpuidHeader*>(buffer.data());
-    cpuid->nent = entries;
+    auto* raw = reinterpret_cast<kvm_cpuid_entry2*>(cpuid + 1);
+    cpuid->nent = count;
     if (ioctl(kvmFd, GET_SUPPORTED_CPUID, cpuid) < 0) {
       if (errno == E2BIG) continue;
       return errnoStatus("KVM_GET_SUPPORTED_CPUID");
     }
+    std::vector<CpuidEntry> supported;
+    for (uint32_t i = 0; i < cpuid->nent; ++i) {
+      supported.push_back(CpuidEntry{raw[i].function, raw[i].index, raw[i].flags, raw[i].eax,
+                                     raw[i].ebx, raw[i].ecx, raw[i].edx});
+    }
+    std::vector<std::string> notes;
+    ASSIGN_OR_RETURN(std::vector<CpuidEntry> guest,
+                     applyCpuModel(model, std::move(supported), &notes));
+    if (vcpuIndex == 0) {
+      for (const std::string& note : notes) logLine(note);
+    }
+    for (size_t i = 0; i < guest.size(); ++i) {
+      raw[i] = kvm_cpuid_entry2{};
+      raw[i].function = guest[i].function;
+      raw[i].index = guest[i].index;
+      raw[i].flags = guest[i].flags;
+      raw[i].eax = guest[i].eax;
+      raw[i].ebx = guest[i].ebx;
+      raw[i].ecx = guest[i].ecx;
+      raw[i].edx = guest[i].edx;
+    }
+    cpuid->nent = guest.size();
     if (ioctl(vcpuFd.get(), SET_CPUID2, cpuid) < 0) return errnoStatus("KVM_SET_CPUID2");
     return absl::OkStatus();
   }

@@ -11,6 +11,7 @@
 #include <kj/io.h>
 
 #include "kernel/boot/boot-state.h"
+#include "kernel/vcpu/cpu-model.h"
 #include "kernel/guestview/disassembler.h"
 #include "kernel/guestview/inspect.h"
 #include "kernel/memory/guest-memory.h"
@@ -23,7 +24,8 @@ class KvmVcpu {
   ~KvmVcpu();
   KJ_DISALLOW_COPY(KvmVcpu);
 
-  absl::Status setCpuid(int kvmFd);
+  // The guest's CPUID: `model` applied to what KVM supports.
+  absl::Status setCpuid(int kvmFd, const CpuModel& model);
   absl::Status setBootState(const BootState& state);
 
   // Runs the guest until the next exit. Returns false when KVM_RUN was interrupted (a kick);

@@ -72,14 +72,15 @@ absl::Status KvmVm::mapMemory(GuestMemory& memory) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<KvmVcpu>> KvmVm::createVcpu(unsigned index) {
+absl::StatusOr<std::unique_ptr<KvmVcpu>> KvmVm::createVcpu(unsigned index,
+                                                         const CpuModel& model) {
   int raw = ioctl(vmFd.get(), KVM_CREATE_VCPU, index);
   if (raw < 0) return errnoStatus(absl::StrFormat("KVM_CREATE_VCPU %u", index));
   kj::AutoCloseFd fd(raw);
   void* run = mmap(nullptr, runBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (run == MAP_FAILED) return errnoStatus("mapping kvm_run");
   auto vcpu = std::make_unique<KvmVcpu>(index, kj::mv(fd), static_cast<kvm_run*>(run), runBytes);
-  absl::Status status = vcpu->setCpuid(kvmFd.get());
+  absl::Status status = vcpu->setCpuid(kvmFd.get(), model);
   if (!status.ok()) return status;
   return vcpu;
 }

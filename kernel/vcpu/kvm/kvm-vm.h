@@ -9,6 +9,7 @@
 #include <kj/io.h>
 
 #include "kernel/memory/guest-memory.h"
+#include "kernel/vcpu/cpu-model.h"
 
 namespace bulkhead {
 
@@ -22,7 +23,7 @@ class KvmVm {
   static bool available(std::string* reason);
 
   absl::Status mapMemory(GuestMemory& memory);
-  absl::StatusOr<std::unique_ptr<KvmVcpu>> createVcpu(unsigned index);
+  absl::StatusOr<std::unique_ptr<KvmVcpu>> createVcpu(unsigned index, const CpuModel& model);
   // Drives an interrupt line of the in-kernel PIC/IOAPIC (GSI numbering, ISA lines 0-15).
   absl::Status setIrqLine(uint32_t line, bool level);
   // Signals `fd` when the guest writes `value` (`size` bytes) at `address`, without an exit
