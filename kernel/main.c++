@@ -16,6 +16,8 @@
 #include "kernel/base/log.h"
 #include "kernel/base/status-macros.h"
 #include "kernel/boot/flat.h"
+#include "kernel/boot/linux.h"
+#include "kernel/boot/mp-table.h"
 #include "kernel/boot/multiboot.h"
 #include "kernel/exit-status.h"
 #include "kernel/options.h"
@@ -119,6 +121,29 @@ absl::Status loadGuest(Vm& vm, const Options& options, std::vector<uint8_t>& ker
     }
     state = *loaded;
   } else {
+    if (isBzImage(kj::arrayPtr(kernelImage.data(), kernelImage.size()))) {
+      if (!options.modules.empty()) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "kernel %s is a Linux bzImage, which takes --initrd, not --module", options.kernel));
+      }
+      std::vector<uint8_t> initrd;
+      if (!options.initrd.empty()) {
+        ASSIGN_OR_RETURN(initrd, readImage(options.initrd, "initrd"));
+      }
+      absl::StatusOr<BootState> loaded =
+          loadLinux(vm.memory(), kj::arrayPtr(kernelImage.data(), kernelImage.size()),
+                    kj::arrayPtr(initrd.data(), initrd.size()), options.cmdline);
+      if (!loaded.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("kernel %s: %s", options.kernel, loaded.status().message()));
+      }
+      return vm.setBootState(*loaded);
+    }
+    if (!options.initrd.empty()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "--initrd: kernel %s is not a Linux bzImage (Multiboot kernels take --module)",
+          options.kernel));
+    }
     std::vector<std::vector<uint8_t>> moduleImages;
     std::vector<MultibootModule> modules;
     for (const std::string& module : options.modules) {
@@ -225,6 +250,17 @@ int run(Options options) {
     absl::Status added = (*vm)->addDevice(std::move(spec));
     if (!added.ok()) {
       logLine(added.message());
+      return EXIT_BAD_INPUT;
+    }
+  }
+  if (isBzImage(kj::arrayPtr(kernelImage.data(), kernelImage.size()))) {
+    // Linux finds its CPUs, the IOAPIC and the PCI interrupt wiring here; the devices are
+    // known only now.
+    std::vector<PciInterruptRoute> routes;
+    for (auto [slot, gsi] : (*vm)->pci().interruptRoutes()) routes.push_back({slot, gsi});
+    absl::Status written = writeMpTable((*vm)->memory(), options.cpus, routes);
+    if (!written.ok()) {
+      logLine(written.message());
       return EXIT_BAD_INPUT;
     }
   }

@@ -204,6 +204,8 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
       absl::StatusOr<DeviceArgument> device = parseDevice(value);
       if (!device.ok()) return device.status();
       options.devices.push_back(*device);
+    } else if (flag == "--initrd") {
+      options.initrd = value;
     } else if (flag == "--cpu") {
       absl::StatusOr<CpuModel> model = parseCpuModel(value);
       if (!model.ok()) return model.status();
@@ -248,6 +250,7 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
   if (options.faultsPath.empty() && (options.faultSeed || !options.faultLog.empty())) {
     return bad("--fault-seed and --fault-log need --faults PLAN");
   }
+  if (flat && !options.initrd.empty()) return bad("--initrd only applies to --kernel images");
   if (flat && (!options.modules.empty() || !options.cmdline.empty())) {
     return bad("--module and --cmdline only apply to --kernel images");
   }
@@ -259,12 +262,15 @@ const char* usageText() {
 
 usage:
   bulkhead run --kernel FILE [--cmdline TEXT] [--module "FILE [ARGS]"]... [common options]
+  bulkhead run --kernel bzImage [--initrd FILE] [--cmdline TEXT] [common options]
   bulkhead run --flat FILE --entry ADDR --mode 16|32|64 [common options]
   bulkhead demo        run the built-in demo guest (serial on stdio, debug-exit)
   bulkhead --help | --version
 
 guest:
-  --kernel FILE        a Multiboot (v1) kernel, ELF32 or with the header's address fields
+  --kernel FILE        a Multiboot (v1) kernel, ELF32 or with the header's address fields, or
+                       a Linux bzImage (x86-64, booted through its 64-bit entry point)
+  --initrd FILE        the initial RAM disk of a Linux kernel
   --cmdline TEXT       the kernel's command line
   --module "FILE ARGS" a Multiboot module and its command line; repeatable
   --flat FILE          a flat binary, loaded at --entry and started there

@@ -24,7 +24,8 @@ struct Options {
   enum class Serial { STDIO, FILE, NONE };
 
   Command command = Command::HELP;
-  std::string kernel;  // Multiboot ELF
+  std::string kernel;  // Multiboot ELF or Linux bzImage
+  std::string initrd;  // Linux only
   std::string flat;    // flat binary
   uint64_t entry = 0;
   bool entryGiven = false;

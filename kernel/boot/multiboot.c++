@@ -9,6 +9,7 @@
 #include "kernel/base/status-macros.h"
 #include "kernel/boot/cpu-setup.h"
 #include "kernel/boot/layout.h"
+#include "kernel/boot/memory-map.h"
 
 namespace bulkhead {
 
@@ -31,8 +32,6 @@ constexpr uint32_t INFO_MODULES = 1u << 3;
 constexpr uint32_t INFO_MEMORY_MAP = 1u << 6;
 constexpr uint32_t INFO_LOADER_NAME = 1u << 9;
 
-constexpr uint32_t MEMORY_AVAILABLE = 1;
-constexpr uint32_t MEMORY_RESERVED = 2;
 
 // ELF32 (System V ABI, Intel386 supplement).
 constexpr uint8_t ELFCLASS32 = 1;
@@ -261,19 +260,7 @@ absl::StatusOr<BootState> loadMultiboot(GuestMemory& memory, kj::ArrayPtr<const 
   ASSIGN_OR_RETURN(uint32_t nameAddress, writer.string("bulkhead", "loader name"));
   put32(info + 64, nameAddress);
 
-  struct MapEntry {
-    uint64_t base, length;
-    uint32_t type;
-  };
-  std::vector<MapEntry> map = {{0, layout::EBDA, MEMORY_AVAILABLE},
-                               {layout::EBDA, 0xa0000 - layout::EBDA, MEMORY_RESERVED},
-                               {layout::BIOS_AREA, MIB - layout::BIOS_AREA, MEMORY_RESERVED},
-                               {MIB, low - MIB, MEMORY_AVAILABLE}};
-  for (const RamRegion& region : memory.regions()) {
-    if (region.guestPhysical >= HIGH_RAM_START) {
-      map.push_back({region.guestPhysical, region.size, MEMORY_AVAILABLE});
-    }
-  }
+  std::vector<MemoryMapEntry> map = pcMemoryMap(memory);
   uint64_t mapAddress = writer.allocate(map.size() * 24);
   if (mapAddress == 0) return absl::InternalError("no room for the Multiboot memory map");
   for (size_t i = 0; i < map.size(); ++i) {

@@ -122,6 +122,15 @@ void PciHost::moveDoorbells(Function& function, bool assign) {
   }
 }
 
+std::vector<std::pair<unsigned, uint32_t>> PciHost::interruptRoutes() {
+  std::lock_guard<std::mutex> guard(lock);
+  std::vector<std::pair<unsigned, uint32_t>> routes;
+  for (unsigned slot = 1; slot < PCI_SLOTS; ++slot) {
+    if (slots[slot] && slots[slot]->spec.interruptPin) routes.emplace_back(slot, gsiForSlot(slot));
+  }
+  return routes;
+}
+
 uint64_t PciHost::barAddress(unsigned slot, unsigned bar) {
   std::lock_guard<std::mutex> guard(lock);
   if (slot >= PCI_SLOTS || !slots[slot] || bar >= 6) return 0;

@@ -81,6 +81,9 @@ class PciHost final : public IoHandler {
   void write(Space space, uint64_t address, unsigned size, uint64_t value,
              bool synchronous) override;
 
+  // (slot, GSI) of every function with an interrupt pin, for the firmware tables.
+  std::vector<std::pair<unsigned, uint32_t>> interruptRoutes();
+
   // For tests: what a function's BAR decodes now (0 when off).
   uint64_t barAddress(unsigned slot, unsigned bar);
 
