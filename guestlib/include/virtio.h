@@ -65,9 +65,13 @@ int virtio_init(struct virtio_device* dev, uint16_t type, uint64_t wanted,
                 struct virtq_memory* queue);
 /* The device status register (0x40 NEEDS_RESET). */
 uint8_t virtio_status(struct virtio_device* dev);
+/* Reads (and so clears) the ISR status, lowering the INTx line; returns it. Polling guests need
+ * not call it. */
+uint8_t virtio_ack_interrupt(struct virtio_device* dev);
 
 /* Makes a chain of `count` buffers available on queue 0, notifies, and waits for it. Returns
- * the used length, or -1 if the device set NEEDS_RESET instead of answering. */
+ * the used length, or -1 if the device set NEEDS_RESET instead of answering (noticed within
+ * 4096 polls of the used ring). */
 struct virtio_buffer {
   void* data;
   uint32_t length;

@@ -137,6 +137,8 @@ int virtio_init(struct virtio_device* dev, uint16_t type, uint64_t wanted,
 
 uint8_t virtio_status(struct virtio_device* dev) { return r8(dev->common, DEVICE_STATUS); }
 
+uint8_t virtio_ack_interrupt(struct virtio_device* dev) { return r8(dev->isr, 0); }
+
 int64_t virtio_request(struct virtio_device* dev, const struct virtio_buffer* buffers,
                        unsigned count) {
   struct virtq_memory* q = dev->queue;
@@ -152,15 +154,15 @@ int64_t virtio_request(struct virtio_device* dev, const struct virtio_buffer* bu
   q->avail.idx = ++dev->avail_idx;
   __asm__ volatile("" ::: "memory");
   *dev->notify = 0;
-  for (;;) {
+  /* Poll the used ring (guest memory); look at the device status (an exit) only now and then. */
+  for (uint32_t spins = 1;; ++spins) {
     uint16_t seen = *(volatile uint16_t*)&q->used.idx;
     if (seen != dev->used_idx) break;
-    if (r8(dev->common, DEVICE_STATUS) & NEEDS_RESET) return -1;
+    if (spins % 4096 == 0 && (r8(dev->common, DEVICE_STATUS) & NEEDS_RESET)) return -1;
   }
   __asm__ volatile("" ::: "memory");
   uint32_t length = q->used.ring[dev->used_idx % VIRTQ_SIZE].len;
   ++dev->used_idx;
-  (void)r8(dev->isr, 0); /* acknowledge: lowers the interrupt line */
   return length;
 }
 
