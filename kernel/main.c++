@@ -1,6 +1,11 @@
 // bulkhead: parse the command line, build the VM and its devices explicitly, run it.
 #include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -106,6 +111,75 @@ absl::Status openDisk(DeviceSpec& spec) {
         "disk image %s holds %d bytes, less than one 512-byte sector", path, info.st_size));
   }
   spec.backends.push_back(std::move(image));
+  return absl::OkStatus();
+}
+
+// A virtio-net backend: the core makes the socket or opens the tap (the server may open nothing).
+absl::Status openNet(DeviceSpec& spec) {
+  std::string socketPath, tapName;
+  bool listening = false;
+  for (auto it = spec.options.begin(); it != spec.options.end();) {
+    if (it->first == "socket" || it->first == "tap") {
+      (it->first == "socket" ? socketPath : tapName) = it->second;
+      it = spec.options.erase(it);
+      continue;
+    }
+    if (it->first == "listen") listening = it->second == "on";
+    ++it;
+  }
+  if (!socketPath.empty() && !tapName.empty()) {
+    return absl::InvalidArgumentError("give socket=PATH or tap=NAME, not both");
+  }
+  if (!tapName.empty()) {
+    if (listening) return absl::InvalidArgumentError("listen applies to socket=PATH only");
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (fd < 0) return errnoStatus("cannot open /dev/net/tun for tap=" + tapName);
+    kj::AutoCloseFd tap(fd);
+    ifreq request{};
+    if (tapName.size() >= sizeof(request.ifr_name)) {
+      return absl::InvalidArgumentError("tap=" + tapName + ": the name is too long");
+    }
+    strncpy(request.ifr_name, tapName.c_str(), sizeof(request.ifr_name) - 1);
+    request.ifr_flags = IFF_TAP | IFF_NO_PI;
+    if (ioctl(fd, TUNSETIFF, &request) != 0) {
+      return errnoStatus("tap=" + tapName +
+                         ": TUNSETIFF failed (needs CAP_NET_ADMIN or a tap "
+                         "owned by this user)");
+    }
+    spec.backends.push_back(std::move(tap));
+    return absl::OkStatus();
+  }
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (socketPath.empty() || socketPath.size() >= sizeof(address.sun_path)) {
+    return absl::InvalidArgumentError("socket=PATH needs a path of at most 107 bytes");
+  }
+  strncpy(address.sun_path, socketPath.c_str(), sizeof(address.sun_path) - 1);
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errnoStatus("socket");
+  kj::AutoCloseFd sock(fd);
+  auto* raw = reinterpret_cast<sockaddr*>(&address);
+  if (listening) {
+    struct stat info;
+    // A socket left by an earlier run is replaced; anything else at PATH is not touched.
+    if (lstat(socketPath.c_str(), &info) == 0 && S_ISSOCK(info.st_mode)) unlink(socketPath.c_str());
+    if (bind(fd, raw, sizeof(address)) != 0 || listen(fd, 1) != 0) {
+      return errnoStatus("cannot listen on socket=" + socketPath);
+    }
+  } else {
+    // The listening VM may still be starting: try for up to 10 s.
+    int result = -1;
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      result = connect(fd, raw, sizeof(address));
+      if (result == 0 || (errno != ENOENT && errno != ECONNREFUSED)) break;
+      usleep(50000);
+    }
+    if (result != 0) {
+      return errnoStatus("cannot connect to socket=" + socketPath +
+                         " (is a VM with --net socket=" + socketPath + ",listen running?)");
+    }
+  }
+  spec.backends.push_back(std::move(sock));
   return absl::OkStatus();
 }
 
@@ -239,9 +313,12 @@ int run(Options options) {
     spec.dma = device.kind.rfind("virtio-", 0) == 0;
     absl::Status policy = takePolicyOptions(spec.options, spec.policy);
     if (policy.ok() && device.kind == "virtio-blk") policy = openDisk(spec);
+    if (policy.ok() && device.kind == "virtio-net") policy = openNet(spec);
     if (!policy.ok()) {
-      logLine(absl::StrFormat("--%s: %s", device.kind == "virtio-blk" ? "disk" : "device",
-                              policy.message()));
+      const char* flag = device.kind == "virtio-blk"   ? "disk"
+                         : device.kind == "virtio-net" ? "net"
+                                                       : "device";
+      logLine(absl::StrFormat("--%s: %s", flag, policy.message()));
       return EXIT_BAD_INPUT;
     }
     specs.push_back(std::move(spec));

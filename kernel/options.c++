@@ -210,6 +210,24 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
       absl::StatusOr<CpuModel> model = parseCpuModel(value);
       if (!model.ok()) return model.status();
       options.cpu = *model;
+    } else if (flag == "--net") {
+      // --net socket=PATH[,listen] | tap=NAME, [,mac=MAC][,failure options]: a virtio-net NIC.
+      DeviceArgument device{"virtio-net", {}};
+      bool backend = false;
+      for (absl::string_view piece : absl::StrSplit(value, ',')) {
+        std::string part(piece);
+        std::pair<std::string, std::string> option = absl::StrSplit(part, absl::MaxSplits('=', 1));
+        if (part == "listen") {
+          device.options.emplace_back("listen", "on");
+        } else if (validName(option.first) && !option.second.empty()) {
+          backend = backend || option.first == "socket" || option.first == "tap";
+          device.options.push_back(option);
+        } else {
+          return bad(absl::StrFormat("--net: '%s' is not key=value or listen", part));
+        }
+      }
+      if (!backend) return bad("--net needs socket=PATH or tap=NAME");
+      options.devices.push_back(device);
     } else if (flag == "--disk") {
       // --disk path=IMG[,readonly][,serial=ID][,failure options]: a virtio-blk device.
       DeviceArgument device{"virtio-blk", {}};
@@ -296,6 +314,9 @@ common options:
                        debug-exit[,iobase=PORT]: a port (default 0xf4) that ends the VM:
                        writing v exits with status (v << 1) | 1, as QEMU's isa-debug-exit
                        virtio-rng[,seed=N]: a virtio entropy device (seeded: replayable bytes)
+  --net socket=PATH[,listen]|tap=NAME[,mac=MAC]
+                       a virtio-net NIC (PCI): frames over a unix SOCK_SEQPACKET socket (listen:
+                       create PATH and take the first peer; else connect to PATH) or a tap device
   --disk path=IMG[,readonly][,serial=ID]
                        a virtio-blk disk (PCI) backed by the raw image IMG; repeatable
 

@@ -41,8 +41,7 @@ static void sequential(struct virtio_device* dev, int write, uint32_t passes) {
       if (status != 0) guest_fail(3, "sequential request");
     }
   }
-  report(write ? "seq-write" : "seq-read", rdtsc() - start,
-         (uint64_t)passes * SPAN_SECTORS * 512);
+  report(write ? "seq-write" : "seq-read", rdtsc() - start, (uint64_t)passes * SPAN_SECTORS * 512);
 }
 
 static void random_io(struct virtio_device* dev, int write, uint32_t count) {
@@ -62,7 +61,7 @@ void main32(uint32_t magic, struct multiboot_info* info) {
   uint32_t passes = (uint32_t)cmdline_number(cmdline, "passes", 2);
   uint32_t count = (uint32_t)cmdline_number(cmdline, "random", 1000);
   struct virtio_device dev;
-  int init = virtio_init(&dev, 2, 0, &queue);
+  int init = virtio_init(&dev, 2, 0, &queue, 1);
   if (init != 0) {
     serial_puts("virtio_init step ");
     serial_put_dec((uint64_t)-init);

@@ -37,7 +37,7 @@ void main32(uint32_t magic, struct multiboot_info* info) {
   rng = (uint32_t)cmdline_number(cmdline, "seed", 1) | 1;
 
   struct virtio_device dev;
-  int init = virtio_init(&dev, 2, 1ull << 9 /* FLUSH */, &queue);
+  int init = virtio_init(&dev, 2, 1ull << 9 /* FLUSH */, &queue, 1);
   if (init != 0) {
     serial_puts("virtio_init step ");
     serial_put_dec((uint64_t)-init);

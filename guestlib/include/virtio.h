@@ -46,23 +46,30 @@ struct virtq_memory {
   } used;
 } __attribute__((aligned(4096)));
 
+#define VIRTIO_MAX_QUEUES 2
+
+struct virtio_queue {
+  struct virtq_memory* memory;
+  volatile uint16_t* notify;
+  uint16_t index;
+  uint16_t avail_idx;
+  uint16_t used_idx;
+};
+
 struct virtio_device {
   int slot;
   volatile uint8_t* common;
   volatile uint8_t* isr;
   volatile uint8_t* config;
-  volatile uint16_t* notify;
   uint64_t features; /* negotiated */
-  struct virtq_memory* queue;
-  uint16_t avail_idx;
-  uint16_t used_idx;
+  struct virtio_queue queues[VIRTIO_MAX_QUEUES];
 };
 
 /* Finds the virtio device of `type` (2 block, 4 entropy, 1 net), resets it, negotiates
- * VERSION_1 plus whatever of `wanted` it offers, and sets up queue 0 in `queue`.
- * Returns 0, or a negative step number saying what failed. */
+ * VERSION_1 plus whatever of `wanted` it offers, and sets up queues 0..count-1 in
+ * memory[0..count-1]. Returns 0, or a negative step number saying what failed. */
 int virtio_init(struct virtio_device* dev, uint16_t type, uint64_t wanted,
-                struct virtq_memory* queue);
+                struct virtq_memory* memory, unsigned count);
 /* The device status register (0x40 NEEDS_RESET). */
 uint8_t virtio_status(struct virtio_device* dev);
 /* Reads (and so clears) the ISR status, lowering the INTx line; returns it. Polling guests need
@@ -79,6 +86,13 @@ struct virtio_buffer {
 };
 int64_t virtio_request(struct virtio_device* dev, const struct virtio_buffer* buffers,
                        unsigned count);
+
+/* Without waiting: makes a chain of `count` buffers, written at descriptors first.., available
+ * on queue `q` and notifies. The caller keeps track of which descriptors are in use. */
+void virtio_post(struct virtio_device* dev, unsigned q, const struct virtio_buffer* buffers,
+                 unsigned count, uint16_t first);
+/* Takes the next used element of queue `q`: 1 and its head and length, or 0 if none yet. */
+int virtio_take_used(struct virtio_device* dev, unsigned q, uint16_t* head, uint32_t* length);
 
 /* virtio-blk: 512-byte sectors. Return the status byte (0 ok, 1 I/O error, 2 unsupported),
  * or 0xff when the device broke. */

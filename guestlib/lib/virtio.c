@@ -72,14 +72,15 @@ static void w64(volatile uint8_t* base, unsigned offset, uint64_t value) {
 }
 
 int virtio_init(struct virtio_device* dev, uint16_t type, uint64_t wanted,
-                struct virtq_memory* queue) {
+                struct virtq_memory* memory, unsigned count) {
   memset(dev, 0, sizeof(*dev));
+  if (count == 0 || count > VIRTIO_MAX_QUEUES) return -8;
   dev->slot = pci_find(0x1af4, 0x1040 + type);
   if (dev->slot < 0) return -1;
   /* Memory decoding and bus mastering on. */
   pci_write32(dev->slot, 0x04, pci_read32(dev->slot, 0x04) | 0x6);
   uint32_t notify_multiplier = 0;
-  uint32_t notify_offset = 0;
+  uint32_t notify_base = 0;
   for (unsigned cap = pci_read32(dev->slot, 0x34) & 0xfc; cap != 0;
        cap = (pci_read32(dev->slot, cap) >> 8) & 0xfc) {
     uint32_t head = pci_read32(dev->slot, cap);
@@ -94,11 +95,11 @@ int virtio_init(struct virtio_device* dev, uint16_t type, uint64_t wanted,
     if (cfg_type == CAP_ISR) dev->isr = at;
     if (cfg_type == CAP_DEVICE) dev->config = at;
     if (cfg_type == CAP_NOTIFY) {
-      notify_offset = base + offset;
+      notify_base = base + offset;
       notify_multiplier = pci_read32(dev->slot, cap + 16);
     }
   }
-  if (dev->common == 0 || notify_offset == 0 || dev->isr == 0) return -3;
+  if (dev->common == 0 || notify_base == 0 || dev->isr == 0) return -3;
 
   w8(dev->common, DEVICE_STATUS, 0);
   while (r8(dev->common, DEVICE_STATUS) != 0) {
@@ -119,18 +120,22 @@ int virtio_init(struct virtio_device* dev, uint16_t type, uint64_t wanted,
   w8(dev->common, DEVICE_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
   if (!(r8(dev->common, DEVICE_STATUS) & FEATURES_OK)) return -5;
 
-  w16(dev->common, QUEUE_SELECT, 0);
-  if (r16(dev->common, QUEUE_SIZE) < VIRTQ_SIZE) return -6;
-  w16(dev->common, QUEUE_SIZE, VIRTQ_SIZE);
-  memset(queue, 0, sizeof(*queue));
-  dev->queue = queue;
-  w64(dev->common, QUEUE_DESC, (uintptr_t)queue->desc);
-  w64(dev->common, QUEUE_DRIVER, (uintptr_t)&queue->avail);
-  w64(dev->common, QUEUE_DEVICE, (uintptr_t)&queue->used);
-  uint16_t notify_index = r16(dev->common, QUEUE_NOTIFY_OFF);
-  dev->notify = (volatile uint16_t*)(uintptr_t)(notify_offset + notify_index * notify_multiplier);
-  w16(dev->common, QUEUE_ENABLE, 1);
-  if (r16(dev->common, QUEUE_ENABLE) != 1) return -7;
+  for (unsigned i = 0; i < count; ++i) {
+    struct virtio_queue* q = &dev->queues[i];
+    w16(dev->common, QUEUE_SELECT, (uint16_t)i);
+    if (r16(dev->common, QUEUE_SIZE) < VIRTQ_SIZE) return -6;
+    w16(dev->common, QUEUE_SIZE, VIRTQ_SIZE);
+    q->memory = &memory[i];
+    q->index = (uint16_t)i;
+    memset(q->memory, 0, sizeof(*q->memory));
+    w64(dev->common, QUEUE_DESC, (uintptr_t)q->memory->desc);
+    w64(dev->common, QUEUE_DRIVER, (uintptr_t)&q->memory->avail);
+    w64(dev->common, QUEUE_DEVICE, (uintptr_t)&q->memory->used);
+    uint16_t notify_index = r16(dev->common, QUEUE_NOTIFY_OFF);
+    q->notify = (volatile uint16_t*)(uintptr_t)(notify_base + notify_index * notify_multiplier);
+    w16(dev->common, QUEUE_ENABLE, 1);
+    if (r16(dev->common, QUEUE_ENABLE) != 1) return -7;
+  }
   w8(dev->common, DEVICE_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
   return 0;
 }
@@ -139,30 +144,45 @@ uint8_t virtio_status(struct virtio_device* dev) { return r8(dev->common, DEVICE
 
 uint8_t virtio_ack_interrupt(struct virtio_device* dev) { return r8(dev->isr, 0); }
 
+void virtio_post(struct virtio_device* dev, unsigned queue, const struct virtio_buffer* buffers,
+                 unsigned count, uint16_t first) {
+  struct virtio_queue* q = &dev->queues[queue];
+  struct virtq_memory* m = q->memory;
+  for (unsigned i = 0; i < count; ++i) {
+    uint16_t at = (uint16_t)((first + i) % VIRTQ_SIZE);
+    m->desc[at].addr = (uintptr_t)buffers[i].data;
+    m->desc[at].len = buffers[i].length;
+    m->desc[at].flags =
+        (buffers[i].writable ? VIRTQ_DESC_F_WRITE : 0) | (i + 1 < count ? VIRTQ_DESC_F_NEXT : 0);
+    m->desc[at].next = (uint16_t)((at + 1) % VIRTQ_SIZE);
+  }
+  m->avail.ring[q->avail_idx % VIRTQ_SIZE] = first;
+  __asm__ volatile("" ::: "memory"); /* x86: stores are not reordered with stores */
+  m->avail.idx = ++q->avail_idx;
+  __asm__ volatile("" ::: "memory");
+  *q->notify = q->index;
+}
+
+int virtio_take_used(struct virtio_device* dev, unsigned queue, uint16_t* head, uint32_t* length) {
+  struct virtio_queue* q = &dev->queues[queue];
+  struct virtq_memory* m = q->memory;
+  if (*(volatile uint16_t*)&m->used.idx == q->used_idx) return 0;
+  __asm__ volatile("" ::: "memory");
+  *head = (uint16_t)m->used.ring[q->used_idx % VIRTQ_SIZE].id;
+  *length = m->used.ring[q->used_idx % VIRTQ_SIZE].len;
+  ++q->used_idx;
+  return 1;
+}
+
 int64_t virtio_request(struct virtio_device* dev, const struct virtio_buffer* buffers,
                        unsigned count) {
-  struct virtq_memory* q = dev->queue;
-  for (unsigned i = 0; i < count; ++i) {
-    q->desc[i].addr = (uintptr_t)buffers[i].data;
-    q->desc[i].len = buffers[i].length;
-    q->desc[i].flags =
-        (buffers[i].writable ? VIRTQ_DESC_F_WRITE : 0) | (i + 1 < count ? VIRTQ_DESC_F_NEXT : 0);
-    q->desc[i].next = (uint16_t)(i + 1);
-  }
-  q->avail.ring[dev->avail_idx % VIRTQ_SIZE] = 0;
-  __asm__ volatile("" ::: "memory"); /* x86: stores are not reordered with stores */
-  q->avail.idx = ++dev->avail_idx;
-  __asm__ volatile("" ::: "memory");
-  *dev->notify = 0;
+  virtio_post(dev, 0, buffers, count, 0);
   /* Poll the used ring (guest memory); look at the device status (an exit) only now and then. */
-  for (uint32_t spins = 1;; ++spins) {
-    uint16_t seen = *(volatile uint16_t*)&q->used.idx;
-    if (seen != dev->used_idx) break;
+  uint16_t head;
+  uint32_t length;
+  for (uint32_t spins = 1; !virtio_take_used(dev, 0, &head, &length); ++spins) {
     if (spins % 4096 == 0 && (r8(dev->common, DEVICE_STATUS) & NEEDS_RESET)) return -1;
   }
-  __asm__ volatile("" ::: "memory");
-  uint32_t length = q->used.ring[dev->used_idx % VIRTQ_SIZE].len;
-  ++dev->used_idx;
   return length;
 }
 

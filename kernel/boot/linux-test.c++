@@ -30,10 +30,10 @@ std::vector<uint8_t> bzImage(size_t payload = 64 * 1024) {
   image[0x201] = 0x66;  // header ends at 0x202 + 0x66 = 0x268
   memcpy(&image[0x202], "HdrS", 4);
   put(image, 0x206, 0x020f, 2);
-  image[0x211] = 0x01;                  // LOADED_HIGH
-  put(image, 0x22c, 0x7fffffff, 4);     // initrd_addr_max
-  put(image, 0x236, 0x1 | 0x2, 2);      // XLF_KERNEL_64 | XLF_CAN_BE_LOADED_ABOVE_4G
-  put(image, 0x238, 2048, 4);           // cmdline_size
+  image[0x211] = 0x01;                    // LOADED_HIGH
+  put(image, 0x22c, 0x7fffffff, 4);       // initrd_addr_max
+  put(image, 0x236, 0x1 | 0x2, 2);        // XLF_KERNEL_64 | XLF_CAN_BE_LOADED_ABOVE_4G
+  put(image, 0x238, 2048, 4);             // cmdline_size
   put(image, 0x260, 4 * 1024 * 1024, 4);  // init_size
   for (size_t i = 0; i < payload; ++i) image[(SETUP_SECTORS + 1) * 512 + i] = i * 13;
   return image;
@@ -60,12 +60,12 @@ TEST(LinuxBoot, LoadsTheKernelAndFillsTheZeroPage) {
   const uint8_t* zero = memory->span(LINUX_ZERO_PAGE, 4096);
   EXPECT_EQ(memcmp(zero + 0x202, "HdrS", 4), 0);  // the setup header, copied
   EXPECT_EQ(get(zero + 0x206, 2), 0x020fu);
-  EXPECT_EQ(zero[0x210], 0xff);                  // type_of_loader
-  EXPECT_EQ(zero[0x211], 0x81);                  // LOADED_HIGH | CAN_USE_HEAP
+  EXPECT_EQ(zero[0x210], 0xff);  // type_of_loader
+  EXPECT_EQ(zero[0x211], 0x81);  // LOADED_HIGH | CAN_USE_HEAP
   EXPECT_EQ(get(zero + 0x228, 4), LINUX_CMDLINE);
   EXPECT_STREQ(reinterpret_cast<const char*>(memory->span(LINUX_CMDLINE, 20)),
                "console=ttyS0 quiet");
-  EXPECT_EQ(zero[0x268], 0);                     // nothing copied past the header
+  EXPECT_EQ(zero[0x268], 0);  // nothing copied past the header
 
   uint64_t initrdAt = get(zero + 0x218, 4);
   EXPECT_EQ(get(zero + 0x21c, 4), initrd.size());
@@ -123,8 +123,8 @@ TEST(LinuxBoot, MalformedImagesAreRefusedWithAReason) {
 TEST(LinuxBoot, ACommandLineOrInitrdThatDoesNotFitIsRefused) {
   auto memory = ram();
   std::vector<uint8_t> image = bzImage();
-  auto state = loadLinux(*memory, kj::arrayPtr(image.data(), image.size()), {},
-                         std::string(3000, 'x'));
+  auto state =
+      loadLinux(*memory, kj::arrayPtr(image.data(), image.size()), {}, std::string(3000, 'x'));
   ASSERT_FALSE(state.ok());
   EXPECT_NE(state.status().message().find("at most 2048"), std::string::npos);
   std::vector<uint8_t> initrd(60 * MIB);
@@ -152,18 +152,18 @@ TEST(MpTable, ChecksumsAndEntries) {
   EXPECT_EQ(get(header + 34, 2), 25u);
   EXPECT_EQ(length, 44u + 2 * 20 + 23 * 8);
   const uint8_t* entry = table + 44;
-  EXPECT_EQ(entry[0], 0);      // processor
-  EXPECT_EQ(entry[3], 0x3);    // enabled, bootstrap
+  EXPECT_EQ(entry[0], 0);    // processor
+  EXPECT_EQ(entry[3], 0x3);  // enabled, bootstrap
   EXPECT_EQ(entry[20 + 3], 0x1);
   const uint8_t* ioapic = table + 44 + 40 + 16;
   EXPECT_EQ(ioapic[0], 2);
-  EXPECT_EQ(ioapic[1], 2);     // after the LAPIC ids
+  EXPECT_EQ(ioapic[1], 2);  // after the LAPIC ids
   EXPECT_EQ(get(ioapic + 4, 4), IOAPIC_ADDRESS);
   const uint8_t* pci = ioapic + 8 + 16 * 8;
   EXPECT_EQ(pci[0], 3);
-  EXPECT_EQ(pci[4], 0);        // the PCI bus
-  EXPECT_EQ(pci[5], 1 << 2);   // device 1, INTA#
-  EXPECT_EQ(pci[7], 16);       // its GSI
+  EXPECT_EQ(pci[4], 0);              // the PCI bus
+  EXPECT_EQ(pci[5], 1 << 2);         // device 1, INTA#
+  EXPECT_EQ(pci[7], 16);             // its GSI
   EXPECT_EQ(get(pci + 2, 2), 0xdu);  // level, active high
   EXPECT_FALSE(writeMpTable(*memory, 0, {}).ok());
 }

@@ -64,11 +64,11 @@ absl::Status writeMpTable(GuestMemory& memory, unsigned cpus,
   uint16_t count = 0;
   for (unsigned cpu = 0; cpu < cpus; ++cpu) {
     entries.u8(ENTRY_PROCESSOR);
-    entries.u8(cpu);                         // LAPIC id
-    entries.u8(0x14);                        // LAPIC version (integrated)
-    entries.u8(cpu == 0 ? 0x3 : 0x1);        // enabled, bootstrap processor
-    entries.u32(0x600);                      // family 6
-    entries.u32(0x201);                      // FPU, APIC
+    entries.u8(cpu);                   // LAPIC id
+    entries.u8(0x14);                  // LAPIC version (integrated)
+    entries.u8(cpu == 0 ? 0x3 : 0x1);  // enabled, bootstrap processor
+    entries.u32(0x600);                // family 6
+    entries.u32(0x201);                // FPU, APIC
     entries.zeros(8);
     ++count;
   }
@@ -123,9 +123,9 @@ absl::Status writeMpTable(GuestMemory& memory, unsigned cpus,
   Writer floating;
   floating.text("_MP_", 4);
   floating.u32(tableAddress);
-  floating.u8(1);  // length in 16-byte units
-  floating.u8(4);  // spec revision 1.4
-  floating.u8(0);  // checksum, below
+  floating.u8(1);     // length in 16-byte units
+  floating.u8(4);     // spec revision 1.4
+  floating.u8(0);     // checksum, below
   floating.zeros(5);  // feature bytes: a configuration table is present, no IMCR
   floating.bytes[10] = mpChecksum(floating.bytes.data(), floating.bytes.size());
 

@@ -32,7 +32,6 @@ constexpr uint32_t INFO_MODULES = 1u << 3;
 constexpr uint32_t INFO_MEMORY_MAP = 1u << 6;
 constexpr uint32_t INFO_LOADER_NAME = 1u << 9;
 
-
 // ELF32 (System V ABI, Intel386 supplement).
 constexpr uint8_t ELFCLASS32 = 1;
 constexpr uint8_t ELFDATA2LSB = 1;

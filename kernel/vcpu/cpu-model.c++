@@ -34,8 +34,9 @@ struct Baseline {
 };
 const std::vector<Baseline>& kvm64() {
   static const auto* table = new std::vector<Baseline>{
-      {1, R::EDX, {"fpu", "de", "pse", "tsc", "msr", "pae", "mce", "cx8", "apic", "sep", "mtrr",
-                   "pge", "mca", "cmov", "pat", "pse36", "clflush", "mmx", "fxsr", "sse", "sse2"}},
+      {1, R::EDX, {"fpu", "de",    "pse",     "tsc",  "msr",  "pae", "mce",
+                   "cx8", "apic",  "sep",     "mtrr", "pge",  "mca", "cmov",
+                   "pat", "pse36", "clflush", "mmx",  "fxsr", "sse", "sse2"}},
       {1, R::ECX, {"sse3", "cx16", "hypervisor"}},
       {EXT, R::EDX, {"syscall", "nx", "lm"}},
       {EXT, R::ECX, {"lahf-lm"}},
@@ -53,8 +54,7 @@ const CpuFeature* findFeature(const std::string& name) {
 CpuidEntry* findEntry(std::vector<CpuidEntry>& entries, uint32_t function, uint32_t index) {
   for (CpuidEntry& entry : entries) {
     bool hasSubleaves = function == 7 || function == 0xd;
-    if (entry.function == function && (entry.index == index || !hasSubleaves))
-      return &entry;
+    if (entry.function == function && (entry.index == index || !hasSubleaves)) return &entry;
   }
   return nullptr;
 }
@@ -89,41 +89,41 @@ void hide(std::vector<CpuidEntry>& entries, const std::string& name) {
 
 const std::vector<CpuFeature>& cpuFeatures() {
   static const auto* table = new std::vector<CpuFeature>{
-      {"fpu", 1, 0, R::EDX, 0},       {"vme", 1, 0, R::EDX, 1},
-      {"de", 1, 0, R::EDX, 2},        {"pse", 1, 0, R::EDX, 3},
-      {"tsc", 1, 0, R::EDX, 4},       {"msr", 1, 0, R::EDX, 5},
-      {"pae", 1, 0, R::EDX, 6},       {"mce", 1, 0, R::EDX, 7},
-      {"cx8", 1, 0, R::EDX, 8},       {"apic", 1, 0, R::EDX, 9},
-      {"sep", 1, 0, R::EDX, 11},      {"mtrr", 1, 0, R::EDX, 12},
-      {"pge", 1, 0, R::EDX, 13},      {"mca", 1, 0, R::EDX, 14},
-      {"cmov", 1, 0, R::EDX, 15},     {"pat", 1, 0, R::EDX, 16},
-      {"pse36", 1, 0, R::EDX, 17},    {"clflush", 1, 0, R::EDX, 19},
-      {"mmx", 1, 0, R::EDX, 23},      {"fxsr", 1, 0, R::EDX, 24},
-      {"sse", 1, 0, R::EDX, 25},      {"sse2", 1, 0, R::EDX, 26},
-      {"ss", 1, 0, R::EDX, 27},       {"ht", 1, 0, R::EDX, 28},
-      {"sse3", 1, 0, R::ECX, 0},      {"pclmulqdq", 1, 0, R::ECX, 1},
-      {"monitor", 1, 0, R::ECX, 3},   {"ssse3", 1, 0, R::ECX, 9},
-      {"fma", 1, 0, R::ECX, 12},      {"cx16", 1, 0, R::ECX, 13},
-      {"pdcm", 1, 0, R::ECX, 15},     {"pcid", 1, 0, R::ECX, 17},
-      {"sse4_1", 1, 0, R::ECX, 19},   {"sse4_2", 1, 0, R::ECX, 20},
-      {"x2apic", 1, 0, R::ECX, 21},   {"movbe", 1, 0, R::ECX, 22},
-      {"popcnt", 1, 0, R::ECX, 23},   {"tsc-deadline", 1, 0, R::ECX, 24},
-      {"aes", 1, 0, R::ECX, 25},      {"xsave", 1, 0, R::ECX, 26},
-      {"avx", 1, 0, R::ECX, 28},      {"f16c", 1, 0, R::ECX, 29},
-      {"rdrand", 1, 0, R::ECX, 30},   {"hypervisor", 1, 0, R::ECX, 31},
-      {"fsgsbase", 7, 0, R::EBX, 0},  {"bmi1", 7, 0, R::EBX, 3},
-      {"hle", 7, 0, R::EBX, 4},       {"avx2", 7, 0, R::EBX, 5},
-      {"smep", 7, 0, R::EBX, 7},      {"bmi2", 7, 0, R::EBX, 8},
-      {"erms", 7, 0, R::EBX, 9},      {"invpcid", 7, 0, R::EBX, 10},
-      {"rtm", 7, 0, R::EBX, 11},      {"avx512f", 7, 0, R::EBX, 16},
-      {"rdseed", 7, 0, R::EBX, 18},   {"adx", 7, 0, R::EBX, 19},
-      {"smap", 7, 0, R::EBX, 20},     {"clflushopt", 7, 0, R::EBX, 23},
-      {"clwb", 7, 0, R::EBX, 24},     {"sha-ni", 7, 0, R::EBX, 29},
-      {"umip", 7, 0, R::ECX, 2},      {"pku", 7, 0, R::ECX, 3},
-      {"la57", 7, 0, R::ECX, 16},     {"rdpid", 7, 0, R::ECX, 22},
+      {"fpu", 1, 0, R::EDX, 0},        {"vme", 1, 0, R::EDX, 1},
+      {"de", 1, 0, R::EDX, 2},         {"pse", 1, 0, R::EDX, 3},
+      {"tsc", 1, 0, R::EDX, 4},        {"msr", 1, 0, R::EDX, 5},
+      {"pae", 1, 0, R::EDX, 6},        {"mce", 1, 0, R::EDX, 7},
+      {"cx8", 1, 0, R::EDX, 8},        {"apic", 1, 0, R::EDX, 9},
+      {"sep", 1, 0, R::EDX, 11},       {"mtrr", 1, 0, R::EDX, 12},
+      {"pge", 1, 0, R::EDX, 13},       {"mca", 1, 0, R::EDX, 14},
+      {"cmov", 1, 0, R::EDX, 15},      {"pat", 1, 0, R::EDX, 16},
+      {"pse36", 1, 0, R::EDX, 17},     {"clflush", 1, 0, R::EDX, 19},
+      {"mmx", 1, 0, R::EDX, 23},       {"fxsr", 1, 0, R::EDX, 24},
+      {"sse", 1, 0, R::EDX, 25},       {"sse2", 1, 0, R::EDX, 26},
+      {"ss", 1, 0, R::EDX, 27},        {"ht", 1, 0, R::EDX, 28},
+      {"sse3", 1, 0, R::ECX, 0},       {"pclmulqdq", 1, 0, R::ECX, 1},
+      {"monitor", 1, 0, R::ECX, 3},    {"ssse3", 1, 0, R::ECX, 9},
+      {"fma", 1, 0, R::ECX, 12},       {"cx16", 1, 0, R::ECX, 13},
+      {"pdcm", 1, 0, R::ECX, 15},      {"pcid", 1, 0, R::ECX, 17},
+      {"sse4_1", 1, 0, R::ECX, 19},    {"sse4_2", 1, 0, R::ECX, 20},
+      {"x2apic", 1, 0, R::ECX, 21},    {"movbe", 1, 0, R::ECX, 22},
+      {"popcnt", 1, 0, R::ECX, 23},    {"tsc-deadline", 1, 0, R::ECX, 24},
+      {"aes", 1, 0, R::ECX, 25},       {"xsave", 1, 0, R::ECX, 26},
+      {"avx", 1, 0, R::ECX, 28},       {"f16c", 1, 0, R::ECX, 29},
+      {"rdrand", 1, 0, R::ECX, 30},    {"hypervisor", 1, 0, R::ECX, 31},
+      {"fsgsbase", 7, 0, R::EBX, 0},   {"bmi1", 7, 0, R::EBX, 3},
+      {"hle", 7, 0, R::EBX, 4},        {"avx2", 7, 0, R::EBX, 5},
+      {"smep", 7, 0, R::EBX, 7},       {"bmi2", 7, 0, R::EBX, 8},
+      {"erms", 7, 0, R::EBX, 9},       {"invpcid", 7, 0, R::EBX, 10},
+      {"rtm", 7, 0, R::EBX, 11},       {"avx512f", 7, 0, R::EBX, 16},
+      {"rdseed", 7, 0, R::EBX, 18},    {"adx", 7, 0, R::EBX, 19},
+      {"smap", 7, 0, R::EBX, 20},      {"clflushopt", 7, 0, R::EBX, 23},
+      {"clwb", 7, 0, R::EBX, 24},      {"sha-ni", 7, 0, R::EBX, 29},
+      {"umip", 7, 0, R::ECX, 2},       {"pku", 7, 0, R::ECX, 3},
+      {"la57", 7, 0, R::ECX, 16},      {"rdpid", 7, 0, R::ECX, 22},
       {"xsaveopt", 0xd, 1, R::EAX, 0}, {"xsavec", 0xd, 1, R::EAX, 1},
-      {"xsaves", 0xd, 1, R::EAX, 3},  {"lahf-lm", EXT, 0, R::ECX, 0},
-      {"abm", EXT, 0, R::ECX, 5},     {"sse4a", EXT, 0, R::ECX, 6},
+      {"xsaves", 0xd, 1, R::EAX, 3},   {"lahf-lm", EXT, 0, R::ECX, 0},
+      {"abm", EXT, 0, R::ECX, 5},      {"sse4a", EXT, 0, R::ECX, 6},
       {"syscall", EXT, 0, R::EDX, 11}, {"nx", EXT, 0, R::EDX, 20},
       {"pdpe1gb", EXT, 0, R::EDX, 26}, {"rdtscp", EXT, 0, R::EDX, 27},
       {"lm", EXT, 0, R::EDX, 29},
@@ -149,8 +149,8 @@ absl::StatusOr<CpuModel> parseCpuModel(const std::string& text) {
     if (findFeature(name) == nullptr) {
       std::vector<std::string> names;
       for (const CpuFeature& feature : cpuFeatures()) names.push_back(feature.name);
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "--cpu: unknown feature '%s'; known: %s", name, absl::StrJoin(names, " ")));
+      return absl::InvalidArgumentError(absl::StrFormat("--cpu: unknown feature '%s'; known: %s",
+                                                        name, absl::StrJoin(names, " ")));
     }
     (part[0] == '+' ? model.added : model.removed).push_back(name);
   }
@@ -177,8 +177,8 @@ absl::StatusOr<std::vector<CpuidEntry>> applyCpuModel(const CpuModel& model,
   for (const std::string& name : model.added) {
     const CpuFeature& feature = *findFeature(name);
     if (!isSet(supported, feature)) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "--cpu: +%s: this host's %s does not support it", name, "KVM"));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("--cpu: +%s: this host's %s does not support it", name, "KVM"));
     }
     findEntry(entries, feature.function, feature.index)->reg(feature.reg) |= 1u << feature.bit;
   }

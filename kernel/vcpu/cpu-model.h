@@ -24,9 +24,10 @@ struct CpuidEntry {
   uint32_t flags;  // KVM's KVM_CPUID_FLAG_SIGNIFCANT_INDEX and friends, passed through
   uint32_t eax, ebx, ecx, edx;
   uint32_t& reg(CpuidRegister r) {
-    return r == CpuidRegister::EAX ? eax : r == CpuidRegister::EBX ? ebx
-                                       : r == CpuidRegister::ECX   ? ecx
-                                                                   : edx;
+    return r == CpuidRegister::EAX   ? eax
+           : r == CpuidRegister::EBX ? ebx
+           : r == CpuidRegister::ECX ? ecx
+                                     : edx;
   }
 };
 

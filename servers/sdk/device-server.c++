@@ -269,12 +269,24 @@ class Runtime final : public DeviceHost {
     }
   }
 
+  void after(std::chrono::microseconds delay, kj::Function<void()> callback) override {
+    tasks.add(io.provider->getTimer()
+                  .afterDelay(delay.count() * kj::MICROSECONDS)
+                  .then([this, callback = kj::mv(callback)]() mutable {
+                    callback();
+                    device->flush();
+                  }));
+  }
+
   void watchReadable(int fd, kj::Function<bool()> onReadable) override {
     KJ_SYSCALL(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK));
     auto watcher = kj::heap<kj::UnixEventPort::FdObserver>(
         io.unixEventPort, fd, kj::UnixEventPort::FdObserver::OBSERVE_READ);
     auto& ref = *watcher;
-    tasks.add(watchLoop(ref, kj::mv(onReadable)).attach(kj::mv(watcher)));
+    // From the event loop, not from here: the caller may be the device's constructor.
+    tasks.add(kj::evalLater([this, &ref, onReadable = kj::mv(onReadable)]() mutable {
+                return watchLoop(ref, kj::mv(onReadable));
+              }).attach(kj::mv(watcher)));
   }
 
  private:

@@ -4,6 +4,7 @@
 // docs/device-servers.md walks through writing a device with this interface.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <initializer_list>
 #include <map>
@@ -77,6 +78,8 @@ class DeviceHost {
   // Calls `onReadable` on the device's thread whenever `fd` (a backend) has data. The callback
   // reads until the descriptor would block and returns false to stop watching (end of file).
   virtual void watchReadable(int fd, kj::Function<bool()> onReadable) = 0;
+  // Calls `callback` once, on the device's thread, after `delay` (a backend that was full).
+  virtual void after(std::chrono::microseconds delay, kj::Function<void()> callback) = 0;
   // Drives the PCI function's INTx line (devices whose PciIdentity has interruptPin).
   virtual void setPciInterrupt(bool level) = 0;
   // The guest RAM the core granted this device (empty for devices without DMA).

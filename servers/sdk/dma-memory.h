@@ -17,9 +17,9 @@ namespace bulkhead::sdk {
 
 // What the fault plan does to one transfer (docs/fault-injection.md, on=dma).
 struct DmaFault {
-  bool refuse = false;     // the transfer fails
-  uint64_t keep = ~0ull;   // only this many bytes move
-  uint64_t flip = 0;       // XOR into the first 8 bytes that arrive
+  bool refuse = false;    // the transfer fails
+  uint64_t keep = ~0ull;  // only this many bytes move
+  uint64_t flip = 0;      // XOR into the first 8 bytes that arrive
 };
 
 class DmaMemory {

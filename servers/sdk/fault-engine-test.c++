@@ -135,8 +135,8 @@ TEST(FaultEngine, DmaRulesSeeOnlyDmaEvents) {
       fired.push_back("read:" + describeFaultAction(f.action));
     }
   }
-  EXPECT_EQ(fired, (std::vector<std::string>{"read:drop", "dma:dma-flip:0x80", "read:drop",
-                                             "read:drop"}));
+  EXPECT_EQ(fired,
+            (std::vector<std::string>{"read:drop", "dma:dma-flip:0x80", "read:drop", "read:drop"}));
 }
 
 TEST(FaultEngine, StateTransitionsGateRules) {

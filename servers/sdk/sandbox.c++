@@ -91,6 +91,9 @@ const char* enterSandbox(SandboxNeeds needs) {
       }
     }
   }
+  if (needs.accept && seccomp_rule_add(filter, SCMP_ACT_ALLOW, SCMP_SYS(accept4), 0) != 0) {
+    failure = "seccomp_rule_add failed";
+  }
   for (int call : FATAL) {
     if (seccomp_rule_add(filter, SCMP_ACT_KILL_PROCESS, call, 0) != 0) {
       failure = "seccomp_rule_add failed";

@@ -13,6 +13,7 @@ namespace bulkhead::sdk {
 // What a device needs beyond serving its channel.
 struct SandboxNeeds {
   bool ioUring = false;  // io_uring_setup/enter/register (virtio-blk's backend I/O)
+  bool accept = false;   // accept4 (virtio-net's listening socket backend)
 };
 
 // Returns an error description, or nullptr on success.

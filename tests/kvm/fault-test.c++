@@ -207,8 +207,9 @@ namespace {
 
 // The two lines of random bytes the virtio-rng guest prints, seeded with 5.
 std::vector<std::string> rngRun(const std::vector<std::string>& extra, RunResult* result) {
-  std::vector<std::string> arguments = {"run",      guestDir() + "/virtio-rng.elf", "--device",
-                                        "debug-exit", "--device", "virtio-rng,seed=5"};
+  std::vector<std::string> arguments = {"run",      guestDir() + "/virtio-rng.elf",
+                                        "--device", "debug-exit",
+                                        "--device", "virtio-rng,seed=5"};
   arguments.insert(arguments.begin() + 1, "--kernel");
   arguments.insert(arguments.end(), extra.begin(), extra.end());
   *result = runBulkhead(arguments);
@@ -226,19 +227,21 @@ TEST(DmaFaults, AFlippedAndAShortenedTransferReachTheGuest) {
   std::vector<std::string> reference = rngRun({}, &clean);
   ASSERT_EQ(reference.size(), 2u) << clean.out << clean.err;
 
-  std::string flip = writePlan(
-      "dma-flip", "rule f device=virtio-rng on=dma nth=1 once action=dma-flip:0x81ff\n");
+  std::string flip =
+      writePlan("dma-flip", "rule f device=virtio-rng on=dma nth=1 once action=dma-flip:0x81ff\n");
   std::vector<std::string> seen = rngRun({"--faults", flip}, &flipped);
   ASSERT_EQ(seen.size(), 2u) << flipped.out << flipped.err;
   // Bytes 0 and 1 of the first transfer arrive XOR ff and 81; everything else is untouched.
-  auto byteAt = [](const std::string& hex, int i) { return std::stoi(hex.substr(2 * i, 2), 0, 16); };
+  auto byteAt = [](const std::string& hex, int i) {
+    return std::stoi(hex.substr(2 * i, 2), 0, 16);
+  };
   EXPECT_EQ(byteAt(seen[0], 0), byteAt(reference[0], 0) ^ 0xff);
   EXPECT_EQ(byteAt(seen[0], 1), byteAt(reference[0], 1) ^ 0x81);
   EXPECT_EQ(seen[0].substr(4), reference[0].substr(4));
   EXPECT_EQ(seen[1], reference[1]);
 
-  std::string shortPlan = writePlan(
-      "dma-short", "rule s device=virtio-rng on=dma nth=2 once action=dma-short:4\n");
+  std::string shortPlan =
+      writePlan("dma-short", "rule s device=virtio-rng on=dma nth=2 once action=dma-short:4\n");
   seen = rngRun({"--faults", shortPlan}, &shortened);
   ASSERT_EQ(seen.size(), 2u) << shortened.out << shortened.err;
   EXPECT_EQ(seen[0], reference[0]);
@@ -251,8 +254,8 @@ TEST(DmaFaults, ARefusedTransferIsAnIoErrorForTheGuest) {
   std::string image = ::testing::TempDir() + "/bulkhead-dma-refuse.img";
   std::ofstream(image).close();
   ASSERT_EQ(truncate(image.c_str(), 1 << 20), 0);
-  std::string plan = writePlan(
-      "dma-refuse", "rule r device=virtio-blk on=dma nth=3 once action=dma-refuse\n");
+  std::string plan =
+      writePlan("dma-refuse", "rule r device=virtio-blk on=dma nth=3 once action=dma-refuse\n");
   std::string log = ::testing::TempDir() + "/bulkhead-dma-refuse.log";
   RunResult run = runBulkhead({"run", "--kernel", guestDir() + "/virtio-blk.elf", "--cmdline",
                                "count=20", "--device", "debug-exit", "--disk", "path=" + image,

@@ -11,10 +11,10 @@
 #include <kj/io.h>
 
 #include "kernel/boot/boot-state.h"
-#include "kernel/vcpu/cpu-model.h"
 #include "kernel/guestview/disassembler.h"
 #include "kernel/guestview/inspect.h"
 #include "kernel/memory/guest-memory.h"
+#include "kernel/vcpu/cpu-model.h"
 
 namespace bulkhead {
 

@@ -72,8 +72,7 @@ absl::Status KvmVm::mapMemory(GuestMemory& memory) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<KvmVcpu>> KvmVm::createVcpu(unsigned index,
-                                                         const CpuModel& model) {
+absl::StatusOr<std::unique_ptr<KvmVcpu>> KvmVm::createVcpu(unsigned index, const CpuModel& model) {
   int raw = ioctl(vmFd.get(), KVM_CREATE_VCPU, index);
   if (raw < 0) return errnoStatus(absl::StrFormat("KVM_CREATE_VCPU %u", index));
   kj::AutoCloseFd fd(raw);

@@ -28,6 +28,16 @@ class TestHost final : public DeviceHost {
   void requestVmExit(uint8_t) override {}
   void writeOutput(kj::ArrayPtr<const uint8_t>) override {}
   void watchReadable(int, kj::Function<bool()>) override {}
+  void after(std::chrono::microseconds, kj::Function<void()> callback) override {
+    later.push_back(kj::mv(callback));
+  }
+  // Runs what after() scheduled (tests decide when time has passed).
+  void runLater() {
+    auto due = kj::mv(later);
+    later.clear();
+    for (auto& callback : due) callback();
+  }
+  std::vector<kj::Function<void()>> later;
   void setPciInterrupt(bool level) override {
     interrupt = level;
     if (level) ++raised;

@@ -62,6 +62,7 @@ VirtioPciDevice::VirtioPciDevice(DeviceHost& host, std::unique_ptr<VirtioModel> 
     : host(host), model(std::move(model)) {
   KJ_REQUIRE(this->model->queueCount() > 0 && this->model->queueCount() <= MAX_QUEUES);
   KJ_REQUIRE(this->model->declaredState().size() <= MODEL_STATE_BYTES);
+  this->model->bind(*this, host);
   uint64_t configBytes = this->model->config().size();
   // Four vendor capabilities, chained from 0x40 (virtio spec 4.1.4).
   capabilities.assign(0x100 - CAPABILITIES_AT, 0);
@@ -338,15 +339,40 @@ void VirtioPciDevice::writeCommon(uint64_t offset, unsigned size, uint64_t value
   }
 }
 
+bool VirtioPciDevice::live(unsigned queue) const {
+  return queue < model->queueCount() && state.queues[queue].enabled &&
+         (state.status & STATUS_DRIVER_OK) && !(state.status & STATUS_NEEDS_RESET);
+}
+
+bool VirtioPciDevice::complete(unsigned index, Virtqueue& virtqueue,
+                               const std::function<int64_t(const Chain&)>& fill, bool* completed) {
+  int64_t written = fill(chain);
+  if (written == BUSY) {
+    --state.queues[index].lastAvail;  // still available: served again on kick()
+    return false;
+  }
+  if (written < 0 || static_cast<uint64_t>(written) > chain.writableBytes) {
+    breakDevice(kj::str("queue ", index, ": the device refused a malformed request").cStr());
+    return false;
+  }
+  if (!virtqueue.push(chain.head, written)) {
+    breakDevice(kj::str("queue ", index, ": the used ring left guest RAM").cStr());
+    return false;
+  }
+  *completed = true;
+  return true;
+}
+
 void VirtioPciDevice::notify(unsigned index) {
-  if (index >= model->queueCount()) return;
-  QueueState& queue = state.queues[index];
-  if (!queue.enabled || !(state.status & STATUS_DRIVER_OK) || (state.status & STATUS_NEEDS_RESET)) {
+  if (!live(index)) return;
+  if (!model->servedOnNotify(index)) {
+    model->queueNotified(index);
     return;
   }
   const DmaMemory& memory = host.dma();
-  Virtqueue virtqueue(memory, queue);
+  Virtqueue virtqueue(memory, state.queues[index]);
   bool completed = false;
+  auto serve = [&](const Chain& c) { return model->serve(index, c, memory); };
   for (;;) {
     std::string why;
     Virtqueue::Pop popped = virtqueue.pop(chain, &why);
@@ -355,19 +381,37 @@ void VirtioPciDevice::notify(unsigned index) {
       breakDevice(kj::str("queue ", index, ": ", why.c_str()).cStr());
       break;
     }
-    int64_t written = model->serve(index, chain, memory);
-    if (written < 0 || static_cast<uint64_t>(written) > chain.writableBytes) {
-      breakDevice(kj::str("queue ", index, ": the device refused a malformed request").cStr());
-      break;
-    }
-    if (!virtqueue.push(chain.head, written)) {
-      breakDevice(kj::str("queue ", index, ": the used ring left guest RAM").cStr());
-      break;
-    }
-    completed = true;
+    if (!complete(index, virtqueue, serve, &completed)) break;
   }
   host.stateChanged();
   if (completed && virtqueue.wantsInterrupt()) raiseInterrupt();
+}
+
+bool VirtioPciDevice::offer(unsigned index, const std::function<int64_t(const Chain&)>& fill) {
+  if (!live(index)) return false;
+  Virtqueue virtqueue(host.dma(), state.queues[index]);
+  std::string why;
+  Virtqueue::Pop popped = virtqueue.pop(chain, &why);
+  if (popped == Virtqueue::Pop::EMPTY) return false;
+  if (popped == Virtqueue::Pop::BROKEN) {
+    breakDevice(kj::str("queue ", index, ": ", why.c_str()).cStr());
+    return false;
+  }
+  bool completed = false;
+  bool served = complete(index, virtqueue, fill, &completed);
+  host.stateChanged();
+  if (completed && virtqueue.wantsInterrupt()) raiseInterrupt();
+  return served;
+}
+
+void VirtioPciDevice::configChanged() {
+  ++state.configGeneration;
+  state.isr |= 2;
+  if (!state.interruptLevel) {
+    state.interruptLevel = 1;
+    host.setPciInterrupt(true);
+  }
+  host.stateChanged();
 }
 
 void VirtioPciDevice::raiseInterrupt() {

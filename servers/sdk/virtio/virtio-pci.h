@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,6 +45,24 @@ constexpr uint64_t DEVICE_OFFSET = 0x2000;
 constexpr uint64_t NOTIFY_OFFSET = 0x3000;
 constexpr uint64_t BAR_BYTES = 0x4000;
 
+// What a model may do to its queues outside serve(): devices whose data arrives from a backend
+// (a network's receive queue) fill chains when the data comes, not when the driver notifies.
+class VirtioQueues {
+ public:
+  virtual ~VirtioQueues() = default;
+  // Serves the next available chain of `queue` with `fill` (which returns as serve() does).
+  // False when the driver has none available or the device is not running.
+  virtual bool offer(unsigned queue, const std::function<int64_t(const Chain&)>& fill) = 0;
+  // Serves `queue`'s available chains now, as a notification would (after BUSY).
+  virtual void kick(unsigned queue) = 0;
+  // The device configuration changed: a new generation and a configuration interrupt.
+  virtual void configChanged() = 0;
+};
+
+// serve()'s answer when the backend cannot take the chain yet: the chain stays available and the
+// queue is not served further until the model calls VirtioQueues::kick().
+constexpr int64_t BUSY = -2;
+
 // The device part of a virtio device.
 class VirtioModel {
  public:
@@ -56,8 +75,15 @@ class VirtioModel {
   // The device configuration space (read-only to the driver here).
   virtual std::vector<uint8_t> config() const { return {}; }
   // Serves one chain from `queue`. Returns the number of bytes written into the chain's
-  // writable buffers, or -1 when the chain is malformed for this device (the queue breaks).
+  // writable buffers, -1 when the chain is malformed for this device (the queue breaks), or
+  // BUSY.
   virtual int64_t serve(unsigned queue, const Chain& chain, const DmaMemory& memory) = 0;
+  // Whether the driver's notification serves `queue` (else the model fills its chains through
+  // VirtioQueues::offer when it has data, and is told of new chains by queueNotified()).
+  virtual bool servedOnNotify(unsigned queue) const { return true; }
+  virtual void queueNotified(unsigned queue) {}
+  // Called once, before anything else: the model's handle on its queues and host.
+  virtual void bind(VirtioQueues& queues, DeviceHost& host) {}
   // The driver reset the device.
   virtual void reset() {}
   // The device part's own declared state (at most MODEL_STATE_BYTES), checkpointed with the
@@ -65,7 +91,7 @@ class VirtioModel {
   virtual kj::ArrayPtr<uint8_t> declaredState() { return nullptr; }
 };
 
-class VirtioPciDevice final : public Device {
+class VirtioPciDevice final : public Device, public VirtioQueues {
  public:
   VirtioPciDevice(DeviceHost& host, std::unique_ptr<VirtioModel> model);
 
@@ -80,6 +106,9 @@ class VirtioPciDevice final : public Device {
 
   // Serves every available chain of `queue` (a doorbell rang). Public for tests.
   void notify(unsigned queue);
+  bool offer(unsigned queue, const std::function<int64_t(const Chain&)>& fill) override;
+  void kick(unsigned queue) override { notify(queue); }
+  void configChanged() override;
   uint8_t status() const { return state.status; }
 
  private:
@@ -104,6 +133,10 @@ class VirtioPciDevice final : public Device {
   void reset();
   void breakDevice(const std::string& why);
   void raiseInterrupt();
+  bool live(unsigned queue) const;
+  // Serves one popped chain with `fill`: false when the queue broke or the chain was BUSY.
+  bool complete(unsigned queue, Virtqueue& virtqueue,
+                const std::function<int64_t(const Chain&)>& fill, bool* completed);
   QueueState* selected();
 
   DeviceHost& host;
