@@ -314,6 +314,14 @@ int run(Options options) {
     absl::Status policy = takePolicyOptions(spec.options, spec.policy);
     if (policy.ok() && device.kind == "virtio-blk") policy = openDisk(spec);
     if (policy.ok() && device.kind == "virtio-net") policy = openNet(spec);
+    if (device.kind == "virtio-console") {
+      // Output to standard output, through the output log (exactly once); standard input too,
+      // unless the serial port already reads it.
+      spec.output = kj::AutoCloseFd(fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3));
+      if (options.serial != Options::Serial::STDIO && pollable(STDIN_FILENO)) {
+        spec.backends.emplace_back(fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3));
+      }
+    }
     if (!policy.ok()) {
       const char* flag = device.kind == "virtio-blk"   ? "disk"
                          : device.kind == "virtio-net" ? "net"

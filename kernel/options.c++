@@ -314,6 +314,8 @@ common options:
                        debug-exit[,iobase=PORT]: a port (default 0xf4) that ends the VM:
                        writing v exits with status (v << 1) | 1, as QEMU's isa-debug-exit
                        virtio-rng[,seed=N]: a virtio entropy device (seeded: replayable bytes)
+                       virtio-console: a virtio console on stdout (and stdin, unless the serial
+                       port has it)
   --net socket=PATH[,listen]|tap=NAME[,mac=MAC]
                        a virtio-net NIC (PCI): frames over a unix SOCK_SEQPACKET socket (listen:
                        create PATH and take the first peer; else connect to PATH) or a tap device

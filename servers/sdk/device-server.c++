@@ -182,7 +182,9 @@ class Runtime final : public DeviceHost {
 
   void stateChanged() override {
     // Inside a request the request's own commit covers it.
-    if (!inRequest) commit(state->committed()->lastSeq);
+    if (inRequest) return;
+    commit(state->committed()->lastSeq);
+    notifyOutput(/*force=*/false);  // output written outside a request is committed now
   }
 
   // The core wired the device's doorbells and interrupt (after every attach).

@@ -175,6 +175,46 @@ TEST(VirtioBlk, BadDisksGetOneClearLine) {
   }
 }
 
+TEST(VirtioConsole, EveryLineReachesStandardOutputOnce) {
+  REQUIRE_KVM();
+  RunResult run =
+      runBulkhead({"run", "--kernel", guestDir() + "/virtio-console.elf", "--cmdline", "count=200",
+                   "--serial", "none", "--device", "debug-exit", "--device", "virtio-console"});
+  EXPECT_EQ(run.status, 1) << run.err;
+  std::string expected = "hello from virtio-console\n";
+  for (int i = 0; i < 200; ++i) expected += "line " + std::to_string(i) + "\n";
+  EXPECT_EQ(run.out, expected);
+}
+
+TEST(VirtioConsole, KillingTheServerLosesAndRepeatsNoLine) {
+  REQUIRE_KVM();
+  constexpr int LINES = 20000;
+  Capture run = startCaptured({"run", "--kernel", guestDir() + "/virtio-console.elf", "--cmdline",
+                               "count=" + std::to_string(LINES), "--serial", "none", "--device",
+                               "debug-exit", "--device", "virtio-console,restarts=100000/1s"});
+  std::thread reader([&run]() { run.wait(); });
+  run.waitForOutput();
+  std::mt19937 random(1126);
+  std::uniform_int_distribution<int> gap(10, 40);
+  int kills = 0;
+  while (kills < 40 && processAlive(run.pid)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(gap(random)));
+    pid_t server = findChild(run.pid, "bulkhead-virtio");
+    if (server <= 0) continue;
+    kill(server, SIGKILL);
+    ++kills;
+  }
+  reader.join();
+  EXPECT_GE(kills, 5) << "the guest finished before the test could kill the server often";
+  EXPECT_EQ(run.status, 1) << run.err.substr(0, 2000);
+  std::string expected = "hello from virtio-console\n";
+  for (int i = 0; i < LINES; ++i) expected += "line " + std::to_string(i) + "\n";
+  EXPECT_NE(run.err.find("restarting it"), std::string::npos);
+  ASSERT_EQ(run.out.size(), expected.size())
+      << "lines lost or repeated after " << kills << " kills";
+  EXPECT_TRUE(run.out == expected);
+}
+
 TEST(VirtioNet, TwoVmsExchangeTenMebibytesBothWaysIntact) {
   REQUIRE_KVM();
   std::string socket = ::testing::TempDir() + "bulkhead-net-test.sock";

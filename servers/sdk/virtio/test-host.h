@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstring>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "device.h"
@@ -26,7 +28,9 @@ class TestHost final : public DeviceHost {
 
   void setIrq(uint8_t, bool) override {}
   void requestVmExit(uint8_t) override {}
-  void writeOutput(kj::ArrayPtr<const uint8_t>) override {}
+  void writeOutput(kj::ArrayPtr<const uint8_t> bytes) override {
+    output.append(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+  }
   void watchReadable(int, kj::Function<bool()>) override {}
   void after(std::chrono::microseconds, kj::Function<void()> callback) override {
     later.push_back(kj::mv(callback));
@@ -43,7 +47,11 @@ class TestHost final : public DeviceHost {
     if (level) ++raised;
   }
   DmaMemory& dma() override { return memory; }
-  void stateChanged() override { ++checkpoints; }
+  void stateChanged() override {
+    ++checkpoints;
+    if (onStateChanged) onStateChanged();
+  }
+  std::function<void()> onStateChanged;  // a test's look at each commit
 
   uint8_t* at(uint64_t address) { return ram.data() + (address - RAM_BASE); }
   template <typename T>
@@ -58,6 +66,7 @@ class TestHost final : public DeviceHost {
   }
 
   std::vector<uint8_t> ram;
+  std::string output;
   DmaMemory memory;
   bool interrupt = false;
   unsigned raised = 0;

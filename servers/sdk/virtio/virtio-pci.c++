@@ -152,14 +152,19 @@ void VirtioPciDevice::stateRestored() {
       state.status |= STATUS_NEEDS_RESET;
       continue;
     }
-    // The guest's used index is the truth about what completed: chains are completed in order,
-    // so the ones after it are redone. It may be ahead of the commit by at most a queue's worth.
-    uint16_t published;
-    if (memory.load(queue.deviceArea + 2, published) &&
-        static_cast<uint16_t>(published - queue.used) <= queue.size) {
-      queue.used = published;
+    // A chain committed as served: publish it unless the predecessor already had. Chains taken
+    // after the last commit are served again (lastAvail is the committed one).
+    if (queue.pending) {
+      uint16_t published = queue.used;
+      memory.load(queue.deviceArea + 2, published);
+      Virtqueue virtqueue(memory, queue);
+      if (published == queue.used) {
+        virtqueue.push(queue.pendingHead, queue.pendingLength);
+      } else {
+        ++queue.used;
+      }
+      queue.pending = 0;
     }
-    queue.lastAvail = queue.used;
   }
 }
 
@@ -355,6 +360,14 @@ bool VirtioPciDevice::complete(unsigned index, Virtqueue& virtqueue,
     breakDevice(kj::str("queue ", index, ": the device refused a malformed request").cStr());
     return false;
   }
+  // Commit the chain as served (with whatever output it made) before the guest can see it
+  // completed: a successor then publishes it if we do not, and never serves it twice.
+  QueueState& queue = state.queues[index];
+  queue.pendingHead = chain.head;
+  queue.pendingLength = written;
+  queue.pending = 1;
+  host.stateChanged();
+  queue.pending = 0;
   if (!virtqueue.push(chain.head, written)) {
     breakDevice(kj::str("queue ", index, ": the used ring left guest RAM").cStr());
     return false;

@@ -8,10 +8,11 @@
 // eventfd without a trip through the core. INTx only (no MSI-X yet).
 //
 // Recovery: the transport's state (features, status, queue addresses and positions) is the
-// device's declared state. Chains are completed in order and the state is checkpointed after
-// each batch; a restarted server takes the used index the guest can see as the truth (within
-// one queue's length of the committed one) and resumes the available ring from there, so a
-// chain whose completion the guest saw is never redone and one it did not see is redone.
+// device's declared state. Each chain is served, then committed as served (with its used
+// element and any output it made) and only then published on the used ring. A restarted server
+// resumes from the last commit: it publishes the committed chain if the guest's used index
+// shows it was not, and serves again only chains taken after that commit, whose effects were
+// not committed. So no chain is completed twice or lost, and its output appears once.
 #pragma once
 
 #include <cstdint>

@@ -252,39 +252,58 @@ TEST_F(TransportTest, AQueueOutsideGuestRamIsRefusedAtEnable) {
   EXPECT_TRUE(device.status() & STATUS_NEEDS_RESET);
 }
 
-TEST_F(TransportTest, ARestartedServerResumesFromTheUsedIndexTheGuestSees) {
+// The commit a chain's completion makes before the guest may see it.
+std::vector<uint8_t> commitBeforePublishing(TestHost& host, VirtioPciDevice& device) {
+  std::vector<uint8_t> first;
+  host.onStateChanged = [&]() {
+    if (first.empty()) first.assign(device.declaredState().begin(), device.declaredState().end());
+  };
+  device.notify(0);
+  host.onStateChanged = nullptr;
+  return first;
+}
+
+TEST_F(TransportTest, AChainCommittedButNotPublishedIsPublishedNotServedAgain) {
   driver.start(F_VERSION_1);
   memcpy(host.at(DATA), "abc", 3);
   driver.offer({{DATA, 3, false}, {DATA + 64, 8, true}});
-  device.notify(0);
+  std::vector<uint8_t> committed = commitBeforePublishing(host, device);
   ASSERT_EQ(EchoModel::served, 1u);
-  // The committed state is from before the second chain...
-  std::vector<uint8_t> committed(device.declaredState().begin(), device.declaredState().end());
-  driver.offer({{DATA, 3, false}, {DATA + 64, 8, true}}, 2);
-  driver.offer({{DATA, 3, false}, {DATA + 64, 8, true}}, 4);
-  device.notify(0);
-  ASSERT_EQ(EchoModel::served, 3u);
-  ASSERT_EQ(driver.usedIndex(), 3);
-
-  // ...and the server died after completing chains 2 and 3 but before committing them: its
-  // successor must not serve them again.
+  ASSERT_FALSE(committed.empty());
+  // The server died between its commit and the used ring: the guest sees nothing done.
+  host.put<uint16_t>(USED + 2, 0);
+  host.put<uint64_t>(USED + 4, 0);
   VirtioPciDevice successor(host, std::make_unique<EchoModel>());
   memcpy(successor.declaredState().begin(), committed.data(), committed.size());
   successor.stateRestored();
   successor.notify(0);
-  EXPECT_EQ(EchoModel::served, 3u);
-  EXPECT_EQ(driver.usedIndex(), 3);
-  // A fourth chain is served once.
-  driver.offer({{DATA, 3, false}, {DATA + 64, 8, true}}, 6);
+  EXPECT_EQ(EchoModel::served, 1u);  // not served again...
+  EXPECT_EQ(driver.usedIndex(), 1);  // ...but completed, with its length
+  EXPECT_EQ(driver.usedLength(0), 3u);
+  // The next chain is served once.
+  driver.offer({{DATA, 3, false}, {DATA + 64, 8, true}}, 2);
   successor.notify(0);
-  EXPECT_EQ(EchoModel::served, 4u);
-  EXPECT_EQ(driver.usedIndex(), 4);
+  EXPECT_EQ(EchoModel::served, 2u);
+  EXPECT_EQ(driver.usedIndex(), 2);
 }
 
-TEST_F(TransportTest, ARestartedServerRedoesAChainWhoseCompletionTheGuestDidNotSee) {
+TEST_F(TransportTest, AChainCommittedAndPublishedIsNotPublishedTwice) {
+  driver.start(F_VERSION_1);
+  driver.offer({{DATA, 3, false}, {DATA + 64, 8, true}});
+  std::vector<uint8_t> committed = commitBeforePublishing(host, device);
+  ASSERT_EQ(driver.usedIndex(), 1);  // the predecessor published it, then died
+  VirtioPciDevice successor(host, std::make_unique<EchoModel>());
+  memcpy(successor.declaredState().begin(), committed.data(), committed.size());
+  successor.stateRestored();
+  successor.notify(0);
+  EXPECT_EQ(EchoModel::served, 1u);
+  EXPECT_EQ(driver.usedIndex(), 1);
+}
+
+TEST_F(TransportTest, AChainTakenButNotCommittedIsServedAgain) {
   driver.start(F_VERSION_1);
   std::vector<uint8_t> committed(device.declaredState().begin(), device.declaredState().end());
-  // The predecessor took the chain but died before completing it: nothing in the used ring.
+  // The predecessor took the chain but died before committing it: nothing of it survives.
   driver.offer({{DATA, 3, false}, {DATA + 64, 8, true}});
   VirtioPciDevice successor(host, std::make_unique<EchoModel>());
   memcpy(successor.declaredState().begin(), committed.data(), committed.size());

@@ -42,6 +42,10 @@ struct QueueState {
   uint64_t descriptors;
   uint64_t driverArea;  // the available ring
   uint64_t deviceArea;  // the used ring
+  // A chain served and committed but perhaps not yet on the used ring (see virtio-pci.h).
+  uint32_t pendingLength;
+  uint16_t pendingHead;
+  uint16_t pending;  // 1 while pendingHead/pendingLength await publishing
 };
 
 // Whether a queue's size and rings are usable; `why` says what is wrong.
