@@ -54,6 +54,7 @@ uint64_t streamAddress(const Chain& chain, bool writable, uint64_t offset) {
 
 bool readChain(const DmaMemory& memory, const Chain& chain, uint64_t offset, void* out,
                uint64_t length) {
+  if (length == 0) return true;  // nothing moves (and `out` may be null)
   std::vector<iovec> slices;
   if (!chainSlices(memory, chain, false, offset, length, slices)) return false;
   DmaFault fault = memory.transfer(streamAddress(chain, false, offset), length, false);
@@ -73,6 +74,7 @@ bool readChain(const DmaMemory& memory, const Chain& chain, uint64_t offset, voi
 
 bool writeChain(const DmaMemory& memory, const Chain& chain, uint64_t offset, const void* in,
                 uint64_t length) {
+  if (length == 0) return true;
   std::vector<iovec> slices;
   if (!chainSlices(memory, chain, true, offset, length, slices)) return false;
   DmaFault fault = memory.transfer(streamAddress(chain, true, offset), length, true);
