@@ -61,13 +61,7 @@ void main32(uint32_t magic, struct multiboot_info* info) {
   uint32_t passes = (uint32_t)cmdline_number(cmdline, "passes", 2);
   uint32_t count = (uint32_t)cmdline_number(cmdline, "random", 1000);
   struct virtio_device dev;
-  int init = virtio_init(&dev, 2, 0, &queue, 1);
-  if (init != 0) {
-    serial_puts("virtio_init step ");
-    serial_put_dec((uint64_t)-init);
-    serial_putc('\n');
-    guest_fail(2, "virtio-blk init");
-  }
+  virtio_init_or_fail(&dev, 2, 0, &queue, 1, 2, "virtio-blk init");
   if (virtio_blk_capacity(&dev) < SPAN_SECTORS) guest_fail(5, "the disk is smaller than 16 MiB");
   for (uint32_t i = 0; i < SEQ_BYTES; ++i) buffer[i] = (uint8_t)i;
   sequential(&dev, 1, passes);

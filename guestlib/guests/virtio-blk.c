@@ -37,13 +37,7 @@ void main32(uint32_t magic, struct multiboot_info* info) {
   rng = (uint32_t)cmdline_number(cmdline, "seed", 1) | 1;
 
   struct virtio_device dev;
-  int init = virtio_init(&dev, 2, 1ull << 9 /* FLUSH */, &queue, 1);
-  if (init != 0) {
-    serial_puts("virtio_init step ");
-    serial_put_dec((uint64_t)-init);
-    serial_putc('\n');
-    guest_fail(2, "virtio-blk init");
-  }
+  virtio_init_or_fail(&dev, 2, 1ull << 9 /* FLUSH */, &queue, 1, 2, "virtio-blk init");
   if (virtio_blk_capacity(&dev) < SECTORS) guest_fail(3, "disk smaller than 1 MiB");
 
   uint32_t writes = 0, reads = 0, flushes = 0;

@@ -34,13 +34,7 @@ void main32(uint32_t magic, struct multiboot_info* info) {
   uint32_t frames = (uint32_t)((bytes + frame - 1) / frame);
 
   struct virtio_device dev;
-  int init = virtio_init(&dev, 1, 1ull << 5 /* MAC */, queues, 2);
-  if (init != 0) {
-    serial_puts("virtio_init step ");
-    serial_put_dec((uint64_t)-init);
-    serial_putc('\n');
-    guest_fail(3, "virtio-net init");
-  }
+  virtio_init_or_fail(&dev, 1, 1ull << 5 /* MAC */, queues, 2, 3, "virtio-net init");
   for (uint16_t i = 0; i < RX_BUFFERS; ++i) post_rx(&dev, i);
   /* Wait for the link (the status word after the MAC): the peer VM may not be there yet. */
   while (!(*(volatile uint16_t*)(dev.config + 6) & 1)) {

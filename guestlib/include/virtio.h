@@ -70,6 +70,11 @@ struct virtio_device {
  * memory[0..count-1]. Returns 0, or a negative step number saying what failed. */
 int virtio_init(struct virtio_device* dev, uint16_t type, uint64_t wanted,
                 struct virtq_memory* memory, unsigned count);
+/* virtio_init, or "virtio_init step N" and "FAIL <what>" and exit `code` when it fails. */
+void virtio_init_or_fail(struct virtio_device* dev, uint16_t type, uint64_t wanted,
+                         struct virtq_memory* memory, unsigned count, uint8_t code,
+                         const char* what);
+
 /* The device status register (0x40 NEEDS_RESET). */
 uint8_t virtio_status(struct virtio_device* dev);
 /* Reads (and so clears) the ISR status, lowering the INTx line; returns it. Polling guests need

@@ -140,6 +140,17 @@ int virtio_init(struct virtio_device* dev, uint16_t type, uint64_t wanted,
   return 0;
 }
 
+void virtio_init_or_fail(struct virtio_device* dev, uint16_t type, uint64_t wanted,
+                         struct virtq_memory* memory, unsigned count, uint8_t code,
+                         const char* what) {
+  int init = virtio_init(dev, type, wanted, memory, count);
+  if (init == 0) return;
+  serial_puts("virtio_init step ");
+  serial_put_dec((uint64_t)-init);
+  serial_putc('\n');
+  guest_fail(code, what);
+}
+
 uint8_t virtio_status(struct virtio_device* dev) { return r8(dev->common, DEVICE_STATUS); }
 
 uint8_t virtio_ack_interrupt(struct virtio_device* dev) { return r8(dev->isr, 0); }
