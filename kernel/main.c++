@@ -20,6 +20,7 @@
 #include "kernel/base/errno-status.h"
 #include "kernel/base/log.h"
 #include "kernel/base/status-macros.h"
+#include "kernel/boot/bios.h"
 #include "kernel/boot/flat.h"
 #include "kernel/boot/linux.h"
 #include "kernel/boot/mp-table.h"
@@ -185,6 +186,19 @@ absl::Status openNet(DeviceSpec& spec) {
 
 absl::Status loadGuest(Vm& vm, const Options& options, std::vector<uint8_t>& kernelImage) {
   BootState state;
+  if (!options.bios.empty()) {
+    std::string path = options.bios == "seabios" ? DEBIAN_SEABIOS : options.bios;
+    ASSIGN_OR_RETURN(std::vector<uint8_t> image, readImage(path, "BIOS image"));
+    absl::StatusOr<BootState> loaded =
+        loadBios(vm.memory(), kj::arrayPtr(image.data(), image.size()));
+    if (!loaded.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("--bios %s: %s", path, loaded.status().message()));
+    }
+    for (const RamRegion& rom : vm.memory().roms()) RETURN_IF_ERROR(vm.mapRom(rom));
+    RETURN_IF_ERROR(vm.createPit());
+    return vm.setBootState(*loaded);
+  }
   if (!options.flat.empty()) {
     ASSIGN_OR_RETURN(std::vector<uint8_t> image, readImage(options.flat, "flat image"));
     absl::StatusOr<BootState> loaded = loadFlat(
@@ -297,6 +311,16 @@ int run(Options options) {
                : EXIT_HOST_FAILURE;
   }
   std::vector<DeviceSpec> specs;
+  if (!options.bios.empty()) {
+    // The PC platform a BIOS expects, each in its own process like any device.
+    DeviceSpec cmos;
+    cmos.kind = "cmos";
+    uint64_t low = (*vm)->memory().lowSize();
+    cmos.options = {{"low", std::to_string(low)},
+                    {"high", std::to_string((*vm)->memory().size() - low)},
+                    {"cpus", std::to_string(options.cpus)}};
+    specs.push_back(std::move(cmos));
+  }
   if (options.serial != Options::Serial::NONE) {
     absl::StatusOr<DeviceSpec> serial = serialSpec(options);
     if (!serial.ok()) {
@@ -314,6 +338,9 @@ int run(Options options) {
     absl::Status policy = takePolicyOptions(spec.options, spec.policy);
     if (policy.ok() && device.kind == "virtio-blk") policy = openDisk(spec);
     if (policy.ok() && device.kind == "virtio-net") policy = openNet(spec);
+    if (device.kind == "debugcon") {
+      spec.output = kj::AutoCloseFd(fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3));
+    }
     if (device.kind == "virtio-console") {
       // Output to standard output, through the output log (exactly once); standard input too,
       // unless the serial port already reads it.

@@ -204,6 +204,8 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
       absl::StatusOr<DeviceArgument> device = parseDevice(value);
       if (!device.ok()) return device.status();
       options.devices.push_back(*device);
+    } else if (flag == "--bios") {
+      options.bios = value;
     } else if (flag == "--initrd") {
       options.initrd = value;
     } else if (flag == "--cpu") {
@@ -254,10 +256,16 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
   }
   bool kernel = !options.kernel.empty();
   bool flat = !options.flat.empty();
-  if (kernel == flat) {
-    return bad(kernel ? "give either --kernel or --flat, not both"
-                      : "no guest given: pass --kernel FILE (Multiboot) or --flat FILE --entry "
-                        "ADDR --mode 16|32|64, or try `bulkhead demo`");
+  bool bios = !options.bios.empty();
+  if (kernel + flat + bios != 1) {
+    return bad(kernel + flat + bios > 1
+                   ? "give one of --kernel, --flat and --bios"
+                   : "no guest given: pass --kernel FILE (Multiboot or Linux), --flat FILE "
+                     "--entry ADDR --mode 16|32|64, or --bios seabios --disk path=IMG; or try "
+                     "`bulkhead demo`");
+  }
+  if (bios && (!options.cmdline.empty() || !options.modules.empty() || !options.initrd.empty())) {
+    return bad("--cmdline, --module and --initrd do not apply to --bios (the BIOS boots a disk)");
   }
   if (flat && (!options.entryGiven || !options.modeGiven)) {
     return bad("--flat needs --entry ADDR and --mode 16|32|64");
@@ -282,6 +290,7 @@ usage:
   bulkhead run --kernel FILE [--cmdline TEXT] [--module "FILE [ARGS]"]... [common options]
   bulkhead run --kernel bzImage [--initrd FILE] [--cmdline TEXT] [common options]
   bulkhead run --flat FILE --entry ADDR --mode 16|32|64 [common options]
+  bulkhead run --bios seabios|FILE --disk path=IMG [common options]
   bulkhead demo        run the built-in demo guest (serial on stdio, debug-exit)
   bulkhead --help | --version
 
@@ -289,6 +298,9 @@ guest:
   --kernel FILE        a Multiboot (v1) kernel, ELF32 or with the header's address fields, or
                        a Linux bzImage (x86-64, booted through its 64-bit entry point)
   --initrd FILE        the initial RAM disk of a Linux kernel
+  --bios seabios|FILE  a PC BIOS (seabios: Debian's /usr/share/seabios/bios-256k.bin) mapped
+                       below 4 GiB and at 0xe0000; the vCPU starts at the reset vector and the
+                       BIOS boots from the disks
   --cmdline TEXT       the kernel's command line
   --module "FILE ARGS" a Multiboot module and its command line; repeatable
   --flat FILE          a flat binary, loaded at --entry and started there

@@ -26,6 +26,7 @@ struct Options {
   Command command = Command::HELP;
   std::string kernel;  // Multiboot ELF or Linux bzImage
   std::string initrd;  // Linux only
+  std::string bios;    // a BIOS image ("seabios": Debian's)
   std::string flat;    // flat binary
   uint64_t entry = 0;
   bool entryGiven = false;

@@ -65,6 +65,9 @@ class Vm final : public DeviceSink, public DevicePlatform {
 
   // Sets every vCPU's starting state (vCPU 0 boots; others start the same way for now).
   absl::Status setBootState(const BootState& state);
+  // A ROM region of guest memory, mapped for the guest (memory().addRom first).
+  absl::Status mapRom(const RamRegion& rom) { return kvm->mapRom(rom); }
+  absl::Status createPit() { return kvm->createPit(); }
 
   // Runs the guest until it ends; returns the exit status.
   int run();

@@ -10,6 +10,7 @@ enum class CpuMode {
   REAL16,       // real mode, CS:IP = 0:rip
   PROTECTED32,  // flat 32-bit protected mode, paging off
   LONG64,       // 64-bit mode, identity-mapped paging set up by the loader
+  RESET,        // as after power-on: real mode at the reset vector 0xfffffff0 (a BIOS)
 };
 
 struct BootState {

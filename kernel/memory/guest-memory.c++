@@ -42,9 +42,40 @@ GuestMemory::GuestMemory(kj::AutoCloseFd memfd, uint64_t total, uint8_t* base)
   if (total > low) ramRegions.push_back({HIGH_RAM_START, total - low, low, base + low});
 }
 
-GuestMemory::~GuestMemory() { munmap(base, total); }
+GuestMemory::~GuestMemory() {
+  munmap(base, total);
+  for (const RamRegion& rom : romRegions) munmap(rom.host, rom.size);
+}
+
+absl::Status GuestMemory::addRom(uint64_t guestPhysical, kj::ArrayPtr<const uint8_t> bytes) {
+  uint64_t size = bytes.size();
+  if (size == 0 || size % (4 * KIB) != 0 || guestPhysical % (4 * KIB) != 0 ||
+      guestPhysical + size < guestPhysical) {
+    return absl::InvalidArgumentError("a ROM must be a whole number of pages, page-aligned");
+  }
+  for (const auto* list : {&ramRegions, &romRegions}) {
+    for (const RamRegion& region : *list) {
+      if (guestPhysical < region.guestPhysical + region.size &&
+          region.guestPhysical < guestPhysical + size) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("a ROM at %#x+%#x overlaps guest memory", guestPhysical, size));
+      }
+    }
+  }
+  void* copy = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (copy == MAP_FAILED) return errnoStatus("mapping a ROM");
+  memcpy(copy, bytes.begin(), size);
+  romRegions.push_back({guestPhysical, size, 0, static_cast<uint8_t*>(copy)});
+  return absl::OkStatus();
+}
 
 uint8_t* GuestMemory::span(uint64_t address, uint64_t length) {
+  for (const RamRegion& region : romRegions) {
+    if (address < region.guestPhysical) continue;
+    uint64_t offset = address - region.guestPhysical;
+    if (offset > region.size || length > region.size - offset) continue;
+    return region.host + offset;
+  }
   for (const RamRegion& region : ramRegions) {
     if (address < region.guestPhysical) continue;
     uint64_t offset = address - region.guestPhysical;

@@ -49,6 +49,11 @@ class GuestMemory {
   // RAM below the PCI hole, in bytes (what a 32-bit guest can reach).
   uint64_t lowSize() const { return ramRegions.front().size; }
 
+  // Read-only memory outside RAM (a BIOS at the top of 4 GiB): a private copy of `bytes`,
+  // page-sized, not overlapping RAM or another ROM. span() sees it; the guest cannot write it.
+  absl::Status addRom(uint64_t guestPhysical, kj::ArrayPtr<const uint8_t> bytes);
+  const std::vector<RamRegion>& roms() const { return romRegions; }
+
  private:
   GuestMemory(kj::AutoCloseFd memfd, uint64_t total, uint8_t* base);
 
@@ -56,6 +61,7 @@ class GuestMemory {
   uint64_t total;
   uint8_t* base;
   std::vector<RamRegion> ramRegions;
+  std::vector<RamRegion> romRegions;
 };
 
 }  // namespace bulkhead

@@ -104,6 +104,7 @@ absl::Status KvmVcpu::setCpuid(int kvmFd, const CpuModel& model) {
 }
 
 absl::Status KvmVcpu::setBootState(const BootState& state) {
+  if (state.mode == CpuMode::RESET) return absl::OkStatus();  // KVM creates vCPUs in that state
   kvm_sregs sregs;
   if (ioctl(vcpuFd.get(), KVM_GET_SREGS, &sregs) < 0) return errnoStatus("KVM_GET_SREGS");
   switch (state.mode) {
@@ -114,6 +115,8 @@ absl::Status KvmVcpu::setBootState(const BootState& state) {
       }
       break;
     case CpuMode::PROTECTED32:
+    case CpuMode::RESET:
+      break;  // handled above
     case CpuMode::LONG64: {
       bool long64 = state.mode == CpuMode::LONG64;
       sregs.cs = flatSegment(long64 ? layout::CODE64_SELECTOR : layout::CODE32_SELECTOR,

@@ -72,6 +72,30 @@ absl::Status KvmVm::mapMemory(GuestMemory& memory) {
   return absl::OkStatus();
 }
 
+absl::Status KvmVm::mapRom(const RamRegion& rom) {
+  kvm_userspace_memory_region slot{};
+  slot.slot = nextSlot++;
+  slot.guest_phys_addr = rom.guestPhysical;
+  slot.memory_size = rom.size;
+  slot.userspace_addr = reinterpret_cast<uint64_t>(rom.host);
+  if (ioctl(kvmFd.get(), KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) > 0) {
+    slot.flags = KVM_MEM_READONLY;  // a write becomes an MMIO exit, which nobody claims
+  }
+  if (ioctl(vmFd.get(), KVM_SET_USER_MEMORY_REGION, &slot) < 0) {
+    return errnoStatus(
+        absl::StrFormat("registering a ROM at %#x+%#x with KVM", rom.guestPhysical, rom.size));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvmVm::createPit() {
+  kvm_pit_config config{};
+  if (ioctl(vmFd.get(), KVM_CREATE_PIT2, &config) < 0) {
+    return errnoStatus("KVM_CREATE_PIT2 (this host's KVM has no in-kernel PIT)");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<KvmVcpu>> KvmVm::createVcpu(unsigned index, const CpuModel& model) {
   int raw = ioctl(vmFd.get(), KVM_CREATE_VCPU, index);
   if (raw < 0) return errnoStatus(absl::StrFormat("KVM_CREATE_VCPU %u", index));

@@ -23,6 +23,10 @@ class KvmVm {
   static bool available(std::string* reason);
 
   absl::Status mapMemory(GuestMemory& memory);
+  // Registers a ROM region of `memory` (read-only where KVM can; otherwise writable).
+  absl::Status mapRom(const RamRegion& rom);
+  // The in-kernel i8254 PIT on IRQ 0 (BIOS and Linux guests calibrate their clocks with it).
+  absl::Status createPit();
   absl::StatusOr<std::unique_ptr<KvmVcpu>> createVcpu(unsigned index, const CpuModel& model);
   // Drives an interrupt line of the in-kernel PIC/IOAPIC (GSI numbering, ISA lines 0-15).
   absl::Status setIrqLine(uint32_t line, bool level);
