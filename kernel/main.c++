@@ -336,7 +336,9 @@ int run(Options options) {
     spec.mayExit = device.kind == "debug-exit";
     spec.dma = device.kind.rfind("virtio-", 0) == 0;
     absl::Status policy = takePolicyOptions(spec.options, spec.policy);
-    if (policy.ok() && device.kind == "virtio-blk") policy = openDisk(spec);
+    if (policy.ok() && (device.kind == "virtio-blk" || device.kind == "ide")) {
+      policy = openDisk(spec);
+    }
     if (policy.ok() && device.kind == "virtio-net") policy = openNet(spec);
     if (device.kind == "debugcon") {
       spec.output = kj::AutoCloseFd(fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3));
@@ -350,9 +352,9 @@ int run(Options options) {
       }
     }
     if (!policy.ok()) {
-      const char* flag = device.kind == "virtio-blk"   ? "disk"
-                         : device.kind == "virtio-net" ? "net"
-                                                       : "device";
+      const char* flag = device.kind == "virtio-blk" || device.kind == "ide" ? "disk"
+                         : device.kind == "virtio-net"                       ? "net"
+                                                                             : "device";
       logLine(absl::StrFormat("--%s: %s", flag, policy.message()));
       return EXIT_BAD_INPUT;
     }

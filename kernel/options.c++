@@ -239,6 +239,16 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
         std::pair<std::string, std::string> option = absl::StrSplit(part, absl::MaxSplits('=', 1));
         if (option.first == "path") {
           path = option.second;
+        } else if (option.first == "if") {
+          if (option.second != "virtio" && option.second != "ide") {
+            return bad(absl::StrFormat("--disk: if=%s: use if=virtio or if=ide", option.second));
+          }
+          device.kind = option.second == "ide" ? "ide" : "virtio-blk";
+        } else if (option.first == "format") {
+          if (option.second != "raw") {
+            return bad(
+                absl::StrFormat("--disk: format=%s: only raw images are supported", option.second));
+          }
         } else if (part == "readonly" || part == "readonly=on") {
           device.options.emplace_back("readonly", "on");
         } else if (validName(option.first) && !option.second.empty()) {
@@ -331,8 +341,9 @@ common options:
   --net socket=PATH[,listen]|tap=NAME[,mac=MAC]
                        a virtio-net NIC (PCI): frames over a unix SOCK_SEQPACKET socket (listen:
                        create PATH and take the first peer; else connect to PATH) or a tap device
-  --disk path=IMG[,readonly][,serial=ID]
-                       a virtio-blk disk (PCI) backed by the raw image IMG; repeatable
+  --disk path=IMG[,if=virtio|ide][,format=raw][,readonly][,serial=ID]
+                       a disk backed by the raw image IMG: virtio-blk (PCI, the default) or the
+                       primary IDE channel's master (if=ide, one at most); repeatable
 
 fault injection (docs/fault-injection.md):
   --faults PLAN        apply the fault plan in file PLAN to the devices it names

@@ -94,6 +94,12 @@ const char* enterSandbox(SandboxNeeds needs) {
   if (needs.accept && seccomp_rule_add(filter, SCMP_ACT_ALLOW, SCMP_SYS(accept4), 0) != 0) {
     failure = "seccomp_rule_add failed";
   }
+  if (needs.fileIo) {
+    for (int call : {SCMP_SYS(pread64), SCMP_SYS(pwrite64), SCMP_SYS(fdatasync)}) {
+      if (seccomp_rule_add(filter, SCMP_ACT_ALLOW, call, 0) != 0)
+        failure = "seccomp_rule_add failed";
+    }
+  }
   for (int call : FATAL) {
     if (seccomp_rule_add(filter, SCMP_ACT_KILL_PROCESS, call, 0) != 0) {
       failure = "seccomp_rule_add failed";

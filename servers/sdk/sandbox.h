@@ -14,6 +14,7 @@ namespace bulkhead::sdk {
 struct SandboxNeeds {
   bool ioUring = false;  // io_uring_setup/enter/register (virtio-blk's backend I/O)
   bool accept = false;   // accept4 (virtio-net's listening socket backend)
+  bool fileIo = false;   // pread64, pwrite64, fdatasync (a disk image used directly)
 };
 
 // Returns an error description, or nullptr on success.
