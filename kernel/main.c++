@@ -320,6 +320,10 @@ int run(Options options) {
                     {"high", std::to_string((*vm)->memory().size() - low)},
                     {"cpus", std::to_string(options.cpus)}};
     specs.push_back(std::move(cmos));
+    DeviceSpec keyboard;
+    keyboard.kind = "i8042";
+    keyboard.mayExit = true;  // its reset line ends the VM
+    specs.push_back(std::move(keyboard));
   }
   if (options.serial != Options::Serial::NONE) {
     absl::StatusOr<DeviceSpec> serial = serialSpec(options);

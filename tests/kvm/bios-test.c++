@@ -96,12 +96,13 @@ TEST(Bios, PlatformServersKilledDuringTheBootAreNotNoticed) {
   std::thread reader([&run]() { run.wait(); });
   std::mt19937 random(26);
   std::uniform_int_distribution<int> gap(30, 120);
-  const char* victims[] = {"bulkhead-ide", "bulkhead-cmos", "bulkhead-debugc"};  // 15 chars
+  const char* victims[] = {"bulkhead-ide", "bulkhead-cmos", "bulkhead-i8042",
+                           "bulkhead-debugc"};  // comm: 15 chars at most
   int kills = 0;
-  // At most 5 each: the CMOS server keeps the default policy (fenced after 20 restarts in 10 s).
-  while (processAlive(run.pid) && kills < 15) {
+  // At most 4 each: CMOS and i8042 keep the default policy (fenced after 20 restarts in 10 s).
+  while (processAlive(run.pid) && kills < 16) {
     std::this_thread::sleep_for(std::chrono::milliseconds(gap(random)));
-    pid_t server = findChild(run.pid, victims[kills % 3]);
+    pid_t server = findChild(run.pid, victims[kills % 4]);
     if (server <= 0) continue;
     kill(server, SIGKILL);
     ++kills;
