@@ -23,6 +23,7 @@
 #include "kernel/boot/bios.h"
 #include "kernel/boot/flat.h"
 #include "kernel/boot/linux.h"
+#include "kernel/boot/memory-map.h"
 #include "kernel/boot/mp-table.h"
 #include "kernel/boot/multiboot.h"
 #include "kernel/exit-status.h"
@@ -320,6 +321,17 @@ int run(Options options) {
                     {"high", std::to_string((*vm)->memory().size() - low)},
                     {"cpus", std::to_string(options.cpus)}};
     specs.push_back(std::move(cmos));
+    DeviceSpec firmware;
+    firmware.kind = "fw-cfg";
+    std::string e820;
+    for (const MemoryMapEntry& entry : pcMemoryMap((*vm)->memory())) {
+      e820 += absl::StrFormat("%s%x:%x:%x", e820.empty() ? "" : ";", entry.base, entry.length,
+                              entry.type);
+    }
+    firmware.options = {{"ram", std::to_string((*vm)->memory().size())},
+                        {"cpus", std::to_string(options.cpus)},
+                        {"e820", e820}};
+    specs.push_back(std::move(firmware));
     DeviceSpec keyboard;
     keyboard.kind = "i8042";
     keyboard.mayExit = true;  // its reset line ends the VM

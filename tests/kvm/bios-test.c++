@@ -62,7 +62,10 @@ TEST(Bios, SeaBiosBootsTheBootSectorFromAVirtioDisk) {
   EXPECT_EQ(run.out, "mbr: stage 1\nmbr: stage 2 from INT 13h\n");
   // SeaBIOS's own log, through the debug console server.
   EXPECT_NE(run.err.find("SeaBIOS (version"), std::string::npos);
-  EXPECT_NE(run.err.find("RamSize: 0x04000000 [cmos]"), std::string::npos) << run.err;
+  // The memory map came from the fw_cfg server.
+  EXPECT_NE(run.err.find("Found QEMU fw_cfg"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("qemu/e820: addr 0x0000000000100000 len 0x0000000003f00000 [RAM]"),
+            std::string::npos);
   EXPECT_NE(run.err.find("found virtio-blk at 00:01.0"), std::string::npos);
   EXPECT_NE(run.err.find("Booting from Hard Disk"), std::string::npos);
 }
@@ -95,14 +98,15 @@ TEST(Bios, PlatformServersKilledDuringTheBootAreNotNoticed) {
                                "debugcon,restarts=100000/1s"});
   std::thread reader([&run]() { run.wait(); });
   std::mt19937 random(26);
-  std::uniform_int_distribution<int> gap(30, 120);
-  const char* victims[] = {"bulkhead-ide", "bulkhead-cmos", "bulkhead-i8042",
+  std::uniform_int_distribution<int> gap(10, 50);
+  const char* victims[] = {"bulkhead-ide", "bulkhead-cmos", "bulkhead-i8042", "bulkhead-fw-cfg",
                            "bulkhead-debugc"};  // comm: 15 chars at most
   int kills = 0;
-  // At most 4 each: CMOS and i8042 keep the default policy (fenced after 20 restarts in 10 s).
-  while (processAlive(run.pid) && kills < 16) {
+  // At most 4 each: the platform servers the core starts keep the default policy (fenced after
+  // 20 restarts in 10 s).
+  while (processAlive(run.pid) && kills < 20) {
     std::this_thread::sleep_for(std::chrono::milliseconds(gap(random)));
-    pid_t server = findChild(run.pid, victims[kills % 4]);
+    pid_t server = findChild(run.pid, victims[kills % 5]);
     if (server <= 0) continue;
     kill(server, SIGKILL);
     ++kills;
