@@ -114,9 +114,9 @@ absl::Status KvmVcpu::setBootState(const BootState& state) {
         realSegment(*segment);
       }
       break;
-    case CpuMode::PROTECTED32:
     case CpuMode::RESET:
       break;  // handled above
+    case CpuMode::PROTECTED32:
     case CpuMode::LONG64: {
       bool long64 = state.mode == CpuMode::LONG64;
       sregs.cs = flatSegment(long64 ? layout::CODE64_SELECTOR : layout::CODE32_SELECTOR,
