@@ -201,6 +201,13 @@ absl::StatusOr<std::unique_ptr<DeviceProcess>> DeviceProcess::start(kj::AsyncIoC
   DeviceProcess* raw = process.get();
   process->remote->onSupervisorFault(
       [raw](protocol::FaultAction::Which action) { raw->injectFault(action); });
+  // A fenced server is ended at once: alive, it could still ring its irqfd or write guest RAM
+  // through its DMA window.
+  process->remote->onFence([raw]() {
+    if (raw->signalServer(SIGKILL)) {
+      logf("device %s: its fenced server was sent SIGKILL", raw->spec.kind);
+    }
+  });
   RETURN_IF_ERROR(process->spawn());
   std::string failure;
   KJ_IF_MAYBE (exception, kj::runCatchingExceptions(
@@ -464,6 +471,7 @@ kj::Promise<void> DeviceProcess::supervise() {
     std::string how = reap();
     if (stopped) return kj::READY_NOW;
     if (remote->fenced()) {
+      logf("device %s: its fenced server %s", spec.kind, how);
       dropIncarnation();
       return kj::READY_NOW;
     }
@@ -535,10 +543,10 @@ void DeviceProcess::checkWatchdog(std::chrono::steady_clock::time_point now) {
 
 void DeviceProcess::killServer() { signalServer(SIGKILL); }
 
-void DeviceProcess::signalServer(int signal) {
+bool DeviceProcess::signalServer(int signal) {
   // By pidfd, so a recycled pid can never be hit; the lock keeps a restart from swapping it.
   std::lock_guard<std::mutex> lock(incarnationLock);
-  if (pidfd != nullptr) syscall(SYS_pidfd_send_signal, pidfd.get(), signal, nullptr, 0);
+  return pidfd != nullptr && syscall(SYS_pidfd_send_signal, pidfd.get(), signal, nullptr, 0) == 0;
 }
 
 void DeviceProcess::injectFault(protocol::FaultAction::Which action) {

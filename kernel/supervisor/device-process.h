@@ -125,7 +125,8 @@ class DeviceProcess {
   kj::Promise<void> whenServerExits();
   std::string reap();
   void killServer();
-  void signalServer(int signal);
+  // True when the signal reached a live server.
+  bool signalServer(int signal);
   // A supervisor fault (kill, stop, sever) from the device's fault plan; any thread.
   void injectFault(protocol::FaultAction::Which action);
   void dropIncarnation();

@@ -386,6 +386,7 @@ void RemoteDevice::fence(const std::string& reason) {
   if (isFenced.exchange(true, std::memory_order_acq_rel)) return;
   logf("device %s fenced: %s; its reads now return all-ones and writes are dropped", deviceName,
        reason);
+  if (fenceAction) fenceAction();
 }
 
 }  // namespace bulkhead

@@ -68,6 +68,8 @@ class RemoteDevice final : public IoHandler {
   void onSupervisorFault(std::function<void(protocol::FaultAction::Which)> action) {
     supervisorAction = std::move(action);
   }
+  // Called once, from the thread that fences (set before the guest runs).
+  void onFence(std::function<void()> action) { fenceAction = std::move(action); }
 
   uint64_t read(Space space, uint64_t address, unsigned size) override;
   void write(Space space, uint64_t address, unsigned size, uint64_t value,
@@ -138,6 +140,7 @@ class RemoteDevice final : public IoHandler {
   std::vector<uint64_t> lastFaultEvent;                         // per rule, for dedup
   FaultEngine supervisorFaults;                                 // under producerLock
   std::function<void(protocol::FaultAction::Which)> supervisorAction;
+  std::function<void()> fenceAction;
   StateRegionLayout* state;
   kj::AutoCloseFd output;
   std::mutex outputLock;

@@ -62,6 +62,9 @@ TEST(Hostile, LyingMessagesFenceTheDevice) {
     EXPECT_NE(run.err.find(c.reason), std::string::npos) << c.name << ": " << run.err;
     // After the fence the guest reads all-ones, as from an empty slot.
     EXPECT_NE(run.out.find(ALL_ONES), std::string::npos) << c.name << ": " << run.out;
+    // And the server is gone: a fenced server could still raise interrupts or touch guest RAM.
+    EXPECT_NE(run.err.find("its fenced server was sent SIGKILL"), std::string::npos)
+        << c.name << ": " << run.err;
   }
 }
 
