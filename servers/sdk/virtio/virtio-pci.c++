@@ -12,6 +12,7 @@ namespace {
 constexpr uint16_t VENDOR_ID = 0x1af4;
 constexpr uint16_t MODERN_DEVICE_BASE = 0x1040;
 constexpr uint16_t NO_VECTOR = 0xffff;
+constexpr uint8_t ISR_QUEUE = 1, ISR_CONFIG = 2;
 constexpr uint8_t CAPABILITIES_AT = 0x40;
 constexpr uint8_t CAP_VENDOR = 0x09;
 
@@ -179,10 +180,7 @@ void VirtioPciDevice::reset() {
     state.queues[i] = QueueState{};
     state.queues[i].size = i < model->queueCount() ? model->maxQueueSize() : 0;
   }
-  if (state.interruptLevel) {
-    state.interruptLevel = 0;
-    host.setPciInterrupt(false);
-  }
+  updateInterrupt();
   model->reset();
 }
 
@@ -201,10 +199,7 @@ uint64_t VirtioPciDevice::read(Space space, uint64_t address, unsigned size) {
     // Reading the ISR status acknowledges the interrupt (virtio spec 4.1.4.5).
     uint8_t isr = state.isr;
     state.isr = 0;
-    if (state.interruptLevel) {
-      state.interruptLevel = 0;
-      host.setPciInterrupt(false);
-    }
+    updateInterrupt();
     return isr;
   }
   if (address >= DEVICE_OFFSET && address < NOTIFY_OFFSET) {
@@ -349,16 +344,23 @@ bool VirtioPciDevice::live(unsigned queue) const {
          (state.status & STATUS_DRIVER_OK) && !(state.status & STATUS_NEEDS_RESET);
 }
 
-bool VirtioPciDevice::complete(unsigned index, Virtqueue& virtqueue,
-                               const std::function<int64_t(const Chain&)>& fill, bool* completed) {
+VirtioPciDevice::Step VirtioPciDevice::serveNext(unsigned index, Virtqueue& virtqueue,
+                                                 const std::function<int64_t(const Chain&)>& fill) {
+  std::string why;
+  Virtqueue::Pop popped = virtqueue.pop(chain, &why);
+  if (popped == Virtqueue::Pop::EMPTY) return Step::EMPTY;
+  if (popped == Virtqueue::Pop::BROKEN) {
+    breakDevice(kj::str("queue ", index, ": ", why.c_str()).cStr());
+    return Step::STOPPED;
+  }
   int64_t written = fill(chain);
   if (written == BUSY) {
     --state.queues[index].lastAvail;  // still available: served again on kick()
-    return false;
+    return Step::STOPPED;
   }
   if (written < 0 || static_cast<uint64_t>(written) > chain.writableBytes) {
     breakDevice(kj::str("queue ", index, ": the device refused a malformed request").cStr());
-    return false;
+    return Step::STOPPED;
   }
   // Commit the chain as served (with whatever output it made) before the guest can see it
   // completed: a successor then publishes it if we do not, and never serves it twice.
@@ -370,10 +372,17 @@ bool VirtioPciDevice::complete(unsigned index, Virtqueue& virtqueue,
   queue.pending = 0;
   if (!virtqueue.push(chain.head, written)) {
     breakDevice(kj::str("queue ", index, ": the used ring left guest RAM").cStr());
-    return false;
+    return Step::STOPPED;
   }
-  *completed = true;
-  return true;
+  return Step::SERVED;
+}
+
+void VirtioPciDevice::finishBatch(Virtqueue& virtqueue, bool completed) {
+  host.stateChanged();
+  if (completed && virtqueue.wantsInterrupt()) {
+    state.isr |= ISR_QUEUE;
+    updateInterrupt();
+  }
 }
 
 void VirtioPciDevice::notify(unsigned index) {
@@ -384,55 +393,34 @@ void VirtioPciDevice::notify(unsigned index) {
   }
   const DmaMemory& memory = host.dma();
   Virtqueue virtqueue(memory, state.queues[index]);
-  bool completed = false;
   auto serve = [&](const Chain& c) { return model->serve(index, c, memory); };
-  for (;;) {
-    std::string why;
-    Virtqueue::Pop popped = virtqueue.pop(chain, &why);
-    if (popped == Virtqueue::Pop::EMPTY) break;
-    if (popped == Virtqueue::Pop::BROKEN) {
-      breakDevice(kj::str("queue ", index, ": ", why.c_str()).cStr());
-      break;
-    }
-    if (!complete(index, virtqueue, serve, &completed)) break;
-  }
-  host.stateChanged();
-  if (completed && virtqueue.wantsInterrupt()) raiseInterrupt();
+  bool completed = false;
+  while (serveNext(index, virtqueue, serve) == Step::SERVED) completed = true;
+  finishBatch(virtqueue, completed);
 }
 
 bool VirtioPciDevice::offer(unsigned index, const std::function<int64_t(const Chain&)>& fill) {
   if (!live(index)) return false;
   Virtqueue virtqueue(host.dma(), state.queues[index]);
-  std::string why;
-  Virtqueue::Pop popped = virtqueue.pop(chain, &why);
-  if (popped == Virtqueue::Pop::EMPTY) return false;
-  if (popped == Virtqueue::Pop::BROKEN) {
-    breakDevice(kj::str("queue ", index, ": ", why.c_str()).cStr());
-    return false;
-  }
-  bool completed = false;
-  bool served = complete(index, virtqueue, fill, &completed);
-  host.stateChanged();
-  if (completed && virtqueue.wantsInterrupt()) raiseInterrupt();
-  return served;
+  Step step = serveNext(index, virtqueue, fill);
+  if (step == Step::EMPTY) return false;
+  finishBatch(virtqueue, step == Step::SERVED);
+  return step == Step::SERVED;
 }
 
 void VirtioPciDevice::configChanged() {
   ++state.configGeneration;
-  state.isr |= 2;
-  if (!state.interruptLevel) {
-    state.interruptLevel = 1;
-    host.setPciInterrupt(true);
-  }
+  state.isr |= ISR_CONFIG;
+  updateInterrupt();
   host.stateChanged();
 }
 
-void VirtioPciDevice::raiseInterrupt() {
-  state.isr |= 1;
-  if (!state.interruptLevel) {
-    state.interruptLevel = 1;
-    host.setPciInterrupt(true);
-  }
+void VirtioPciDevice::updateInterrupt() {
+  // INTx is asserted exactly while the ISR has a cause (virtio spec 4.1.4.5).
+  bool level = state.isr != 0;
+  if (level == static_cast<bool>(state.interruptLevel)) return;
+  state.interruptLevel = level;
+  host.setPciInterrupt(level);
 }
 
 void VirtioPciDevice::breakDevice(const std::string& why) {
@@ -441,14 +429,7 @@ void VirtioPciDevice::breakDevice(const std::string& why) {
             why.c_str());
   }
   state.status |= STATUS_NEEDS_RESET;
-  // A configuration change interrupt tells the driver to look at the status.
-  state.isr |= 2;
-  ++state.configGeneration;
-  if (!state.interruptLevel) {
-    state.interruptLevel = 1;
-    host.setPciInterrupt(true);
-  }
-  host.stateChanged();
+  configChanged();  // the driver is told to look at the status
 }
 
 }  // namespace bulkhead::sdk::virtio

@@ -133,11 +133,16 @@ class VirtioPciDevice final : public Device, public VirtioQueues {
   uint64_t readConfigSpace(uint64_t offset, unsigned size);
   void reset();
   void breakDevice(const std::string& why);
-  void raiseInterrupt();
+  // Drives INTx from the ISR: raised while it holds a cause, lowered once it is read.
+  void updateInterrupt();
   bool live(unsigned queue) const;
-  // Serves one popped chain with `fill`: false when the queue broke or the chain was BUSY.
-  bool complete(unsigned queue, Virtqueue& virtqueue,
-                const std::function<int64_t(const Chain&)>& fill, bool* completed);
+  // Takes the next available chain of queue `index` and serves it with `fill`: EMPTY when there
+  // is none, STOPPED when the queue broke or the backend was BUSY.
+  enum class Step { EMPTY, SERVED, STOPPED };
+  Step serveNext(unsigned index, Virtqueue& virtqueue,
+                 const std::function<int64_t(const Chain&)>& fill);
+  // After serving: checkpoint, and interrupt the driver if it wants to hear of completions.
+  void finishBatch(Virtqueue& virtqueue, bool completed);
   QueueState* selected();
 
   DeviceHost& host;
