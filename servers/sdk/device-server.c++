@@ -682,6 +682,20 @@ void describePci(const PciIdentity& identity, protocol::PciFunction::Builder pci
   }
 }
 
+// Our own copies of descriptors that arrived with an RPC (the RPC system closes its own): each
+// one must have arrived.
+std::vector<kj::AutoCloseFd> keep(kj::ArrayPtr<kj::Maybe<int>> received) {
+  std::vector<kj::AutoCloseFd> owned;
+  for (auto& maybeFd : received) {
+    KJ_IF_MAYBE (fd, maybeFd) {
+      owned.emplace_back(fcntl(*fd, F_DUPFD_CLOEXEC, 3));
+    } else {
+      KJ_FAIL_REQUIRE("a file descriptor did not arrive");
+    }
+  }
+  return owned;
+}
+
 class DeviceImpl final : public protocol::Device::Server {
  public:
   explicit DeviceImpl(Runtime& runtime, kj::StringPtr name) : runtime(runtime), name(name) {}
@@ -709,14 +723,7 @@ class DeviceImpl final : public protocol::Device::Server {
     return kj::joinPromises(fds.releaseAsArray())
         .then([this, context, slots, backendCount,
                config = kj::mv(config)](kj::Array<kj::Maybe<int>> received) mutable {
-          kj::Vector<kj::AutoCloseFd> owned;
-          for (auto& maybeFd : received) {
-            KJ_IF_MAYBE (fd, maybeFd) {
-              owned.add(kj::AutoCloseFd(fcntl(*fd, F_DUPFD_CLOEXEC, 3)));
-            } else {
-              KJ_FAIL_REQUIRE("a file descriptor did not arrive");
-            }
-          }
+          std::vector<kj::AutoCloseFd> owned = keep(received);
           constexpr size_t CHANNEL_FDS = 4;
           for (size_t i = CHANNEL_FDS; i < CHANNEL_FDS + backendCount; ++i) {
             config.backends.push_back(owned[i].get());
@@ -768,14 +775,7 @@ class DeviceImpl final : public protocol::Device::Server {
     size_t bells = params.getDoorbells().size();
     return kj::joinPromises(fds.releaseAsArray())
         .then([this, bells, interrupt, resample](kj::Array<kj::Maybe<int>> received) {
-          std::vector<kj::AutoCloseFd> owned;
-          for (auto& maybeFd : received) {
-            KJ_IF_MAYBE (fd, maybeFd) {
-              owned.emplace_back(fcntl(*fd, F_DUPFD_CLOEXEC, 3));
-            } else {
-              KJ_FAIL_REQUIRE("a file descriptor did not arrive");
-            }
-          }
+          std::vector<kj::AutoCloseFd> owned = keep(received);
           kj::AutoCloseFd interruptFd, resampleFd;
           size_t next = bells;
           if (interrupt) interruptFd = kj::mv(owned[next++]);
