@@ -70,17 +70,13 @@ absl::Status GuestMemory::addRom(uint64_t guestPhysical, kj::ArrayPtr<const uint
 }
 
 uint8_t* GuestMemory::span(uint64_t address, uint64_t length) {
-  for (const RamRegion& region : romRegions) {
-    if (address < region.guestPhysical) continue;
-    uint64_t offset = address - region.guestPhysical;
-    if (offset > region.size || length > region.size - offset) continue;
-    return region.host + offset;
-  }
-  for (const RamRegion& region : ramRegions) {
-    if (address < region.guestPhysical) continue;
-    uint64_t offset = address - region.guestPhysical;
-    if (offset > region.size || length > region.size - offset) continue;
-    return region.host + offset;
+  for (const auto* list : {&romRegions, &ramRegions}) {
+    for (const RamRegion& region : *list) {
+      if (address < region.guestPhysical) continue;
+      uint64_t offset = address - region.guestPhysical;
+      if (offset > region.size || length > region.size - offset) continue;
+      return region.host + offset;
+    }
   }
   return nullptr;
 }

@@ -8,6 +8,7 @@
 #include <absl/strings/str_format.h>
 
 #include "kernel/base/errno-status.h"
+#include "kernel/base/status-macros.h"
 #include "kernel/vcpu/kvm/kvm-vcpu.h"
 
 namespace bulkhead {
@@ -57,35 +58,31 @@ absl::StatusOr<std::unique_ptr<KvmVm>> KvmVm::create() {
   return std::unique_ptr<KvmVm>(new KvmVm(kj::mv(kvm), kj::mv(vm), runBytes));
 }
 
+absl::Status KvmVm::addSlot(const RamRegion& region, uint32_t flags, const char* what) {
+  kvm_userspace_memory_region slot{};
+  slot.slot = nextSlot++;
+  slot.flags = flags;
+  slot.guest_phys_addr = region.guestPhysical;
+  slot.memory_size = region.size;
+  slot.userspace_addr = reinterpret_cast<uint64_t>(region.host);
+  if (ioctl(vmFd.get(), KVM_SET_USER_MEMORY_REGION, &slot) < 0) {
+    return errnoStatus(absl::StrFormat("registering %s at %#x+%#x with KVM", what,
+                                       region.guestPhysical, region.size));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status KvmVm::mapMemory(GuestMemory& memory) {
   for (const RamRegion& region : memory.regions()) {
-    kvm_userspace_memory_region slot{};
-    slot.slot = nextSlot++;
-    slot.guest_phys_addr = region.guestPhysical;
-    slot.memory_size = region.size;
-    slot.userspace_addr = reinterpret_cast<uint64_t>(region.host);
-    if (ioctl(vmFd.get(), KVM_SET_USER_MEMORY_REGION, &slot) < 0) {
-      return errnoStatus(absl::StrFormat("registering guest RAM at %#x+%#x with KVM",
-                                         region.guestPhysical, region.size));
-    }
+    RETURN_IF_ERROR(addSlot(region, 0, "guest RAM"));
   }
   return absl::OkStatus();
 }
 
 absl::Status KvmVm::mapRom(const RamRegion& rom) {
-  kvm_userspace_memory_region slot{};
-  slot.slot = nextSlot++;
-  slot.guest_phys_addr = rom.guestPhysical;
-  slot.memory_size = rom.size;
-  slot.userspace_addr = reinterpret_cast<uint64_t>(rom.host);
-  if (ioctl(kvmFd.get(), KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) > 0) {
-    slot.flags = KVM_MEM_READONLY;  // a write becomes an MMIO exit, which nobody claims
-  }
-  if (ioctl(vmFd.get(), KVM_SET_USER_MEMORY_REGION, &slot) < 0) {
-    return errnoStatus(
-        absl::StrFormat("registering a ROM at %#x+%#x with KVM", rom.guestPhysical, rom.size));
-  }
-  return absl::OkStatus();
+  // Read-only where KVM can: a write then becomes an MMIO exit, which nobody claims.
+  bool readOnly = ioctl(kvmFd.get(), KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) > 0;
+  return addSlot(rom, readOnly ? KVM_MEM_READONLY : 0, "a ROM");
 }
 
 absl::Status KvmVm::createPit() {

@@ -39,6 +39,8 @@ class KvmVm {
   absl::Status addIrqfd(uint32_t gsi, int fd, int resampleFd);
 
  private:
+  absl::Status addSlot(const RamRegion& region, uint32_t flags, const char* what);
+
   KvmVm(kj::AutoCloseFd kvm, kj::AutoCloseFd vm, size_t runBytes)
       : kvmFd(kj::mv(kvm)), vmFd(kj::mv(vm)), runBytes(runBytes) {}
 
