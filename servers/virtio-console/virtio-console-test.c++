@@ -14,9 +14,6 @@ namespace {
 using namespace sdk::virtio;
 using namespace sdk::virtio::testing;
 
-constexpr uint64_t RX_DESCRIPTORS = RAM_BASE + 0x4000;
-constexpr uint64_t RX_AVAIL = RAM_BASE + 0x5000;
-constexpr uint64_t RX_USED = RAM_BASE + 0x6000;
 constexpr uint64_t RX_BUFFER = DATA + 0x10000;
 
 class VirtioConsoleTest : public ::testing::Test {
@@ -25,26 +22,11 @@ class VirtioConsoleTest : public ::testing::Test {
     EXPECT_EQ(pipe2(input, O_NONBLOCK), 0);
     device = std::make_unique<VirtioPciDevice>(host, std::make_unique<VirtioConsole>(input[0]));
     driver = std::make_unique<TestDriver>(host, *device);
-    driver->bar(0x14, 1, 0);
-    driver->bar(0x14, 1, 1 | 2);
-    driver->bar(0x08, 4, 1);
-    driver->bar(0x0c, 4, 1);  // VERSION_1
-    driver->bar(0x14, 1, 1 | 2 | 8);
-    setQueue(0, RX_DESCRIPTORS, RX_AVAIL, RX_USED);
-    setQueue(1, DESCRIPTORS, AVAIL, USED);
-    driver->bar(0x14, 1, 1 | 2 | 4 | 8);
+    driver->startTwoQueues();
   }
   ~VirtioConsoleTest() override {
     close(input[0]);
     close(input[1]);
-  }
-  void setQueue(uint16_t index, uint64_t descriptors, uint64_t avail, uint64_t used) {
-    driver->bar(0x16, 2, index);
-    driver->bar(0x18, 2, 16);
-    driver->bar(0x20, 8, descriptors);
-    driver->bar(0x28, 8, avail);
-    driver->bar(0x30, 8, used);
-    driver->bar(0x1c, 2, 1);
   }
 
   TestHost host;

@@ -14,9 +14,6 @@ namespace {
 using namespace sdk::virtio;
 using namespace sdk::virtio::testing;
 
-constexpr uint64_t RX_DESCRIPTORS = RAM_BASE + 0x4000;
-constexpr uint64_t RX_AVAIL = RAM_BASE + 0x5000;
-constexpr uint64_t RX_USED = RAM_BASE + 0x6000;
 constexpr uint64_t TX_FRAME = DATA;
 constexpr uint64_t RX_BUFFER = DATA + 0x10000;
 
@@ -27,28 +24,12 @@ class VirtioNetTest : public ::testing::Test {
     device = std::make_unique<VirtioPciDevice>(
         host,
         std::make_unique<VirtioNet>(pair[0], false, std::array<uint8_t, 6>{2, 0, 0, 0, 0, 7}));
-    // Queue 0 (receive) at its own place, queue 1 (transmit) where TestDriver puts queue 0.
     driver = std::make_unique<TestDriver>(host, *device);
-    driver->bar(0x14, 1, 0);
-    driver->bar(0x14, 1, 1 | 2);
-    driver->bar(0x08, 4, 1);
-    driver->bar(0x0c, 4, 1);  // VERSION_1
-    driver->bar(0x14, 1, 1 | 2 | 8);
-    setQueue(0, RX_DESCRIPTORS, RX_AVAIL, RX_USED);
-    setQueue(1, DESCRIPTORS, AVAIL, USED);
-    driver->bar(0x14, 1, 1 | 2 | 4 | 8);
+    driver->startTwoQueues();
   }
   ~VirtioNetTest() override {
     close(pair[0]);
     close(pair[1]);
-  }
-  void setQueue(uint16_t index, uint64_t descriptors, uint64_t avail, uint64_t used) {
-    driver->bar(0x16, 2, index);
-    driver->bar(0x18, 2, 16);
-    driver->bar(0x20, 8, descriptors);
-    driver->bar(0x28, 8, avail);
-    driver->bar(0x30, 8, used);
-    driver->bar(0x1c, 2, 1);
   }
   // One receive buffer of `bytes` at RX_BUFFER, made available on the receive queue.
   void offerReceiveBuffer(uint32_t bytes) {

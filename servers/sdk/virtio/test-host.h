@@ -20,6 +20,11 @@ constexpr uint64_t DESCRIPTORS = RAM_BASE;
 constexpr uint64_t AVAIL = RAM_BASE + 0x1000;
 constexpr uint64_t USED = RAM_BASE + 0x2000;
 constexpr uint64_t DATA = RAM_BASE + 0x10000;
+// For devices with a receive queue 0 and a transmit queue 1 (startTwoQueues): queue 1 goes where
+// start() puts queue 0, queue 0 here.
+constexpr uint64_t RX_DESCRIPTORS = RAM_BASE + 0x4000;
+constexpr uint64_t RX_AVAIL = RAM_BASE + 0x5000;
+constexpr uint64_t RX_USED = RAM_BASE + 0x6000;
 
 class TestHost final : public DeviceHost {
  public:
@@ -86,6 +91,21 @@ class TestDriver {
 
   // Returns the device status after DRIVER_OK (FEATURES_OK cleared if refused).
   uint8_t start(uint64_t features) {
+    negotiate(features);
+    setQueue(0, DESCRIPTORS, AVAIL, USED);
+    bar(0x14, 1, 1 | 2 | 4 | 8);
+    return bar(0x14, 1);
+  }
+
+  // VERSION_1 only; queue 0 at RX_*, queue 1 where start() puts queue 0.
+  void startTwoQueues() {
+    negotiate(F_VERSION_1);
+    setQueue(0, RX_DESCRIPTORS, RX_AVAIL, RX_USED);
+    setQueue(1, DESCRIPTORS, AVAIL, USED);
+    bar(0x14, 1, 1 | 2 | 4 | 8);
+  }
+
+  void negotiate(uint64_t features) {
     bar(0x14, 1, 0);
     bar(0x14, 1, 1 | 2);
     bar(0x08, 4, 0);
@@ -93,14 +113,15 @@ class TestDriver {
     bar(0x08, 4, 1);
     bar(0x0c, 4, features >> 32);
     bar(0x14, 1, 1 | 2 | 8);
-    bar(0x16, 2, 0);
+  }
+
+  void setQueue(uint16_t index, uint64_t descriptors, uint64_t avail, uint64_t used) {
+    bar(0x16, 2, index);
     bar(0x18, 2, SIZE);
-    bar(0x20, 8, DESCRIPTORS);
-    bar(0x28, 8, AVAIL);
-    bar(0x30, 8, USED);
+    bar(0x20, 8, descriptors);
+    bar(0x28, 8, avail);
+    bar(0x30, 8, used);
     bar(0x1c, 2, 1);
-    bar(0x14, 1, 1 | 2 | 4 | 8);
-    return bar(0x14, 1);
   }
 
   struct Piece {
