@@ -289,6 +289,8 @@ int run(Options options) {
   config.memoryBytes = options.memoryBytes;
   config.cpus = options.cpus;
   config.cpu = options.cpu;
+  config.accel = options.accel;
+  config.deterministic = options.deterministic;
   config.handleSignals = true;
   config.faultLog = options.faultLog;
   config.controlPath = options.controlPath;

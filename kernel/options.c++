@@ -115,6 +115,10 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
     if (flag.rfind("--", 0) != 0) {
       return bad(absl::StrFormat("unexpected argument '%s' (options start with --)", flag));
     }
+    if (flag == "--deterministic") {
+      options.deterministic = true;
+      continue;
+    }
     if (i + 1 >= arguments.size()) return bad(absl::StrFormat("%s needs a value", flag));
     const std::string& value = arguments[++i];
     if (flag == "--kernel") {
@@ -208,6 +212,12 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
       options.bios = value;
     } else if (flag == "--initrd") {
       options.initrd = value;
+    } else if (flag == "--accel") {
+      if (value != "kvm" && value != "emu") {
+        return bad(absl::StrFormat(
+            "--accel '%s' is not a backend (kvm: the host's KVM; emu: the software CPU)", value));
+      }
+      options.accel = value;
     } else if (flag == "--cpu") {
       absl::StatusOr<CpuModel> model = parseCpuModel(value);
       if (!model.ok()) return model.status();
@@ -326,6 +336,10 @@ common options:
   --trace exits[,FILE] log every vCPU exit with the instruction that caused it (to stderr, or
                        FILE); at most a million lines
   --cpus N             vCPUs (default 1)
+  --accel kvm|emu      the CPU backend: KVM, or the software CPU (docs/emu.md); default KVM
+                       where /dev/kvm can be opened, else emu
+  --deterministic      (emu) a virtual clock driven by the instruction count: the same guest,
+                       devices, fault plan and seed give the same run
   --cpu MODEL[,+FEATURE,-FEATURE]...
                        the guest's CPUID: host (all KVM offers; default) or kvm64 (an x86-64
                        baseline), with features added or hidden, e.g. host,-cx16,-xsave

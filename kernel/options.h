@@ -37,6 +37,8 @@ struct Options {
   uint64_t memoryBytes = 64ull << 20;
   unsigned cpus = 1;
   CpuModel cpu;
+  std::string accel;  // "", "kvm" or "emu"
+  bool deterministic = false;
   Serial serial = Serial::STDIO;
   std::string serialPath;
   std::vector<std::pair<std::string, std::string>> serialOptions;  // after the mode

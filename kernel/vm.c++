@@ -15,6 +15,8 @@
 #include "kernel/control/control-server.h"
 #include "kernel/debug/gdb-stub.h"
 #include "kernel/exit-status.h"
+#include "kernel/vcpu/emu/emu-machine.h"
+#include "kernel/vcpu/kvm/kvm-vm.h"
 #include "servers/sdk/fault-plan.h"
 
 namespace bulkhead {
@@ -41,6 +43,28 @@ const char* internalErrorName(uint32_t suberror) {
   }
 }
 
+absl::StatusOr<std::unique_ptr<Accelerator>> createAccelerator(const VmConfig& config,
+                                                               GuestMemory& memory, IoBus& bus) {
+  std::string why;
+  std::string accel = config.accel;
+  if (accel.empty()) {
+    accel = KvmVm::available(&why) ? "kvm" : "emu";
+    if (accel == "emu") logf("--accel: %s; using the software CPU (--accel emu)", why);
+  }
+  if (config.deterministic && accel != "emu") {
+    return absl::InvalidArgumentError(
+        "--deterministic needs the software CPU; add --accel emu (KVM cannot count "
+        "instructions exactly)");
+  }
+  if (accel == "kvm") {
+    ASSIGN_OR_RETURN(std::unique_ptr<KvmVm> kvm, KvmVm::create());
+    return std::unique_ptr<Accelerator>(std::move(kvm));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<EmuMachine> emu,
+                   EmuMachine::create(memory, bus, config.deterministic));
+  return std::unique_ptr<Accelerator>(std::move(emu));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Vm>> Vm::create(const VmConfig& config, kj::AsyncIoContext& io) {
@@ -48,19 +72,19 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::create(const VmConfig& config, kj::Async
     return absl::InvalidArgumentError("--cpus must be between 1 and 64");
   }
   std::unique_ptr<Vm> vm(new Vm(io, config));
-  ASSIGN_OR_RETURN(vm->kvm, KvmVm::create());
   ASSIGN_OR_RETURN(vm->ram, GuestMemory::create(config.memoryBytes));
-  RETURN_IF_ERROR(vm->kvm->mapMemory(*vm->ram));
+  ASSIGN_OR_RETURN(vm->accel, createAccelerator(config, *vm->ram, vm->ioBus));
+  RETURN_IF_ERROR(vm->accel->mapMemory(*vm->ram));
   RETURN_IF_ERROR(vm->pciHost.attach(vm->ioBus));
   Vm* raw = vm.get();
   vm->pciHost.onDoorbellMoved(
       [raw](bool pio, uint64_t address, unsigned size, uint64_t value, int fd, bool assign) {
-        absl::Status status = raw->kvm->setIoeventfd(pio, address, size, value, fd, assign);
+        absl::Status status = raw->accel->setIoeventfd(pio, address, size, value, fd, assign);
         // Without it the write still reaches the device, through an exit and the channel.
         if (!status.ok() && raw->irqFailures.admit()) logf("doorbell: %s", status.message());
       });
   for (unsigned i = 0; i < config.cpus; ++i) {
-    ASSIGN_OR_RETURN(std::unique_ptr<KvmVcpu> vcpu, vm->kvm->createVcpu(i, config.cpu));
+    ASSIGN_OR_RETURN(std::unique_ptr<Vcpu> vcpu, vm->accel->createVcpu(i, config.cpu));
     vm->vcpus.push_back(std::move(vcpu));
   }
   int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -71,6 +95,7 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::create(const VmConfig& config, kj::Async
   vm->debugEvent = kj::AutoCloseFd(fd);
   if (config.traceExits) {
     ASSIGN_OR_RETURN(vm->trace, ExitTrace::open(config.tracePath));
+    vm->accel->setTrace(vm->trace.get());
   }
   if (!config.faultLog.empty()) {
     int log = open(config.faultLog.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -110,11 +135,11 @@ std::vector<DmaGrant> Vm::dmaGrants() {
 }
 
 absl::Status Vm::addIrqfd(uint32_t gsi, int fd, int resampleFd) {
-  return kvm->addIrqfd(gsi, fd, resampleFd);
+  return accel->addIrqfd(gsi, fd, resampleFd);
 }
 
 void Vm::setIrqLine(uint32_t line, bool level) {
-  absl::Status status = kvm->setIrqLine(line, level);
+  absl::Status status = accel->setIrqLine(line, level);
   if (!status.ok() && irqFailures.admit()) logf("interrupt line %u: %s", line, status.message());
 }
 
@@ -214,7 +239,7 @@ void Vm::handleMmio(kvm_run& run) {
   }
 }
 
-void Vm::vcpuLoop(KvmVcpu& vcpu) {
+void Vm::vcpuLoop(Vcpu& vcpu) {
   sigset_t kick;
   sigemptyset(&kick);
   sigaddset(&kick, KICK_SIGNAL);
@@ -320,16 +345,12 @@ std::string Vm::describeExit(const kvm_run& run) {
       uint64_t value = 0;
       memcpy(&value, reinterpret_cast<const uint8_t*>(&run) + io.data_offset,
              io.size <= 8 ? io.size : 8);
-      return absl::StrFormat("io %s port 0x%x size %u value 0x%x%s",
-                             io.direction == KVM_EXIT_IO_OUT ? "out" : "in", io.port, io.size,
-                             value, io.count > 1 ? absl::StrFormat(" (x%u)", io.count) : "");
+      return describeIo(io.direction == KVM_EXIT_IO_OUT, io.port, io.size, value, io.count);
     }
     case KVM_EXIT_MMIO: {
       uint64_t value = 0;
       memcpy(&value, run.mmio.data, run.mmio.len <= 8 ? run.mmio.len : 8);
-      return absl::StrFormat("mmio %s 0x%x size %u value 0x%x",
-                             run.mmio.is_write ? "write" : "read", run.mmio.phys_addr, run.mmio.len,
-                             value);
+      return describeMmio(run.mmio.is_write, run.mmio.phys_addr, run.mmio.len, value);
     }
     case KVM_EXIT_HLT:
       return "hlt";
@@ -495,7 +516,7 @@ int Vm::run() {
   }
 
   for (auto& vcpu : vcpus) {
-    KvmVcpu* raw = vcpu.get();
+    Vcpu* raw = vcpu.get();
     threads.emplace_back([this, raw]() {
       raw->setThread(pthread_self());
       vcpuLoop(*raw);

@@ -24,8 +24,7 @@
 #include "kernel/guestview/exit-trace.h"
 #include "kernel/memory/guest-memory.h"
 #include "kernel/supervisor/device-process.h"
-#include "kernel/vcpu/kvm/kvm-vcpu.h"
-#include "kernel/vcpu/kvm/kvm-vm.h"
+#include "kernel/vcpu/vcpu.h"
 
 namespace bulkhead {
 
@@ -35,6 +34,10 @@ struct VmConfig {
   uint64_t memoryBytes = 64 * MIB;
   unsigned cpus = 1;
   CpuModel cpu;  // --cpu
+  // --accel: "kvm", "emu" (the software CPU), or "" for KVM where usable, else emu.
+  std::string accel;
+  // --deterministic (emu only): a virtual clock driven by the instruction count.
+  bool deterministic = false;
   // SIGINT and SIGTERM end the VM cleanly; the caller must have called
   // kj::UnixEventPort::captureSignal() for both before creating the event loop.
   bool handleSignals = false;
@@ -66,8 +69,9 @@ class Vm final : public DeviceSink, public DevicePlatform {
   // Sets every vCPU's starting state (vCPU 0 boots; others start the same way for now).
   absl::Status setBootState(const BootState& state);
   // A ROM region of guest memory, mapped for the guest (memory().addRom first).
-  absl::Status mapRom(const RamRegion& rom) { return kvm->mapRom(rom); }
-  absl::Status createPit() { return kvm->createPit(); }
+  absl::Status mapRom(const RamRegion& rom) { return accel->mapRom(rom); }
+  absl::Status createPit() { return accel->createPit(); }
+  const char* accelName() const { return accel->name(); }
 
   // Runs the guest until it ends; returns the exit status.
   int run();
@@ -104,7 +108,7 @@ class Vm final : public DeviceSink, public DevicePlatform {
 
  private:
   Vm(kj::AsyncIoContext& io, const VmConfig& config) : io(io), config(config) {}
-  void vcpuLoop(KvmVcpu& vcpu);
+  void vcpuLoop(Vcpu& vcpu);
   void parkIfPaused();
   void handleIo(kvm_run& run);
   void handleMmio(kvm_run& run);
@@ -117,10 +121,10 @@ class Vm final : public DeviceSink, public DevicePlatform {
 
   kj::AsyncIoContext& io;
   VmConfig config;
-  std::unique_ptr<KvmVm> kvm;
+  std::unique_ptr<Accelerator> accel;
   std::unique_ptr<GuestMemory> ram;
   std::unique_ptr<ExitTrace> trace;
-  std::vector<std::unique_ptr<KvmVcpu>> vcpus;
+  std::vector<std::unique_ptr<Vcpu>> vcpus;
   std::vector<std::thread> threads;
   IoBus ioBus;
   PciHost pciHost;

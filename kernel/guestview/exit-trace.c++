@@ -26,4 +26,14 @@ void ExitTrace::record(unsigned vcpu, const std::string& exit, const std::string
   (void)ignored;
 }
 
+std::string describeIo(bool out, uint16_t port, unsigned size, uint64_t value, uint32_t count) {
+  return absl::StrFormat("io %s port 0x%x size %u value 0x%x%s", out ? "out" : "in", port, size,
+                         value, count > 1 ? absl::StrFormat(" (x%u)", count) : "");
+}
+
+std::string describeMmio(bool write, uint64_t address, unsigned size, uint64_t value) {
+  return absl::StrFormat("mmio %s 0x%x size %u value 0x%x", write ? "write" : "read", address, size,
+                         value);
+}
+
 }  // namespace bulkhead

@@ -29,4 +29,9 @@ class ExitTrace {
   uint64_t written = 0;
 };
 
+// The exit descriptions both CPU backends use: "io out port 0x3f8 size 1 value 0x68" and
+// "mmio write 0xfebf0000 size 4 value 0x1".
+std::string describeIo(bool out, uint16_t port, unsigned size, uint64_t value, uint32_t count);
+std::string describeMmio(bool write, uint64_t address, unsigned size, uint64_t value);
+
 }  // namespace bulkhead

@@ -20,13 +20,35 @@ namespace {
 std::string programPath;
 std::string guestsPath;
 std::string controlTool;
+
+// Runs the binary under test in this (forked) process; never returns.
+[[noreturn]] void execBulkhead(const std::vector<std::string>& arguments) {
+  std::vector<std::string> all = arguments;
+  if (!all.empty() && all[0] == "run" && !testAccel().empty()) {
+    all.insert(all.begin() + 1, {"--accel", testAccel()});
+  }
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(programPath.c_str()));
+  for (const std::string& argument : all) argv.push_back(const_cast<char*>(argument.c_str()));
+  argv.push_back(nullptr);
+  execv(programPath.c_str(), argv.data());
+  _exit(127);
+}
+
 }  // namespace
+
+const std::string& testAccel() {
+  static const std::string accel =
+      getenv("BULKHEAD_TEST_ACCEL") ? getenv("BULKHEAD_TEST_ACCEL") : "";
+  return accel;
+}
 
 const std::string& bulkheadPath() { return programPath; }
 const std::string& guestDir() { return guestsPath; }
 const std::string& ctlPath() { return controlTool; }
 
 bool kvmUsable(std::string* reason) {
+  if (testAccel() == "emu") return true;  // the software CPU needs no /dev/kvm
   int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
   if (fd < 0) {
     *reason = std::string("needs /dev/kvm, which cannot be opened here: ") + strerror(errno);
@@ -42,13 +64,7 @@ pid_t startBulkhead(const std::vector<std::string>& arguments, int outFd) {
     int devNull = open("/dev/null", O_RDWR);
     dup2(devNull, STDIN_FILENO);
     dup2(outFd >= 0 ? outFd : devNull, STDOUT_FILENO);
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(programPath.c_str()));
-    for (const std::string& argument : arguments)
-      argv.push_back(const_cast<char*>(argument.c_str()));
-    argv.push_back(nullptr);
-    execv(programPath.c_str(), argv.data());
-    _exit(127);
+    execBulkhead(arguments);
   }
   return pid;
 }
@@ -64,13 +80,7 @@ Capture startCaptured(const std::vector<std::string>& arguments) {
     dup2(devNull, STDIN_FILENO);
     dup2(out[1], STDOUT_FILENO);
     dup2(err[1], STDERR_FILENO);
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(programPath.c_str()));
-    for (const std::string& argument : arguments)
-      argv.push_back(const_cast<char*>(argument.c_str()));
-    argv.push_back(nullptr);
-    execv(programPath.c_str(), argv.data());
-    _exit(127);
+    execBulkhead(arguments);
   }
   close(out[1]);
   close(err[1]);
@@ -161,13 +171,7 @@ RunResult runBulkhead(const std::vector<std::string>& arguments, int timeoutSeco
     dup2(devNull, STDIN_FILENO);
     dup2(out[1], STDOUT_FILENO);
     dup2(err[1], STDERR_FILENO);
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(programPath.c_str()));
-    for (const std::string& argument : arguments)
-      argv.push_back(const_cast<char*>(argument.c_str()));
-    argv.push_back(nullptr);
-    execv(programPath.c_str(), argv.data());
-    _exit(127);
+    execBulkhead(arguments);
   }
   close(out[1]);
   close(err[1]);

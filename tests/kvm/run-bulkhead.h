@@ -53,10 +53,21 @@ std::string runCtl(const std::string& socket, const std::string& command, int* s
 pid_t findChild(pid_t parent, const std::string& comm);
 bool processAlive(pid_t pid);
 
-// Whether KVM can run guests here; `reason` says why not.
+// The backend the suite runs under: BULKHEAD_TEST_ACCEL ("emu" runs every `bulkhead run` of the
+// suite with --accel emu), or "" for bulkhead's default.
+const std::string& testAccel();
+
+// Whether guests can run here: always under emu; otherwise whether /dev/kvm opens (`reason`
+// says why not).
 bool kvmUsable(std::string* reason);
 
 }  // namespace bulkhead::testing
+
+// Skips a test that needs what the software CPU does not have yet, saying what.
+#define SKIP_UNDER_EMU(what)                                                                \
+  do {                                                                                      \
+    if (::bulkhead::testing::testAccel() == "emu") GTEST_SKIP() << "--accel emu: " << what; \
+  } while (0)
 
 #define REQUIRE_KVM()                                                     \
   do {                                                                    \

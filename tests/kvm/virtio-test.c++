@@ -188,7 +188,8 @@ TEST(VirtioConsole, EveryLineReachesStandardOutputOnce) {
 
 TEST(VirtioConsole, KillingTheServerLosesAndRepeatsNoLine) {
   REQUIRE_KVM();
-  constexpr int LINES = 20000;
+  // Long enough for 40 kills 10-40 ms apart (the software CPU writes lines faster than KVM here).
+  const int LINES = testAccel() == "emu" ? 200000 : 20000;
   Capture run = startCaptured({"run", "--kernel", guestDir() + "/virtio-console.elf", "--cmdline",
                                "count=" + std::to_string(LINES), "--serial", "none", "--device",
                                "debug-exit", "--device", "virtio-console,restarts=100000/1s"});
@@ -212,7 +213,11 @@ TEST(VirtioConsole, KillingTheServerLosesAndRepeatsNoLine) {
   EXPECT_NE(run.err.find("restarting it"), std::string::npos);
   ASSERT_EQ(run.out.size(), expected.size())
       << "lines lost or repeated after " << kills << " kills";
-  EXPECT_TRUE(run.out == expected);
+  auto differ = std::mismatch(run.out.begin(), run.out.end(), expected.begin());
+  size_t at = differ.first - run.out.begin();
+  EXPECT_TRUE(run.out == expected)
+      << "first difference at byte " << at << ": got '" << run.out.substr(at > 40 ? at - 40 : 0, 80)
+      << "', expected '" << expected.substr(at > 40 ? at - 40 : 0, 80) << "'";
 }
 
 TEST(VirtioNet, TwoVmsExchangeTenMebibytesBothWaysIntact) {

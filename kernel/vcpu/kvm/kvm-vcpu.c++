@@ -214,37 +214,11 @@ bool KvmVcpu::haltedWithInterruptsOff() {
 }
 
 std::string KvmVcpu::describeLocation(GuestMemory& memory) {
-  kvm_regs regs;
-  kvm_sregs sregs;
-  if (ioctl(vcpuFd.get(), KVM_GET_REGS, &regs) < 0 ||
-      ioctl(vcpuFd.get(), KVM_GET_SREGS, &sregs) < 0) {
-    return absl::StrFormat("(registers unreadable: %s)", strerror(errno));
+  absl::StatusOr<VcpuSnapshot> registers = snapshot();
+  if (!registers.ok()) {
+    return absl::StrFormat("(registers unreadable: %s)", registers.status().message());
   }
-  CodeWidth width = sregs.cs.l    ? CodeWidth::BITS64
-                    : sregs.cs.db ? CodeWidth::BITS32
-                                  : CodeWidth::BITS16;
-  const char* widthName = width == CodeWidth::BITS64   ? "64-bit"
-                          : width == CodeWidth::BITS32 ? "32-bit"
-                                                       : "16-bit";
-  std::string where = absl::StrFormat("RIP %04x:%#x (%s)", sregs.cs.selector, regs.rip, widthName);
-  kvm_translation translation{};
-  translation.linear_address = sregs.cs.base + regs.rip;
-  if (width != CodeWidth::BITS64) translation.linear_address &= 0xffffffff;
-  if (ioctl(vcpuFd.get(), KVM_TRANSLATE, &translation) < 0 || !translation.valid) {
-    return where + ", instruction not mapped";
-  }
-  uint8_t bytes[15];
-  size_t length = sizeof(bytes);
-  // Stop at the end of the page so a fetch never crosses into an unmapped one.
-  size_t toPageEnd = 0x1000 - (translation.physical_address & 0xfff);
-  if (toPageEnd < length) length = toPageEnd;
-  uint8_t* code = memory.span(translation.physical_address, length);
-  if (code == nullptr) return where + ", instruction outside RAM";
-  memcpy(bytes, code, length);
-  Disassembly disassembly = disassemble(width, regs.rip, kj::arrayPtr(bytes, length));
-  size_t shown = disassembly.valid ? disassembly.length : length;
-  return absl::StrFormat("%s: %s [%s]", where, disassembly.text,
-                         hexBytes(kj::arrayPtr(bytes, shown)));
+  return bulkhead::describeLocation(*registers, memory);
 }
 
 }  // namespace bulkhead

@@ -10,47 +10,32 @@
 #include <absl/status/statusor.h>
 #include <kj/io.h>
 
-#include "kernel/boot/boot-state.h"
-#include "kernel/guestview/disassembler.h"
-#include "kernel/guestview/inspect.h"
-#include "kernel/memory/guest-memory.h"
-#include "kernel/vcpu/cpu-model.h"
+#include "kernel/vcpu/vcpu.h"
 
 namespace bulkhead {
 
-class KvmVcpu {
+class KvmVcpu final : public Vcpu {
  public:
   KvmVcpu(unsigned index, kj::AutoCloseFd fd, kvm_run* run, size_t runBytes);
-  ~KvmVcpu();
+  ~KvmVcpu() override;
   KJ_DISALLOW_COPY(KvmVcpu);
 
   // The guest's CPUID: `model` applied to what KVM supports.
   absl::Status setCpuid(int kvmFd, const CpuModel& model);
-  absl::Status setBootState(const BootState& state);
-
-  // Runs the guest until the next exit. Returns false when KVM_RUN was interrupted (a kick);
-  // `run()` then describes nothing new. Errors are host failures.
-  absl::StatusOr<bool> enter();
-  kvm_run& exitInfo() { return *run; }
-
-  // Makes a running or about-to-run enter() return at once. Any thread may call it.
-  void kick();
-  void clearKick() { run->immediate_exit = 0; }
-  void setThread(pthread_t thread) {
+  absl::Status setBootState(const BootState& state) override;
+  absl::StatusOr<bool> enter() override;
+  kvm_run& exitInfo() override { return *run; }
+  void kick() override;
+  void clearKick() override { run->immediate_exit = 0; }
+  void setThread(pthread_t thread) override {
     this->thread = thread;
     threadKnown.store(true, std::memory_order_release);
   }
-
-  absl::Status setGuestDebug(const kvm_guest_debug& debug);
-  // The vCPU's registers; only while its thread is outside KVM_RUN (parked).
-  absl::StatusOr<VcpuSnapshot> snapshot();
-
-  // For reports: "RIP 0008:0x100004 (32-bit): hlt". Host failures are described inline.
-  std::string describeLocation(GuestMemory& memory);
-  // Whether the vCPU sits in HLT with RFLAGS.IF clear, from which nothing here can wake it.
-  bool haltedWithInterruptsOff();
-
-  unsigned index() const { return vcpuIndex; }
+  absl::Status setGuestDebug(const kvm_guest_debug& debug) override;
+  absl::StatusOr<VcpuSnapshot> snapshot() override;
+  std::string describeLocation(GuestMemory& memory) override;
+  bool haltedWithInterruptsOff() override;
+  unsigned index() const override { return vcpuIndex; }
 
  private:
   unsigned vcpuIndex;

@@ -93,7 +93,7 @@ absl::Status KvmVm::createPit() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<KvmVcpu>> KvmVm::createVcpu(unsigned index, const CpuModel& model) {
+absl::StatusOr<std::unique_ptr<Vcpu>> KvmVm::createVcpu(unsigned index, const CpuModel& model) {
   int raw = ioctl(vmFd.get(), KVM_CREATE_VCPU, index);
   if (raw < 0) return errnoStatus(absl::StrFormat("KVM_CREATE_VCPU %u", index));
   kj::AutoCloseFd fd(raw);
@@ -102,7 +102,7 @@ absl::StatusOr<std::unique_ptr<KvmVcpu>> KvmVm::createVcpu(unsigned index, const
   auto vcpu = std::make_unique<KvmVcpu>(index, kj::mv(fd), static_cast<kvm_run*>(run), runBytes);
   absl::Status status = vcpu->setCpuid(kvmFd.get(), model);
   if (!status.ok()) return status;
-  return vcpu;
+  return std::unique_ptr<Vcpu>(std::move(vcpu));
 }
 
 absl::Status KvmVm::setIrqLine(uint32_t line, bool level) {

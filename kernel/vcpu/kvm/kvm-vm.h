@@ -8,35 +8,29 @@
 #include <absl/status/statusor.h>
 #include <kj/io.h>
 
-#include "kernel/memory/guest-memory.h"
-#include "kernel/vcpu/cpu-model.h"
+#include "kernel/vcpu/vcpu.h"
 
 namespace bulkhead {
 
-class KvmVcpu;
-
-class KvmVm {
+class KvmVm final : public Accelerator {
  public:
   // Opens /dev/kvm and creates a VM with an in-kernel irqchip (PIC, IOAPIC, local APICs).
   static absl::StatusOr<std::unique_ptr<KvmVm>> create();
   // Whether /dev/kvm can be opened here; `reason` says why not.
   static bool available(std::string* reason);
 
-  absl::Status mapMemory(GuestMemory& memory);
-  // Registers a ROM region of `memory` (read-only where KVM can; otherwise writable).
-  absl::Status mapRom(const RamRegion& rom);
-  // The in-kernel i8254 PIT on IRQ 0 (BIOS and Linux guests calibrate their clocks with it).
-  absl::Status createPit();
-  absl::StatusOr<std::unique_ptr<KvmVcpu>> createVcpu(unsigned index, const CpuModel& model);
-  // Drives an interrupt line of the in-kernel PIC/IOAPIC (GSI numbering, ISA lines 0-15).
-  absl::Status setIrqLine(uint32_t line, bool level);
-  // Signals `fd` when the guest writes `value` (`size` bytes) at `address`, without an exit
-  // to user space; `assign` false removes it again.
+  const char* name() const override { return "kvm"; }
+  absl::Status mapMemory(GuestMemory& memory) override;
+  // Read-only where KVM can; otherwise writable.
+  absl::Status mapRom(const RamRegion& rom) override;
+  // The in-kernel i8254.
+  absl::Status createPit() override;
+  absl::StatusOr<std::unique_ptr<Vcpu>> createVcpu(unsigned index, const CpuModel& model) override;
+  // The in-kernel PIC/IOAPIC.
+  absl::Status setIrqLine(uint32_t line, bool level) override;
   absl::Status setIoeventfd(bool pio, uint64_t address, unsigned size, uint64_t value, int fd,
-                            bool assign);
-  // Raises GSI `gsi` when `fd` is signalled; with `resampleFd` the line is level-triggered:
-  // KVM lowers it when the guest ends the interrupt and signals `resampleFd`.
-  absl::Status addIrqfd(uint32_t gsi, int fd, int resampleFd);
+                            bool assign) override;
+  absl::Status addIrqfd(uint32_t gsi, int fd, int resampleFd) override;
 
  private:
   absl::Status addSlot(const RamRegion& region, uint32_t flags, const char* what);

@@ -1,0 +1,205 @@
+// The software CPU: an x86 interpreter on the Zydis decoder (the `emu` backend's engine).
+//
+// Contract: Cpu runs guest instructions against a CpuBus (guest-physical RAM, port I/O, MMIO
+// and the interrupt controller) until it halts, is asked to stop, or fails. It owns all
+// architectural state; nothing a guest writes (descriptor tables, page tables, IDT gates,
+// instruction bytes) is trusted: every use is checked as the SDM says, and what the checks
+// reject becomes the guest's exception (#GP, #PF, #UD, ...), never a host failure.
+//
+// Decoded instructions are cached in blocks keyed by guest-physical address and CPU mode. A
+// block records the bytes it was decoded from and is re-checked against RAM each time it runs,
+// so code changed by the guest, another vCPU or a device's DMA is seen; a store into a page
+// that holds cached code also ends the running block at once (self-modifying code).
+//
+// Modes: real mode, 16/32-bit protected mode (segmentation, privilege levels, call/interrupt/
+// trap gates, TSS stack switches), long mode (64-bit and compatibility); paging without PAE
+// (4 KiB/4 MiB pages), PAE and 4-level (4 KiB/2 MiB/1 GiB), A/D bits, NX, WP, a software TLB
+// flushed on CR3 writes, INVLPG and paging-mode changes. docs/emu.md lists what is left out.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "kernel/guestview/inspect.h"
+#include "kernel/vcpu/cpu-model.h"
+
+namespace bulkhead::emu {
+
+// What the CPU is attached to. Called on the vCPU's thread.
+class CpuBus {
+ public:
+  virtual ~CpuBus() noexcept(false) = default;
+  // The host address of the guest-physical page holding `physical` (4 KiB aligned), or
+  // nullptr when it is not RAM (then MMIO). `write`: whether it may be written (ROM: not).
+  virtual uint8_t* page(uint64_t physical, bool write) = 0;
+  virtual uint64_t mmioRead(uint64_t physical, unsigned size) = 0;
+  virtual void mmioWrite(uint64_t physical, unsigned size, uint64_t value) = 0;
+  virtual uint64_t portRead(uint16_t port, unsigned size) = 0;
+  virtual void portWrite(uint16_t port, unsigned size, uint64_t value) = 0;
+  // The interrupt controller: the vector of the highest-priority pending interrupt, taking it
+  // (INTA), or -1 when none is pending.
+  virtual int acknowledgeInterrupt() = 0;
+  // The time-stamp counter the guest reads (RDTSC).
+  virtual uint64_t timestamp() = 0;
+};
+
+enum SegmentIndex : uint8_t { ES, CS, SS, DS, FS, GS, SEGMENT_COUNT };
+
+struct CpuState {
+  uint64_t gpr[16] = {};  // rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8-r15
+  uint64_t rip = 0;
+  uint64_t rflags = 2;
+  SegmentState segment[SEGMENT_COUNT];
+  SegmentState ldtr, tr;
+  uint64_t gdtBase = 0, idtBase = 0;
+  uint16_t gdtLimit = 0xffff, idtLimit = 0xffff;
+  uint64_t cr0 = 0x60000010, cr2 = 0, cr3 = 0, cr4 = 0, cr8 = 0, efer = 0;
+  uint64_t dr[8] = {0, 0, 0, 0, 0, 0, 0xffff0ff0, 0x400};
+  // MSRs a kernel touches.
+  uint64_t star = 0, lstar = 0, cstar = 0, sfmask = 0, kernelGsBase = 0;
+  uint64_t sysenterCs = 0, sysenterEsp = 0, sysenterEip = 0;
+  uint64_t pat = 0x0007040600070406, apicBase = 0xfee00900, miscEnable = 1, tscAdjust = 0;
+  // SSE state: xmm0-15 and MXCSR; the x87 control and status words (FNINIT/FNSTSW probes).
+  uint64_t xmm[16][2] = {};
+  uint32_t mxcsr = 0x1f80;
+  uint16_t fpuControl = 0x37f, fpuStatus = 0, fpuTag = 0xffff;
+  bool halted = false;
+};
+
+// A guest exception raised while executing; delivered through the IDT by the run loop.
+struct GuestFault {
+  uint8_t vector;
+  bool hasError;
+  uint32_t error;
+};
+
+// Why run() returned.
+enum class StopReason {
+  BUDGET,    // ran its instruction budget, or stop() was called
+  HALTED,    // HLT: state().halted; wake with an interrupt (or kick)
+  SHUTDOWN,  // a triple fault
+  FAILED,    // an instruction the interpreter does not implement; failure() says which
+  DEBUG,     // a single step or an execution breakpoint
+};
+
+struct Insn;
+struct Block;
+
+class Cpu {
+ public:
+  Cpu(CpuBus& bus, std::vector<CpuidEntry> cpuid);
+  ~Cpu();
+
+  CpuState& state() { return s; }
+  // After changing segment registers or control registers in state() from outside.
+  void stateChanged();
+
+  // Runs until `budget` instructions ran or another StopReason.
+  StopReason run(uint64_t budget);
+  // Makes run() return (BUDGET) at the next block boundary. Any thread may call it.
+  void stop() { stopRequested.store(true, std::memory_order_release); }
+  // The interrupt controller has something pending (any thread): run() looks at the next
+  // block boundary, and a halted CPU wakes if RFLAGS.IF allows.
+  void interruptRaised() { interruptPoke.store(true, std::memory_order_release); }
+  // Whether an interrupt can be taken now (IF set, not in an interrupt shadow).
+  bool interruptsEnabled() const;
+
+  uint64_t instructions() const { return retired; }
+  const std::string& failure() const { return failed; }
+  VcpuSnapshot snapshot() const;
+  // Debugging: stop after every instruction; stop before executing at these linear addresses.
+  void setDebug(bool singleStep, std::vector<uint64_t> breakpoints);
+
+  // Exposed for the instruction tests.
+  unsigned cpl() const { return s.segment[CS].dpl; }
+
+ private:
+  friend struct Executor;
+
+  // Memory, through segmentation and paging. Throw GuestFault.
+  uint64_t linearAddress(SegmentIndex segment, uint64_t offset, unsigned size, bool write);
+  uint64_t translate(uint64_t linear, bool write, bool user, bool execute);
+  uint8_t* hostAddress(uint64_t linear, unsigned size, bool write, bool user);
+  uint64_t readLinear(uint64_t linear, unsigned size, bool user);
+  void writeLinear(uint64_t linear, unsigned size, uint64_t value, bool user);
+  uint64_t read(SegmentIndex segment, uint64_t offset, unsigned size);
+  void write(SegmentIndex segment, uint64_t offset, unsigned size, uint64_t value);
+  uint64_t readSystem(uint64_t linear, unsigned size) { return readLinear(linear, size, false); }
+  void writeSystem(uint64_t linear, unsigned size, uint64_t value) {
+    writeLinear(linear, size, value, false);
+  }
+  void flushTlb();
+  void invalidatePage(uint64_t linear);
+
+  // Stack.
+  unsigned stackWidth() const;
+  void push(uint64_t value, unsigned size);
+  uint64_t pop(unsigned size);
+
+  // Segments and control transfers (system.c++).
+  void loadSegment(SegmentIndex index, uint16_t selector);
+  SegmentState descriptorAt(uint16_t selector, uint64_t* descriptorAddress, uint32_t* high);
+  void loadRealSegment(SegmentIndex index, uint16_t selector);
+  void farJump(uint16_t selector, uint64_t offset, unsigned operandSize);
+  void farCall(uint16_t selector, uint64_t offset, unsigned operandSize);
+  void farReturn(unsigned operandSize, uint16_t release);
+  void interruptReturn(unsigned operandSize);
+  void deliver(uint8_t vector, bool hasError, uint32_t error, bool software, uint64_t returnRip);
+  void deliverFault(const GuestFault& fault);
+  void syscall();
+  void sysret(unsigned operandSize);
+  void sysenter();
+  void sysexit(unsigned operandSize);
+  void writeControl(unsigned index, uint64_t value);
+  uint64_t readMsr(uint32_t index);
+  void writeMsr(uint32_t index, uint64_t value);
+  void cpuidInstruction();
+  void modeChanged();
+
+  // Decoding and execution.
+  Block* blockAt(uint64_t rip);
+  bool execute(const Insn& insn);  // false: the block must end here
+  StopReason fail(const std::string& what);
+
+  CpuBus& bus;
+  CpuState s;
+  std::vector<CpuidEntry> cpuidTable;
+  std::atomic<bool> stopRequested{false};
+  std::atomic<bool> interruptPoke{false};
+  uint64_t retired = 0;
+  std::string failed;
+  bool shadow = false;      // STI or MOV SS just ran: no interrupt before the next instruction
+  bool endBlock = false;    // the running block must end (mode change, code written)
+  uint64_t faultDepth = 0;  // nested faults while delivering (double fault, triple fault)
+  bool singleStep = false;
+  std::vector<uint64_t> breakpoints;
+  bool debugStop = false;
+
+  // The software TLB: direct-mapped, per access kind (read, write, execute) and privilege.
+  struct TlbEntry {
+    uint64_t tag = ~0ull;  // linear page number
+    uint8_t* host = nullptr;
+    uint64_t physical = 0;
+  };
+  static constexpr unsigned TLB_SIZE = 256;
+  TlbEntry tlb[2][3][TLB_SIZE];  // [user][read, write, execute]
+  uint32_t modeKey = 0;
+
+  std::unordered_map<uint64_t, std::unique_ptr<Block>> blocks;  // key: see blockKey()
+  std::unique_ptr<Block> scratch;  // an instruction that crosses a page, decoded uncached
+  struct BlockCacheEntry {
+    uint64_t key = ~0ull;
+    Block* block = nullptr;
+  };
+  static constexpr unsigned BLOCK_CACHE_SIZE = 4096;
+  BlockCacheEntry blockCache[BLOCK_CACHE_SIZE];
+};
+
+// The CPUID the software CPU offers (what --cpu models are applied to).
+std::vector<CpuidEntry> emuSupportedCpuid();
+
+}  // namespace bulkhead::emu

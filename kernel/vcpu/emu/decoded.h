@@ -1,0 +1,65 @@
+// The software CPU's decoded form of an instruction (compact, for the block cache), and the
+// register numbering its operands use. Internal to kernel/vcpu/emu.
+#pragma once
+
+#include <Zydis/Zydis.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace bulkhead::emu {
+
+// Register ids: 0-15 general registers (the width comes from the operand), 16-19 AH CH DH BH,
+// 32-37 segment registers, 40-55 CR0-CR15, 56-63 DR0-DR7, 64-79 XMM0-XMM15, 96 the
+// instruction pointer (RIP-relative addressing).
+enum : uint8_t {
+  REG_HIGH8 = 16,
+  REG_SEGMENT = 32,
+  REG_CR = 40,
+  REG_DR = 56,
+  REG_XMM = 64,
+  REG_IP = 96,
+  REG_X87 = 100,
+  REG_NONE = 0xff,
+};
+
+enum class OperandKind : uint8_t { NONE, REG, MEM, IMM, PTR };
+
+struct Operand {
+  OperandKind kind = OperandKind::NONE;
+  uint8_t size = 0;  // bytes (a MEM operand of LEA: the address size)
+  uint8_t reg = REG_NONE;
+  uint8_t segment = 0;  // MEM: SegmentIndex
+  uint8_t base = REG_NONE, index = REG_NONE, scale = 0;
+  bool agen = false;      // MEM: only the address is used (LEA)
+  int64_t value = 0;      // MEM: displacement; IMM: the immediate; PTR: offset
+  uint16_t selector = 0;  // PTR
+};
+
+enum Prefix : uint8_t {
+  PREFIX_REP = 1,  // REP / REPE
+  PREFIX_REPNE = 2,
+  PREFIX_LOCK = 4,
+};
+
+struct Insn {
+  ZydisMnemonic mnemonic;
+  uint8_t length;
+  uint8_t operandSize;  // bytes: 2, 4 or 8
+  uint8_t addressSize;  // bytes
+  uint8_t prefixes;
+  uint8_t operandCount;
+  bool relative;  // a branch whose immediate is relative to the next instruction
+  bool far;       // a far JMP, CALL or RET
+  Operand op[4];
+};
+
+struct Block {
+  uint64_t physical;  // of the first byte
+  uint64_t linear;    // where it was decoded from (instruction pointers)
+  uint32_t modeKey;
+  std::vector<uint8_t> bytes;  // what it was decoded from, to detect changed code
+  std::vector<Insn> insns;
+};
+
+}  // namespace bulkhead::emu

@@ -1,0 +1,294 @@
+#include "kernel/vcpu/emu/emu-machine.h"
+
+#include <unistd.h>
+#include <x86intrin.h>
+
+#include <absl/strings/str_format.h>
+
+#include "kernel/base/status-macros.h"
+
+namespace bulkhead {
+
+namespace {
+// Instructions between looks at kicks and interrupts when nothing else ends a run.
+constexpr uint64_t RUN_BUDGET = 1 << 16;
+// The virtual clock of --deterministic: TSC ticks per instruction (a 1 GHz TSC at 1 IPC... the
+// figure only has to be fixed, not realistic).
+constexpr uint64_t TICKS_PER_INSTRUCTION = 1;
+}  // namespace
+
+// One software vCPU: the interpreter, and the wait for an interrupt while halted.
+class EmuVcpu final : public Vcpu, private emu::CpuBus {
+ public:
+  EmuVcpu(EmuMachine& machine, unsigned index, std::vector<CpuidEntry> cpuid)
+      : machine(machine), vcpuIndex(index), cpu(*this, std::move(cpuid)) {}
+  ~EmuVcpu() override {
+    std::lock_guard<std::mutex> guard(machine.vcpusLock);
+    std::erase(machine.vcpus, this);
+  }
+
+  absl::Status setBootState(const BootState& state) override;
+  absl::StatusOr<bool> enter() override;
+  kvm_run& exitInfo() override { return exit; }
+  void kick() override {
+    {
+      std::lock_guard<std::mutex> guard(waitLock);
+      kicked = true;
+    }
+    cpu.stop();
+    wake.notify_all();
+  }
+  void clearKick() override {
+    std::lock_guard<std::mutex> guard(waitLock);
+    kicked = false;
+  }
+  void setThread(pthread_t) override {}
+  absl::Status setGuestDebug(const kvm_guest_debug& debug) override {
+    bool enabled = debug.control & KVM_GUESTDBG_ENABLE;
+    std::vector<uint64_t> breakpoints;
+    if (enabled && (debug.control & KVM_GUESTDBG_USE_HW_BP)) {
+      for (unsigned i = 0; i < 4; ++i) {
+        if (debug.arch.debugreg[7] & (1ull << (i * 2)))
+          breakpoints.push_back(debug.arch.debugreg[i]);
+      }
+    }
+    cpu.setDebug(enabled && (debug.control & KVM_GUESTDBG_SINGLESTEP), std::move(breakpoints));
+    return absl::OkStatus();
+  }
+  absl::StatusOr<VcpuSnapshot> snapshot() override { return cpu.snapshot(); }
+  std::string describeLocation(GuestMemory& memory) override {
+    return bulkhead::describeLocation(cpu.snapshot(), memory);
+  }
+  bool haltedWithInterruptsOff() override { return cpu.state().halted && !cpu.interruptsEnabled(); }
+  unsigned index() const override { return vcpuIndex; }
+  std::string failure() const { return cpu.failure(); }
+
+  void interruptRaised() {
+    cpu.interruptRaised();
+    {
+      std::lock_guard<std::mutex> guard(waitLock);
+      pendingInterrupt = true;
+    }
+    wake.notify_all();
+  }
+
+ private:
+  // emu::CpuBus.
+  uint8_t* page(uint64_t physical, bool write) override { return machine.page(physical, write); }
+  uint64_t mmioRead(uint64_t physical, unsigned size) override {
+    uint64_t value = machine.bus().read(Space::MMIO, physical, size);
+    if (machine.exitTrace) trace(describeMmio(false, physical, size, value));
+    return value;
+  }
+  void mmioWrite(uint64_t physical, unsigned size, uint64_t value) override {
+    if (machine.exitTrace) trace(describeMmio(true, physical, size, value));
+    if (machine.ringDoorbell(false, physical, size, value)) return;
+    machine.bus().write(Space::MMIO, physical, size, value);
+  }
+  uint64_t portRead(uint16_t port, unsigned size) override {
+    uint64_t value = machine.bus().read(Space::PIO, port, size);
+    if (machine.exitTrace) trace(describeIo(false, port, size, value, 1));
+    return value;
+  }
+  void portWrite(uint16_t port, unsigned size, uint64_t value) override {
+    if (machine.exitTrace) trace(describeIo(true, port, size, value, 1));
+    if (machine.ringDoorbell(true, port, size, value)) return;
+    machine.bus().write(Space::PIO, port, size, value);
+  }
+  // As KVM's exits show them: the instruction after the access (RIP has moved on already).
+  void trace(const std::string& access) {
+    machine.exitTrace->record(vcpuIndex, access,
+                              "next " + bulkhead::describeLocation(cpu.snapshot(), machine.memory));
+  }
+  int acknowledgeInterrupt() override { return vcpuIndex == 0 ? machine.pic().acknowledge() : -1; }
+  uint64_t timestamp() override {
+    return machine.deterministic() ? cpu.instructions() * TICKS_PER_INSTRUCTION : __rdtsc();
+  }
+
+  EmuMachine& machine;
+  unsigned vcpuIndex;
+  emu::Cpu cpu;
+  kvm_run exit{};
+  std::mutex waitLock;
+  std::condition_variable wake;
+  bool kicked = false;
+  bool pendingInterrupt = false;
+};
+
+absl::Status EmuVcpu::setBootState(const BootState& state) {
+  emu::CpuState& s = cpu.state();
+  auto flat = [](uint16_t selector, uint8_t type, bool code64) {
+    return SegmentState{selector, 0, 0xffffffff, type, true, false, code64, !code64, 0};
+  };
+  switch (state.mode) {
+    case CpuMode::RESET:
+      // As after power-on (SDM Vol. 3, 9.1.4): CS base 0xffff0000, IP 0xfff0.
+      s.segment[emu::CS].selector = 0xf000;
+      s.segment[emu::CS].base = 0xffff0000;
+      s.rip = 0xfff0;
+      cpu.stateChanged();
+      return absl::OkStatus();
+    case CpuMode::REAL16:
+      for (SegmentState& segment : s.segment) {
+        segment.selector = 0;
+        segment.base = 0;
+      }
+      break;
+    case CpuMode::PROTECTED32:
+    case CpuMode::LONG64: {
+      bool long64 = state.mode == CpuMode::LONG64;
+      SegmentState data = flat(0x10, 0x3, false);
+      for (SegmentState& segment : s.segment) segment = data;
+      s.segment[emu::CS] = flat(long64 ? 0x18 : 0x08, 0xb, long64);
+      s.gdtBase = state.gdtBase;
+      s.gdtLimit = state.gdtLimit;
+      s.cr0 = 0x11;  // PE, ET
+      if (long64) {
+        s.cr0 |= 1ull << 31;
+        s.cr3 = state.cr3;
+        s.cr4 = 1 << 5;
+        s.efer = (1 << 8) | (1 << 10);
+      }
+      break;
+    }
+  }
+  s.rip = state.rip;
+  s.gpr[4] = state.rsp;
+  s.gpr[0] = state.rax;
+  s.gpr[3] = state.rbx;
+  s.gpr[6] = state.rsi;
+  s.rflags = 2;
+  cpu.stateChanged();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> EmuVcpu::enter() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> guard(waitLock);
+      if (kicked) return false;
+      if (cpu.state().halted) {
+        // HLT: wait for an interrupt the CPU can take, or a kick (KVM's in-kernel HLT too).
+        wake.wait(guard, [&]() { return kicked || (pendingInterrupt && cpu.interruptsEnabled()); });
+        if (kicked) return false;
+      }
+      pendingInterrupt = false;
+    }
+    emu::StopReason reason = cpu.run(RUN_BUDGET);
+    switch (reason) {
+      case emu::StopReason::BUDGET:
+      case emu::StopReason::HALTED:
+        continue;
+      case emu::StopReason::SHUTDOWN:
+        exit.exit_reason = KVM_EXIT_SHUTDOWN;
+        return true;
+      case emu::StopReason::FAILED:
+        exit.exit_reason = KVM_EXIT_INTERNAL_ERROR;
+        exit.internal.suberror = KVM_INTERNAL_ERROR_EMULATION;
+        return true;
+      case emu::StopReason::DEBUG:
+        exit.exit_reason = KVM_EXIT_DEBUG;
+        return true;
+    }
+  }
+}
+
+EmuMachine::EmuMachine(GuestMemory& memory, IoBus& bus, bool deterministic)
+    : memory(memory),
+      ioBus(bus),
+      virtualClock(deterministic),
+      interrupts([this]() { interruptRaised(); }) {}
+
+EmuMachine::~EmuMachine() = default;
+
+absl::StatusOr<std::unique_ptr<EmuMachine>> EmuMachine::create(GuestMemory& memory, IoBus& bus,
+                                                               bool deterministic) {
+  std::unique_ptr<EmuMachine> machine(new EmuMachine(memory, bus, deterministic));
+  RETURN_IF_ERROR(machine->interrupts.attach(bus));
+  return machine;
+}
+
+absl::Status EmuMachine::mapMemory(GuestMemory& guest) {
+  for (const RamRegion& region : guest.regions()) writable.push_back(region);
+  return absl::OkStatus();
+}
+
+absl::Status EmuMachine::mapRom(const RamRegion& rom) {
+  readOnly.push_back(rom);
+  return absl::OkStatus();
+}
+
+uint8_t* EmuMachine::page(uint64_t physical, bool write) {
+  for (const RamRegion& region : writable) {
+    if (physical - region.guestPhysical < region.size) {
+      return region.host + (physical - region.guestPhysical);
+    }
+  }
+  if (write) return nullptr;
+  for (const RamRegion& region : readOnly) {
+    if (physical - region.guestPhysical < region.size) {
+      return region.host + (physical - region.guestPhysical);
+    }
+  }
+  return nullptr;
+}
+
+absl::Status EmuMachine::createPit() {
+  return absl::UnimplementedError(
+      "the software CPU (--accel emu) has no i8254 PIT yet, which BIOS and Linux guests need; "
+      "run them with --accel kvm");
+}
+
+absl::StatusOr<std::unique_ptr<Vcpu>> EmuMachine::createVcpu(unsigned index,
+                                                             const CpuModel& model) {
+  std::vector<std::string> notes;
+  ASSIGN_OR_RETURN(std::vector<CpuidEntry> cpuid,
+                   applyCpuModel(model, emu::emuSupportedCpuid(), &notes));
+  auto vcpu = std::make_unique<EmuVcpu>(*this, index, std::move(cpuid));
+  std::lock_guard<std::mutex> guard(vcpusLock);
+  vcpus.push_back(vcpu.get());
+  return std::unique_ptr<Vcpu>(std::move(vcpu));
+}
+
+void EmuMachine::interruptRaised() {
+  std::lock_guard<std::mutex> guard(vcpusLock);
+  if (!vcpus.empty()) vcpus[0]->interruptRaised();  // the PIC's output goes to vCPU 0
+}
+
+absl::Status EmuMachine::setIrqLine(uint32_t line, bool level) {
+  if (line >= 16) {
+    return absl::UnimplementedError(
+        absl::StrFormat("GSI %u needs an IOAPIC, which the software CPU does not have yet", line));
+  }
+  interrupts.setLine(line, level);
+  return absl::OkStatus();
+}
+
+absl::Status EmuMachine::setIoeventfd(bool pio, uint64_t address, unsigned size, uint64_t value,
+                                      int fd, bool assign) {
+  std::lock_guard<std::mutex> guard(doorbellsLock);
+  std::erase_if(doorbells, [&](const Doorbell& bell) {
+    return bell.pio == pio && bell.address == address && bell.value == value && bell.fd == fd;
+  });
+  if (assign) doorbells.push_back(Doorbell{pio, address, size, value, fd});
+  return absl::OkStatus();
+}
+
+bool EmuMachine::ringDoorbell(bool pio, uint64_t address, unsigned size, uint64_t value) {
+  std::lock_guard<std::mutex> guard(doorbellsLock);
+  for (const Doorbell& bell : doorbells) {
+    if (bell.pio == pio && bell.address == address && bell.size == size && bell.value == value) {
+      uint64_t one = 1;
+      ssize_t ignored = ::write(bell.fd, &one, sizeof(one));
+      (void)ignored;
+      return true;
+    }
+  }
+  return false;
+}
+
+absl::Status EmuMachine::addIrqfd(uint32_t, int, int) {
+  return absl::UnimplementedError("the software CPU takes interrupts through the channel");
+}
+
+}  // namespace bulkhead

@@ -1,0 +1,77 @@
+// The `emu` backend: the software CPU (cpu.h) behind the core's Accelerator and Vcpu
+// interfaces, with the PC interrupt controller it needs (pic.h).
+//
+// Contract: the guest sees the same RAM, ROMs, I/O bus and device servers as under KVM. Port
+// I/O and MMIO are handled on the vCPU's thread by calling the bus directly; interrupt lines
+// reach the PIC from any thread. What KVM does in the kernel and this backend does not have
+// yet (the local APIC, IOAPIC and PIT; irqfd, for which the core falls back to the channel) is
+// listed in docs/emu.md. Doorbells (ioeventfd) work as under KVM: a matching guest write
+// signals the device's eventfd instead of going through the channel.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "kernel/bus/io-bus.h"
+#include "kernel/vcpu/emu/cpu.h"
+#include "kernel/vcpu/emu/pic.h"
+#include "kernel/vcpu/vcpu.h"
+
+namespace bulkhead {
+
+class EmuVcpu;
+
+class EmuMachine final : public Accelerator {
+ public:
+  static absl::StatusOr<std::unique_ptr<EmuMachine>> create(GuestMemory& memory, IoBus& bus,
+                                                            bool deterministic);
+  ~EmuMachine() override;
+
+  const char* name() const override { return "emu"; }
+  absl::Status mapMemory(GuestMemory& memory) override;
+  absl::Status mapRom(const RamRegion& rom) override;
+  absl::Status createPit() override;
+  absl::StatusOr<std::unique_ptr<Vcpu>> createVcpu(unsigned index, const CpuModel& model) override;
+  absl::Status setIrqLine(uint32_t line, bool level) override;
+  absl::Status setIoeventfd(bool pio, uint64_t address, unsigned size, uint64_t value, int fd,
+                            bool assign) override;
+  absl::Status addIrqfd(uint32_t gsi, int fd, int resampleFd) override;
+  void setTrace(ExitTrace* trace) override { exitTrace = trace; }
+
+  // For the vCPUs.
+  uint8_t* page(uint64_t physical, bool write);
+  IoBus& bus() { return ioBus; }
+  emu::Pic& pic() { return interrupts; }
+  bool deterministic() const { return virtualClock; }
+  // Whether a guest write is a registered doorbell; if so its eventfd has been signalled.
+  bool ringDoorbell(bool pio, uint64_t address, unsigned size, uint64_t value);
+
+ private:
+  EmuMachine(GuestMemory& memory, IoBus& bus, bool deterministic);
+  void interruptRaised();
+
+  GuestMemory& memory;
+  IoBus& ioBus;
+  bool virtualClock;
+  ExitTrace* exitTrace = nullptr;
+  emu::Pic interrupts;
+  struct Doorbell {
+    bool pio;
+    uint64_t address;
+    unsigned size;
+    uint64_t value;
+    int fd;
+  };
+  std::mutex doorbellsLock;
+  std::vector<Doorbell> doorbells;
+  std::vector<RamRegion> writable;
+  std::vector<RamRegion> readOnly;
+  std::mutex vcpusLock;
+  std::vector<EmuVcpu*> vcpus;
+  friend class EmuVcpu;
+};
+
+}  // namespace bulkhead

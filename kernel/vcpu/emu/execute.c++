@@ -1,0 +1,1274 @@
+// The software CPU's instruction semantics (SDM Vol. 2): one case per mnemonic. Flags are
+// computed eagerly; an instruction either completes or throws a GuestFault before changing
+// architectural state (the run loop then restores RIP and delivers it).
+#include <x86intrin.h>
+
+#include <cstring>
+
+#include <absl/strings/str_format.h>
+
+#include "kernel/vcpu/emu/cpu.h"
+#include "kernel/vcpu/emu/decoded.h"
+#include "kernel/vcpu/emu/flags.h"
+
+namespace bulkhead::emu {
+
+namespace {
+
+constexpr uint64_t mask(unsigned size) { return size >= 8 ? ~0ull : (1ull << (size * 8)) - 1; }
+constexpr uint64_t signBit(unsigned size) { return 1ull << (size * 8 - 1); }
+int64_t signExtend(uint64_t value, unsigned size) {
+  unsigned shift = 64 - size * 8;
+  return static_cast<int64_t>(value << shift) >> shift;
+}
+
+// The condition of a Jcc, SETcc or CMOVcc, numbered as the SDM's tttn encoding; -1 for none.
+int conditionOf(ZydisMnemonic m) {
+  switch (m) {
+    case ZYDIS_MNEMONIC_JO:
+    case ZYDIS_MNEMONIC_SETO:
+    case ZYDIS_MNEMONIC_CMOVO:
+      return 0;
+    case ZYDIS_MNEMONIC_JNO:
+    case ZYDIS_MNEMONIC_SETNO:
+    case ZYDIS_MNEMONIC_CMOVNO:
+      return 1;
+    case ZYDIS_MNEMONIC_JB:
+    case ZYDIS_MNEMONIC_SETB:
+    case ZYDIS_MNEMONIC_CMOVB:
+      return 2;
+    case ZYDIS_MNEMONIC_JNB:
+    case ZYDIS_MNEMONIC_SETNB:
+    case ZYDIS_MNEMONIC_CMOVNB:
+      return 3;
+    case ZYDIS_MNEMONIC_JZ:
+    case ZYDIS_MNEMONIC_SETZ:
+    case ZYDIS_MNEMONIC_CMOVZ:
+      return 4;
+    case ZYDIS_MNEMONIC_JNZ:
+    case ZYDIS_MNEMONIC_SETNZ:
+    case ZYDIS_MNEMONIC_CMOVNZ:
+      return 5;
+    case ZYDIS_MNEMONIC_JBE:
+    case ZYDIS_MNEMONIC_SETBE:
+    case ZYDIS_MNEMONIC_CMOVBE:
+      return 6;
+    case ZYDIS_MNEMONIC_JNBE:
+    case ZYDIS_MNEMONIC_SETNBE:
+    case ZYDIS_MNEMONIC_CMOVNBE:
+      return 7;
+    case ZYDIS_MNEMONIC_JS:
+    case ZYDIS_MNEMONIC_SETS:
+    case ZYDIS_MNEMONIC_CMOVS:
+      return 8;
+    case ZYDIS_MNEMONIC_JNS:
+    case ZYDIS_MNEMONIC_SETNS:
+    case ZYDIS_MNEMONIC_CMOVNS:
+      return 9;
+    case ZYDIS_MNEMONIC_JP:
+    case ZYDIS_MNEMONIC_SETP:
+    case ZYDIS_MNEMONIC_CMOVP:
+      return 10;
+    case ZYDIS_MNEMONIC_JNP:
+    case ZYDIS_MNEMONIC_SETNP:
+    case ZYDIS_MNEMONIC_CMOVNP:
+      return 11;
+    case ZYDIS_MNEMONIC_JL:
+    case ZYDIS_MNEMONIC_SETL:
+    case ZYDIS_MNEMONIC_CMOVL:
+      return 12;
+    case ZYDIS_MNEMONIC_JNL:
+    case ZYDIS_MNEMONIC_SETNL:
+    case ZYDIS_MNEMONIC_CMOVNL:
+      return 13;
+    case ZYDIS_MNEMONIC_JLE:
+    case ZYDIS_MNEMONIC_SETLE:
+    case ZYDIS_MNEMONIC_CMOVLE:
+      return 14;
+    case ZYDIS_MNEMONIC_JNLE:
+    case ZYDIS_MNEMONIC_SETNLE:
+    case ZYDIS_MNEMONIC_CMOVNLE:
+      return 15;
+    default:
+      return -1;
+  }
+}
+
+unsigned stringElement(ZydisMnemonic m) {
+  switch (m) {
+    case ZYDIS_MNEMONIC_MOVSB:
+    case ZYDIS_MNEMONIC_STOSB:
+    case ZYDIS_MNEMONIC_LODSB:
+    case ZYDIS_MNEMONIC_CMPSB:
+    case ZYDIS_MNEMONIC_SCASB:
+    case ZYDIS_MNEMONIC_INSB:
+    case ZYDIS_MNEMONIC_OUTSB:
+      return 1;
+    case ZYDIS_MNEMONIC_MOVSW:
+    case ZYDIS_MNEMONIC_STOSW:
+    case ZYDIS_MNEMONIC_LODSW:
+    case ZYDIS_MNEMONIC_CMPSW:
+    case ZYDIS_MNEMONIC_SCASW:
+    case ZYDIS_MNEMONIC_INSW:
+    case ZYDIS_MNEMONIC_OUTSW:
+      return 2;
+    case ZYDIS_MNEMONIC_MOVSD:
+    case ZYDIS_MNEMONIC_STOSD:
+    case ZYDIS_MNEMONIC_LODSD:
+    case ZYDIS_MNEMONIC_CMPSD:
+    case ZYDIS_MNEMONIC_SCASD:
+    case ZYDIS_MNEMONIC_INSD:
+    case ZYDIS_MNEMONIC_OUTSD:
+      return 4;
+    case ZYDIS_MNEMONIC_MOVSQ:
+    case ZYDIS_MNEMONIC_STOSQ:
+    case ZYDIS_MNEMONIC_LODSQ:
+    case ZYDIS_MNEMONIC_CMPSQ:
+    case ZYDIS_MNEMONIC_SCASQ:
+      return 8;
+    default:
+      return 0;
+  }
+}
+
+}  // namespace
+
+struct Executor {
+  Cpu& c;
+  CpuState& s;
+  const Insn& in;
+
+  // --- Operands ---
+  uint64_t reg(uint8_t id, unsigned size) const {
+    if (id >= REG_HIGH8 && id < REG_HIGH8 + 4) return (s.gpr[id - REG_HIGH8] >> 8) & 0xff;
+    return s.gpr[id] & mask(size);
+  }
+  void setReg(uint8_t id, unsigned size, uint64_t value) {
+    if (id >= REG_HIGH8 && id < REG_HIGH8 + 4) {
+      uint64_t& r = s.gpr[id - REG_HIGH8];
+      r = (r & ~0xff00ull) | ((value & 0xff) << 8);
+      return;
+    }
+    uint64_t& r = s.gpr[id];
+    if (size == 4) {
+      r = value & 0xffffffff;
+    } else if (size == 8) {
+      r = value;
+    } else {
+      r = (r & ~mask(size)) | (value & mask(size));
+    }
+  }
+  uint64_t offset(const Operand& o) const {
+    uint64_t address = o.value;
+    if (o.base == REG_IP) {
+      address += s.rip;
+    } else if (o.base != REG_NONE) {
+      address += s.gpr[o.base];
+    }
+    if (o.index != REG_NONE) address += s.gpr[o.index] * o.scale;
+    return address & mask(in.addressSize);
+  }
+  SegmentIndex segmentOf(const Operand& o) const { return static_cast<SegmentIndex>(o.segment); }
+  uint64_t get(const Operand& o) {
+    switch (o.kind) {
+      case OperandKind::REG:
+        if (o.reg >= REG_SEGMENT && o.reg < REG_SEGMENT + 6) {
+          return s.segment[o.reg - REG_SEGMENT].selector;
+        }
+        if (o.reg >= REG_CR && o.reg < REG_CR + 16) return controlRegister(o.reg - REG_CR);
+        if (o.reg >= REG_DR && o.reg < REG_DR + 8) return s.dr[o.reg - REG_DR];
+        return reg(o.reg, o.size);
+      case OperandKind::MEM:
+        if (o.agen) return offset(o);
+        return c.read(segmentOf(o), offset(o), o.size);
+      case OperandKind::IMM:
+        return static_cast<uint64_t>(o.value) & mask(o.size);
+      default:
+        return 0;
+    }
+  }
+  void set(const Operand& o, uint64_t value) {
+    if (o.kind == OperandKind::MEM) {
+      c.write(segmentOf(o), offset(o), o.size, value & mask(o.size));
+      return;
+    }
+    if (o.reg >= REG_SEGMENT && o.reg < REG_SEGMENT + 6) {
+      SegmentIndex index = static_cast<SegmentIndex>(o.reg - REG_SEGMENT);
+      if (index == CS) throw GuestFault{6, false, 0};
+      c.loadSegment(index, static_cast<uint16_t>(value));
+      return;
+    }
+    if (o.reg >= REG_CR && o.reg < REG_CR + 16) {
+      c.writeControl(o.reg - REG_CR, value);
+      return;
+    }
+    if (o.reg >= REG_DR && o.reg < REG_DR + 8) {
+      s.dr[o.reg - REG_DR] = value;
+      return;
+    }
+    setReg(o.reg, o.size, value);
+  }
+  uint64_t controlRegister(unsigned index) const {
+    switch (index) {
+      case 0:
+        return s.cr0;
+      case 2:
+        return s.cr2;
+      case 3:
+        return s.cr3;
+      case 4:
+        return s.cr4;
+      case 8:
+        return s.cr8;
+      default:
+        throw GuestFault{6, false, 0};
+    }
+  }
+
+  // --- Flags ---
+  void setFlags(uint64_t bits, uint64_t which) { s.rflags = (s.rflags & ~which) | (bits & which); }
+  uint64_t szp(uint64_t result, unsigned size) const {
+    result &= mask(size);
+    uint64_t f = 0;
+    if (result == 0) f |= FLAG_ZF;
+    if (result & signBit(size)) f |= FLAG_SF;
+    if (!__builtin_parity(static_cast<unsigned>(result & 0xff))) f |= FLAG_PF;
+    return f;
+  }
+  uint64_t add(uint64_t a, uint64_t b, uint64_t carry, unsigned size, bool keepCarry = false) {
+    uint64_t m = mask(size);
+    a &= m;
+    b &= m;
+    uint64_t r = (a + b + carry) & m;
+    uint64_t f = szp(r, size);
+    bool cf = size == 8 ? (r < a || (carry && r == a)) : ((a + b + carry) >> (size * 8)) & 1;
+    if (cf) f |= FLAG_CF;
+    if (((a ^ r) & (b ^ r)) & signBit(size)) f |= FLAG_OF;
+    if ((a ^ b ^ r) & 0x10) f |= FLAG_AF;
+    setFlags(f, keepCarry ? FLAGS_ARITH & ~FLAG_CF : FLAGS_ARITH);
+    return r;
+  }
+  uint64_t sub(uint64_t a, uint64_t b, uint64_t borrow, unsigned size, bool keepCarry = false) {
+    uint64_t m = mask(size);
+    a &= m;
+    b &= m;
+    uint64_t r = (a - b - borrow) & m;
+    uint64_t f = szp(r, size);
+    if (a < b || (borrow && a == b)) f |= FLAG_CF;
+    if (((a ^ b) & (a ^ r)) & signBit(size)) f |= FLAG_OF;
+    if ((a ^ b ^ r) & 0x10) f |= FLAG_AF;
+    setFlags(f, keepCarry ? FLAGS_ARITH & ~FLAG_CF : FLAGS_ARITH);
+    return r;
+  }
+  uint64_t logic(uint64_t r, unsigned size) {
+    setFlags(szp(r, size), FLAGS_ARITH);
+    return r & mask(size);
+  }
+  bool condition(int cc) const {
+    uint64_t f = s.rflags;
+    bool result;
+    switch (cc >> 1) {
+      case 0:
+        result = f & FLAG_OF;
+        break;
+      case 1:
+        result = f & FLAG_CF;
+        break;
+      case 2:
+        result = f & FLAG_ZF;
+        break;
+      case 3:
+        result = f & (FLAG_CF | FLAG_ZF);
+        break;
+      case 4:
+        result = f & FLAG_SF;
+        break;
+      case 5:
+        result = f & FLAG_PF;
+        break;
+      case 6:
+        result = !(f & FLAG_SF) != !(f & FLAG_OF);
+        break;
+      default:
+        result = (f & FLAG_ZF) || (!(f & FLAG_SF) != !(f & FLAG_OF));
+        break;
+    }
+    return (cc & 1) ? !result : result;
+  }
+
+  // --- Helpers ---
+  unsigned osize() const { return in.operandSize; }
+  bool protectedMode() const { return s.cr0 & CR0_PE; }
+  void requireCpl0() const {
+    if (protectedMode() && c.cpl() != 0) throw GuestFault{13, true, 0};
+  }
+  void requireIo() const {
+    unsigned iopl = (s.rflags & FLAG_IOPL) >> 12;
+    if (protectedMode() && c.cpl() > iopl) throw GuestFault{13, true, 0};
+  }
+  void jumpTo(uint64_t target) {
+    if (c.modeKey != 2) target &= mask(osize());
+    s.rip = target;
+  }
+  uint64_t branchTarget() { return in.relative ? s.rip + in.op[0].value : get(in.op[0]); }
+  uint64_t counter() const { return s.gpr[1] & mask(in.addressSize); }
+  void setCounter(uint64_t value) { setReg(1, in.addressSize, value); }
+  void advance(unsigned reg, unsigned element) {
+    uint64_t value = s.gpr[reg];
+    value = (s.rflags & FLAG_DF) ? value - element : value + element;
+    setReg(reg, in.addressSize, value);
+  }
+  SegmentIndex sourceSegment() const {
+    for (unsigned i = 0; i < in.operandCount; ++i) {
+      const Operand& o = in.op[i];
+      if (o.kind == OperandKind::MEM && o.base == 6) return segmentOf(o);
+    }
+    return DS;
+  }
+  uint64_t si() const { return s.gpr[6] & mask(in.addressSize); }
+  uint64_t di() const { return s.gpr[7] & mask(in.addressSize); }
+
+  bool string(unsigned element) {
+    bool rep = in.prefixes & (PREFIX_REP | PREFIX_REPNE);
+    if (rep && counter() == 0) return true;
+    SegmentIndex source = sourceSegment();
+    ZydisMnemonic m = in.mnemonic;
+    for (;;) {
+      switch (m) {
+        case ZYDIS_MNEMONIC_MOVSB:
+        case ZYDIS_MNEMONIC_MOVSW:
+        case ZYDIS_MNEMONIC_MOVSD:
+        case ZYDIS_MNEMONIC_MOVSQ:
+          c.write(ES, di(), element, c.read(source, si(), element));
+          advance(6, element);
+          advance(7, element);
+          break;
+        case ZYDIS_MNEMONIC_STOSB:
+        case ZYDIS_MNEMONIC_STOSW:
+        case ZYDIS_MNEMONIC_STOSD:
+        case ZYDIS_MNEMONIC_STOSQ:
+          c.write(ES, di(), element, s.gpr[0] & mask(element));
+          advance(7, element);
+          break;
+        case ZYDIS_MNEMONIC_LODSB:
+        case ZYDIS_MNEMONIC_LODSW:
+        case ZYDIS_MNEMONIC_LODSD:
+        case ZYDIS_MNEMONIC_LODSQ:
+          setReg(0, element, c.read(source, si(), element));
+          advance(6, element);
+          break;
+        case ZYDIS_MNEMONIC_CMPSB:
+        case ZYDIS_MNEMONIC_CMPSW:
+        case ZYDIS_MNEMONIC_CMPSD:
+        case ZYDIS_MNEMONIC_CMPSQ:
+          sub(c.read(source, si(), element), c.read(ES, di(), element), 0, element);
+          advance(6, element);
+          advance(7, element);
+          break;
+        case ZYDIS_MNEMONIC_SCASB:
+        case ZYDIS_MNEMONIC_SCASW:
+        case ZYDIS_MNEMONIC_SCASD:
+        case ZYDIS_MNEMONIC_SCASQ:
+          sub(s.gpr[0], c.read(ES, di(), element), 0, element);
+          advance(7, element);
+          break;
+        case ZYDIS_MNEMONIC_INSB:
+        case ZYDIS_MNEMONIC_INSW:
+        case ZYDIS_MNEMONIC_INSD:
+          requireIo();
+          c.write(ES, di(), element, c.bus.portRead(static_cast<uint16_t>(s.gpr[2]), element));
+          advance(7, element);
+          break;
+        default:  // OUTS
+          requireIo();
+          c.bus.portWrite(static_cast<uint16_t>(s.gpr[2]), element, c.read(source, si(), element));
+          advance(6, element);
+          break;
+      }
+      if (!rep) return true;
+      setCounter(counter() - 1);
+      bool compares = m == ZYDIS_MNEMONIC_CMPSB || m == ZYDIS_MNEMONIC_CMPSW ||
+                      m == ZYDIS_MNEMONIC_CMPSD || m == ZYDIS_MNEMONIC_CMPSQ ||
+                      m == ZYDIS_MNEMONIC_SCASB || m == ZYDIS_MNEMONIC_SCASW ||
+                      m == ZYDIS_MNEMONIC_SCASD || m == ZYDIS_MNEMONIC_SCASQ;
+      if (counter() == 0) return true;
+      if (compares) {
+        bool zero = s.rflags & FLAG_ZF;
+        if ((in.prefixes & PREFIX_REP) && !zero) return true;
+        if ((in.prefixes & PREFIX_REPNE) && zero) return true;
+      }
+    }
+  }
+
+  void shift(ZydisMnemonic m) {
+    unsigned size = in.op[0].size;
+    unsigned bits = size * 8;
+    uint64_t count = (in.operandCount > 1 ? get(in.op[1]) : 1) & (size == 8 ? 63 : 31);
+    uint64_t value = get(in.op[0]);
+    if (count == 0) return;
+    uint64_t m_ = mask(size);
+    uint64_t r = 0, f = s.rflags;
+    switch (m) {
+      case ZYDIS_MNEMONIC_SHL: {
+        r = count >= bits ? 0 : (value << count) & m_;
+        bool cf = count <= bits && ((value >> (bits - count)) & 1);
+        f = szp(r, size) | (cf ? FLAG_CF : 0);
+        if (((r & signBit(size)) != 0) != cf) f |= FLAG_OF;
+        break;
+      }
+      case ZYDIS_MNEMONIC_SHR: {
+        r = count >= bits ? 0 : value >> count;
+        bool cf = (value >> (count - 1)) & 1;
+        f = szp(r, size) | (cf ? FLAG_CF : 0);
+        if (value & signBit(size)) f |= count == 1 ? FLAG_OF : 0;
+        break;
+      }
+      case ZYDIS_MNEMONIC_SAR: {
+        int64_t v = signExtend(value, size);
+        r = static_cast<uint64_t>(v >> (count >= bits ? bits - 1 : count)) & m_;
+        bool cf = (v >> (count - 1 >= bits ? bits - 1 : count - 1)) & 1;
+        f = szp(r, size) | (cf ? FLAG_CF : 0);
+        break;
+      }
+      case ZYDIS_MNEMONIC_ROL: {
+        unsigned n = count % bits;
+        r = n == 0 ? value : ((value << n) | (value >> (bits - n))) & m_;
+        f = s.rflags & ~(FLAG_CF | FLAG_OF);
+        if (r & 1) f |= FLAG_CF;
+        if (((r >> (bits - 1)) & 1) != (r & 1)) f |= FLAG_OF;
+        setFlags(f, FLAG_CF | FLAG_OF);
+        set(in.op[0], r);
+        return;
+      }
+      case ZYDIS_MNEMONIC_ROR: {
+        unsigned n = count % bits;
+        r = n == 0 ? value : ((value >> n) | (value << (bits - n))) & m_;
+        f = 0;
+        if (r & signBit(size)) f |= FLAG_CF;
+        if (((r >> (bits - 1)) ^ (r >> (bits - 2))) & 1) f |= FLAG_OF;
+        setFlags(f, FLAG_CF | FLAG_OF);
+        set(in.op[0], r);
+        return;
+      }
+      case ZYDIS_MNEMONIC_RCL:
+      case ZYDIS_MNEMONIC_RCR: {
+        unsigned n = count % (bits + 1);
+        uint64_t carry = s.rflags & FLAG_CF ? 1 : 0;
+        r = value;
+        for (unsigned i = 0; i < n; ++i) {
+          if (m == ZYDIS_MNEMONIC_RCL) {
+            uint64_t out = (r >> (bits - 1)) & 1;
+            r = ((r << 1) | carry) & m_;
+            carry = out;
+          } else {
+            uint64_t out = r & 1;
+            r = (r >> 1) | (carry << (bits - 1));
+            carry = out;
+          }
+        }
+        f = carry ? FLAG_CF : 0;
+        if (m == ZYDIS_MNEMONIC_RCL) {
+          if (((r >> (bits - 1)) & 1) != carry) f |= FLAG_OF;
+        } else if (((r >> (bits - 1)) ^ (r >> (bits - 2))) & 1) {
+          f |= FLAG_OF;
+        }
+        setFlags(f, FLAG_CF | FLAG_OF);
+        set(in.op[0], r);
+        return;
+      }
+      default:
+        break;
+    }
+    setFlags(f, FLAGS_ARITH);
+    set(in.op[0], r);
+  }
+
+  void doubleShift(bool left) {
+    unsigned size = in.op[0].size;
+    unsigned bits = size * 8;
+    uint64_t count = get(in.op[2]) & (size == 8 ? 63 : 31);
+    if (count == 0) return;
+    uint64_t dest = get(in.op[0]), source = get(in.op[1]);
+    unsigned __int128 wide;
+    uint64_t r;
+    bool cf;
+    if (left) {
+      wide = (static_cast<unsigned __int128>(dest) << bits) | source;
+      r = static_cast<uint64_t>(wide >> (bits - count)) & mask(size);
+      cf = (dest >> (bits - count)) & 1;
+    } else {
+      wide = (static_cast<unsigned __int128>(source) << bits) | dest;
+      r = static_cast<uint64_t>(wide >> count) & mask(size);
+      cf = (dest >> (count - 1)) & 1;
+    }
+    uint64_t f = szp(r, size) | (cf ? FLAG_CF : 0);
+    if ((r ^ dest) & signBit(size)) f |= FLAG_OF;
+    setFlags(f, FLAGS_ARITH);
+    set(in.op[0], r);
+  }
+
+  void multiply(bool isSigned) {
+    unsigned size = in.op[0].size;
+    if (in.operandCount >= 2 && isSigned) {  // IMUL r, r/m[, imm]
+      const Operand& a = in.operandCount == 3 ? in.op[1] : in.op[0];
+      const Operand& b = in.operandCount == 3 ? in.op[2] : in.op[1];
+      __int128 product =
+          static_cast<__int128>(signExtend(get(a), size)) * signExtend(get(b) & mask(size), size);
+      uint64_t r = static_cast<uint64_t>(product) & mask(size);
+      bool overflow = product != signExtend(r, size);
+      setFlags(szp(r, size) | (overflow ? FLAG_CF | FLAG_OF : 0), FLAGS_ARITH);
+      set(in.op[0], r);
+      return;
+    }
+    uint64_t a = s.gpr[0] & mask(size), b = get(in.op[0]);
+    unsigned __int128 product;
+    bool overflow;
+    if (isSigned) {
+      __int128 p = static_cast<__int128>(signExtend(a, size)) * signExtend(b, size);
+      product = static_cast<unsigned __int128>(p);
+      overflow = p != signExtend(static_cast<uint64_t>(p) & mask(size), size);
+    } else {
+      product = static_cast<unsigned __int128>(a) * b;
+      overflow = (product >> (size * 8)) != 0;
+    }
+    uint64_t low = static_cast<uint64_t>(product) & mask(size);
+    uint64_t high = static_cast<uint64_t>(product >> (size * 8)) & mask(size);
+    if (size == 1) {
+      setReg(0, 2, static_cast<uint64_t>(product) & 0xffff);
+    } else {
+      setReg(0, size, low);
+      setReg(2, size, high);
+    }
+    setFlags(szp(low, size) | (overflow ? FLAG_CF | FLAG_OF : 0), FLAGS_ARITH);
+  }
+
+  void divide(bool isSigned) {
+    unsigned size = in.op[0].size;
+    uint64_t divisor = get(in.op[0]);
+    if (divisor == 0) throw GuestFault{0, false, 0};
+    unsigned __int128 dividend;
+    if (size == 1) {
+      dividend = s.gpr[0] & 0xffff;
+    } else {
+      dividend = (static_cast<unsigned __int128>(s.gpr[2] & mask(size)) << (size * 8)) |
+                 (s.gpr[0] & mask(size));
+    }
+    uint64_t quotient, remainder;
+    if (isSigned) {
+      unsigned bits = size * 16;
+      __int128 n = static_cast<__int128>(dividend << (128 - bits)) >> (128 - bits);
+      __int128 d = signExtend(divisor, size);
+      __int128 q = n / d;
+      __int128 r = n % d;
+      __int128 limit = static_cast<__int128>(1) << (size * 8 - 1);
+      if (q >= limit || q < -limit) throw GuestFault{0, false, 0};
+      quotient = static_cast<uint64_t>(q) & mask(size);
+      remainder = static_cast<uint64_t>(r) & mask(size);
+    } else {
+      unsigned __int128 q = dividend / divisor;
+      if (q >> (size * 8)) throw GuestFault{0, false, 0};
+      quotient = static_cast<uint64_t>(q);
+      remainder = static_cast<uint64_t>(dividend % divisor);
+    }
+    if (size == 1) {
+      setReg(0, 2, (remainder << 8) | quotient);
+    } else {
+      setReg(0, size, quotient);
+      setReg(2, size, remainder);
+    }
+  }
+
+  void bitTest(ZydisMnemonic m) {
+    unsigned size = in.op[0].size;
+    uint64_t bit = get(in.op[1]);
+    uint64_t value;
+    Operand target = in.op[0];
+    if (target.kind == OperandKind::MEM && in.op[1].kind == OperandKind::REG) {
+      // A register bit offset reaches beyond the operand (SDM Vol. 2, BT).
+      int64_t offsetBits = signExtend(bit, in.op[1].size);
+      int64_t step = (offsetBits >> (size == 8 ? 6 : size == 4 ? 5 : 4)) * size;
+      target.value += step;
+      bit = static_cast<uint64_t>(offsetBits) & (size * 8 - 1);
+    } else {
+      bit &= size * 8 - 1;
+    }
+    value = get(target);
+    bool was = (value >> bit) & 1;
+    setFlags(was ? FLAG_CF : 0, FLAG_CF);
+    if (m == ZYDIS_MNEMONIC_BT) return;
+    if (m == ZYDIS_MNEMONIC_BTS) value |= 1ull << bit;
+    if (m == ZYDIS_MNEMONIC_BTR) value &= ~(1ull << bit);
+    if (m == ZYDIS_MNEMONIC_BTC) value ^= 1ull << bit;
+    set(target, value);
+  }
+
+  void pushValue(uint64_t value, unsigned size) { c.push(value, size); }
+  unsigned pushSize() const {
+    if (c.modeKey == 2) return osize() == 2 ? 2 : 8;
+    return osize();
+  }
+
+  uint64_t readFlagsImage() const { return (s.rflags & ~(FLAG_VM | FLAG_RF)) | 2; }
+  void writeFlagsImage(uint64_t value, unsigned size) {
+    uint64_t changeable = FLAGS_ARITH | FLAG_TF | FLAG_DF | FLAG_NT | FLAG_AC | FLAG_ID;
+    unsigned iopl = (s.rflags & FLAG_IOPL) >> 12;
+    if (!protectedMode() || c.cpl() <= iopl) changeable |= FLAG_IF;
+    if (!protectedMode() || c.cpl() == 0) changeable |= FLAG_IOPL;
+    changeable &= mask(size);
+    s.rflags = (s.rflags & ~changeable) | (value & changeable) | 2;
+  }
+
+  void descriptorTable(bool load, bool interrupts) {
+    uint64_t at = offset(in.op[0]);
+    SegmentIndex segment = segmentOf(in.op[0]);
+    uint64_t& base = interrupts ? s.idtBase : s.gdtBase;
+    uint16_t& limit = interrupts ? s.idtLimit : s.gdtLimit;
+    unsigned baseBytes = c.modeKey == 2 ? 8 : 4;
+    if (load) {
+      requireCpl0();
+      uint16_t newLimit = static_cast<uint16_t>(c.read(segment, at, 2));
+      uint64_t newBase = c.read(segment, at + 2, baseBytes);
+      if (c.modeKey != 2 && osize() == 2) newBase &= 0xffffff;
+      limit = newLimit;
+      base = newBase;
+    } else {
+      c.write(segment, at, 2, limit);
+      c.write(segment, at + 2, baseBytes, base);
+    }
+  }
+
+  void loadSystemSegment(bool task) {
+    requireCpl0();
+    if (!protectedMode()) throw GuestFault{6, false, 0};
+    uint16_t selector = static_cast<uint16_t>(get(in.op[0]));
+    SegmentState& target = task ? s.tr : s.ldtr;
+    if ((selector & ~3u) == 0) {
+      if (task) throw GuestFault{13, true, 0};
+      target = SegmentState{};
+      return;
+    }
+    if (selector & 4) throw GuestFault{13, true, static_cast<uint32_t>(selector & ~3u)};
+    uint64_t address;
+    uint32_t high;
+    uint64_t saveLdt = s.ldtr.base;
+    SegmentState loaded = c.descriptorAt(selector, &address, &high);
+    (void)saveLdt;
+    bool ok = loaded.system && (task ? (loaded.type == 9 || loaded.type == 1) : loaded.type == 2);
+    if (!ok) throw GuestFault{13, true, static_cast<uint32_t>(selector & ~3u)};
+    if (!loaded.present) throw GuestFault{11, true, static_cast<uint32_t>(selector & ~3u)};
+    if (s.efer & EFER_LMA) loaded.base |= static_cast<uint64_t>(high) << 32;
+    if (task) {
+      loaded.type |= 2;  // busy
+      uint64_t raw = c.readSystem(address, 8) | (2ull << 40);
+      c.writeSystem(address, 8, raw);
+    }
+    target = loaded;
+  }
+
+  // Returns false for an instruction the interpreter does not implement.
+  bool run();
+};
+
+bool Executor::run() {
+  ZydisMnemonic m = in.mnemonic;
+  const Operand* op = in.op;
+  switch (m) {
+    case ZYDIS_MNEMONIC_NOP:
+    case ZYDIS_MNEMONIC_PAUSE:
+    case ZYDIS_MNEMONIC_LFENCE:
+    case ZYDIS_MNEMONIC_MFENCE:
+    case ZYDIS_MNEMONIC_SFENCE:
+    case ZYDIS_MNEMONIC_PREFETCHT0:
+    case ZYDIS_MNEMONIC_PREFETCHT1:
+    case ZYDIS_MNEMONIC_PREFETCHT2:
+    case ZYDIS_MNEMONIC_PREFETCHNTA:
+    case ZYDIS_MNEMONIC_PREFETCHW:
+    case ZYDIS_MNEMONIC_ENDBR32:
+    case ZYDIS_MNEMONIC_ENDBR64:
+    case ZYDIS_MNEMONIC_FWAIT:
+    case ZYDIS_MNEMONIC_CLFLUSH:
+      return true;
+    case ZYDIS_MNEMONIC_MOV:
+      set(op[0], get(op[1]));
+      return true;
+    case ZYDIS_MNEMONIC_MOVZX:
+      set(op[0], get(op[1]));
+      return true;
+    case ZYDIS_MNEMONIC_MOVSX:
+    case ZYDIS_MNEMONIC_MOVSXD:
+      set(op[0], static_cast<uint64_t>(signExtend(get(op[1]), op[1].size)));
+      return true;
+    case ZYDIS_MNEMONIC_LEA:
+      set(op[0], offset(op[1]));
+      return true;
+    case ZYDIS_MNEMONIC_XCHG: {
+      uint64_t a = get(op[0]), b = get(op[1]);
+      set(op[0], b);
+      set(op[1], a);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_ADD:
+      set(op[0], add(get(op[0]), get(op[1]), 0, op[0].size));
+      return true;
+    case ZYDIS_MNEMONIC_ADC:
+      set(op[0], add(get(op[0]), get(op[1]), s.rflags & FLAG_CF ? 1 : 0, op[0].size));
+      return true;
+    case ZYDIS_MNEMONIC_SUB:
+      set(op[0], sub(get(op[0]), get(op[1]), 0, op[0].size));
+      return true;
+    case ZYDIS_MNEMONIC_SBB:
+      set(op[0], sub(get(op[0]), get(op[1]), s.rflags & FLAG_CF ? 1 : 0, op[0].size));
+      return true;
+    case ZYDIS_MNEMONIC_CMP:
+      sub(get(op[0]), get(op[1]), 0, op[0].size);
+      return true;
+    case ZYDIS_MNEMONIC_INC:
+      set(op[0], add(get(op[0]), 1, 0, op[0].size, true));
+      return true;
+    case ZYDIS_MNEMONIC_DEC:
+      set(op[0], sub(get(op[0]), 1, 0, op[0].size, true));
+      return true;
+    case ZYDIS_MNEMONIC_NEG: {
+      uint64_t value = get(op[0]);
+      set(op[0], sub(0, value, 0, op[0].size));
+      return true;
+    }
+    case ZYDIS_MNEMONIC_NOT:
+      set(op[0], ~get(op[0]));
+      return true;
+    case ZYDIS_MNEMONIC_AND:
+      set(op[0], logic(get(op[0]) & get(op[1]), op[0].size));
+      return true;
+    case ZYDIS_MNEMONIC_OR:
+      set(op[0], logic(get(op[0]) | get(op[1]), op[0].size));
+      return true;
+    case ZYDIS_MNEMONIC_XOR:
+      set(op[0], logic(get(op[0]) ^ get(op[1]), op[0].size));
+      return true;
+    case ZYDIS_MNEMONIC_TEST:
+      logic(get(op[0]) & get(op[1]), op[0].size);
+      return true;
+    case ZYDIS_MNEMONIC_MUL:
+      multiply(false);
+      return true;
+    case ZYDIS_MNEMONIC_IMUL:
+      multiply(true);
+      return true;
+    case ZYDIS_MNEMONIC_DIV:
+      divide(false);
+      return true;
+    case ZYDIS_MNEMONIC_IDIV:
+      divide(true);
+      return true;
+    case ZYDIS_MNEMONIC_SHL:
+    case ZYDIS_MNEMONIC_SHR:
+    case ZYDIS_MNEMONIC_SAR:
+    case ZYDIS_MNEMONIC_ROL:
+    case ZYDIS_MNEMONIC_ROR:
+    case ZYDIS_MNEMONIC_RCL:
+    case ZYDIS_MNEMONIC_RCR:
+      shift(m);
+      return true;
+    case ZYDIS_MNEMONIC_SHLD:
+      doubleShift(true);
+      return true;
+    case ZYDIS_MNEMONIC_SHRD:
+      doubleShift(false);
+      return true;
+    case ZYDIS_MNEMONIC_BT:
+    case ZYDIS_MNEMONIC_BTS:
+    case ZYDIS_MNEMONIC_BTR:
+    case ZYDIS_MNEMONIC_BTC:
+      bitTest(m);
+      return true;
+    case ZYDIS_MNEMONIC_BSF:
+    case ZYDIS_MNEMONIC_TZCNT: {
+      // TZCNT is REP BSF on a CPU without BMI1, which the software CPU does not report.
+      uint64_t value = get(op[1]);
+      if (value == 0) {
+        setFlags(FLAG_ZF, FLAG_ZF);
+        return true;
+      }
+      setFlags(0, FLAG_ZF);
+      set(op[0], __builtin_ctzll(value));
+      return true;
+    }
+    case ZYDIS_MNEMONIC_BSR:
+    case ZYDIS_MNEMONIC_LZCNT: {
+      uint64_t value = get(op[1]);
+      if (value == 0) {
+        setFlags(FLAG_ZF, FLAG_ZF);
+        return true;
+      }
+      setFlags(0, FLAG_ZF);
+      set(op[0], 63 - __builtin_clzll(value));
+      return true;
+    }
+    case ZYDIS_MNEMONIC_BSWAP: {
+      uint64_t value = get(op[0]);
+      set(op[0], op[0].size == 8 ? __builtin_bswap64(value) : __builtin_bswap32(value));
+      return true;
+    }
+    case ZYDIS_MNEMONIC_XADD: {
+      uint64_t a = get(op[0]), b = get(op[1]);
+      uint64_t sum = add(a, b, 0, op[0].size);
+      set(op[1], a);
+      set(op[0], sum);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_CMPXCHG: {
+      uint64_t current = get(op[0]);
+      uint64_t accumulator = s.gpr[0] & mask(op[0].size);
+      sub(accumulator, current, 0, op[0].size);
+      if (accumulator == current) {
+        set(op[0], get(op[1]));
+      } else {
+        set(op[0], current);  // the destination is always written (SDM)
+        setReg(0, op[0].size, current);
+      }
+      return true;
+    }
+    case ZYDIS_MNEMONIC_CMPXCHG8B:
+    case ZYDIS_MNEMONIC_CMPXCHG16B: {
+      unsigned half = m == ZYDIS_MNEMONIC_CMPXCHG8B ? 4 : 8;
+      Operand low = op[0], high = op[0];
+      low.size = high.size = half;
+      high.value += half;
+      uint64_t currentLow = get(low), currentHigh = get(high);
+      if (currentLow == (s.gpr[0] & mask(half)) && currentHigh == (s.gpr[2] & mask(half))) {
+        set(low, s.gpr[3]);
+        set(high, s.gpr[1]);
+        setFlags(FLAG_ZF, FLAG_ZF);
+      } else {
+        setReg(0, half, currentLow);
+        setReg(2, half, currentHigh);
+        setFlags(0, FLAG_ZF);
+      }
+      return true;
+    }
+    case ZYDIS_MNEMONIC_CBW:
+      setReg(0, 2, signExtend(s.gpr[0], 1));
+      return true;
+    case ZYDIS_MNEMONIC_CWDE:
+      setReg(0, 4, signExtend(s.gpr[0], 2));
+      return true;
+    case ZYDIS_MNEMONIC_CDQE:
+      setReg(0, 8, signExtend(s.gpr[0], 4));
+      return true;
+    case ZYDIS_MNEMONIC_CWD:
+    case ZYDIS_MNEMONIC_CDQ:
+    case ZYDIS_MNEMONIC_CQO: {
+      unsigned size = m == ZYDIS_MNEMONIC_CWD ? 2 : m == ZYDIS_MNEMONIC_CDQ ? 4 : 8;
+      setReg(2, size, (s.gpr[0] & signBit(size)) ? ~0ull : 0);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_PUSH: {
+      uint64_t value = get(op[0]);
+      unsigned size =
+          op[0].kind == OperandKind::REG && op[0].reg >= REG_SEGMENT && op[0].reg < REG_SEGMENT + 6
+              ? pushSize()
+              : pushSize();
+      if (op[0].kind == OperandKind::IMM) value = signExtend(static_cast<uint64_t>(op[0].value), 8);
+      pushValue(value & mask(size), size);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_POP: {
+      unsigned size = pushSize();
+      uint64_t saved = s.gpr[4];
+      uint64_t value = c.pop(size);
+      try {
+        if (op[0].kind == OperandKind::MEM) {
+          Operand target = op[0];
+          target.size = static_cast<uint8_t>(size);
+          set(target, value);
+        } else if (op[0].reg >= REG_SEGMENT && op[0].reg < REG_SEGMENT + 6) {
+          set(op[0], value);
+        } else {
+          setReg(op[0].reg, size, value);
+        }
+      } catch (const GuestFault&) {
+        s.gpr[4] = saved;
+        throw;
+      }
+      return true;
+    }
+    case ZYDIS_MNEMONIC_PUSHA:
+    case ZYDIS_MNEMONIC_PUSHAD: {
+      unsigned size = m == ZYDIS_MNEMONIC_PUSHA ? 2 : 4;
+      uint64_t sp = s.gpr[4];
+      for (unsigned r = 0; r < 8; ++r) pushValue((r == 4 ? sp : s.gpr[r]) & mask(size), size);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_POPA:
+    case ZYDIS_MNEMONIC_POPAD: {
+      unsigned size = m == ZYDIS_MNEMONIC_POPA ? 2 : 4;
+      for (int r = 7; r >= 0; --r) {
+        uint64_t value = c.pop(size);
+        if (r != 4) setReg(static_cast<uint8_t>(r), size, value);
+      }
+      return true;
+    }
+    case ZYDIS_MNEMONIC_PUSHF:
+    case ZYDIS_MNEMONIC_PUSHFD:
+    case ZYDIS_MNEMONIC_PUSHFQ: {
+      unsigned size = pushSize();
+      pushValue(readFlagsImage() & mask(size), size);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_POPF:
+    case ZYDIS_MNEMONIC_POPFD:
+    case ZYDIS_MNEMONIC_POPFQ: {
+      unsigned size = pushSize();
+      uint64_t wasIf = s.rflags & FLAG_IF;
+      writeFlagsImage(c.pop(size), size);
+      if (!wasIf && (s.rflags & FLAG_IF)) c.shadow = true;
+      c.endBlock = true;
+      return true;
+    }
+    case ZYDIS_MNEMONIC_LAHF:
+      setReg(REG_HIGH8, 1, (s.rflags & 0xd5) | 2);
+      return true;
+    case ZYDIS_MNEMONIC_SAHF:
+      setFlags((s.gpr[0] >> 8) & 0xd5, 0xd5);
+      return true;
+    case ZYDIS_MNEMONIC_CLC:
+      setFlags(0, FLAG_CF);
+      return true;
+    case ZYDIS_MNEMONIC_STC:
+      setFlags(FLAG_CF, FLAG_CF);
+      return true;
+    case ZYDIS_MNEMONIC_CMC:
+      s.rflags ^= FLAG_CF;
+      return true;
+    case ZYDIS_MNEMONIC_CLD:
+      setFlags(0, FLAG_DF);
+      return true;
+    case ZYDIS_MNEMONIC_STD:
+      setFlags(FLAG_DF, FLAG_DF);
+      return true;
+    case ZYDIS_MNEMONIC_CLI:
+      requireIo();
+      setFlags(0, FLAG_IF);
+      return true;
+    case ZYDIS_MNEMONIC_STI:
+      requireIo();
+      if (!(s.rflags & FLAG_IF)) c.shadow = true;
+      setFlags(FLAG_IF, FLAG_IF);
+      c.endBlock = true;
+      return true;
+    case ZYDIS_MNEMONIC_JMP:
+      if (in.far) {
+        if (op[0].kind == OperandKind::PTR) {
+          c.farJump(op[0].selector, static_cast<uint64_t>(op[0].value), osize());
+        } else {
+          uint64_t at = offset(op[0]);
+          uint64_t target = c.read(segmentOf(op[0]), at, osize());
+          uint16_t selector = static_cast<uint16_t>(c.read(segmentOf(op[0]), at + osize(), 2));
+          c.farJump(selector, target, osize());
+        }
+        return true;
+      }
+      jumpTo(branchTarget());
+      return true;
+    case ZYDIS_MNEMONIC_CALL:
+      if (in.far) {
+        if (op[0].kind == OperandKind::PTR) {
+          c.farCall(op[0].selector, static_cast<uint64_t>(op[0].value), osize());
+        } else {
+          uint64_t at = offset(op[0]);
+          uint64_t target = c.read(segmentOf(op[0]), at, osize());
+          uint16_t selector = static_cast<uint16_t>(c.read(segmentOf(op[0]), at + osize(), 2));
+          c.farCall(selector, target, osize());
+        }
+        return true;
+      } else {
+        uint64_t target = branchTarget();
+        unsigned size = pushSize();
+        pushValue(s.rip & mask(size), size);
+        jumpTo(target);
+      }
+      return true;
+    case ZYDIS_MNEMONIC_RET: {
+      uint16_t release = in.operandCount > 0 ? static_cast<uint16_t>(op[0].value) : 0;
+      if (in.far) {
+        c.farReturn(osize(), release);
+        return true;
+      }
+      unsigned size = pushSize();
+      uint64_t target = c.pop(size);
+      setReg(4, c.stackWidth(), s.gpr[4] + release);
+      jumpTo(target);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_IRET:
+    case ZYDIS_MNEMONIC_IRETD:
+    case ZYDIS_MNEMONIC_IRETQ:
+      c.interruptReturn(m == ZYDIS_MNEMONIC_IRET ? 2 : m == ZYDIS_MNEMONIC_IRETD ? 4 : 8);
+      return true;
+    case ZYDIS_MNEMONIC_INT:
+      c.deliver(static_cast<uint8_t>(op[0].value), false, 0, true, s.rip);
+      return true;
+    case ZYDIS_MNEMONIC_INT3:
+      c.deliver(3, false, 0, true, s.rip);
+      return true;
+    case ZYDIS_MNEMONIC_INTO:
+      if (s.rflags & FLAG_OF) c.deliver(4, false, 0, true, s.rip);
+      return true;
+    case ZYDIS_MNEMONIC_INT1:
+      c.deliver(1, false, 0, false, s.rip);
+      return true;
+    case ZYDIS_MNEMONIC_UD0:
+    case ZYDIS_MNEMONIC_UD1:
+    case ZYDIS_MNEMONIC_UD2:
+      throw GuestFault{6, false, 0};
+    case ZYDIS_MNEMONIC_LOOP:
+    case ZYDIS_MNEMONIC_LOOPE:
+    case ZYDIS_MNEMONIC_LOOPNE: {
+      uint64_t count = (counter() - 1) & mask(in.addressSize);
+      setCounter(count);
+      bool zero = s.rflags & FLAG_ZF;
+      bool taken = count != 0 && (m == ZYDIS_MNEMONIC_LOOP || (m == ZYDIS_MNEMONIC_LOOPE && zero) ||
+                                  (m == ZYDIS_MNEMONIC_LOOPNE && !zero));
+      if (taken) jumpTo(branchTarget());
+      return true;
+    }
+    case ZYDIS_MNEMONIC_JCXZ:
+    case ZYDIS_MNEMONIC_JECXZ:
+    case ZYDIS_MNEMONIC_JRCXZ:
+      if (counter() == 0) jumpTo(branchTarget());
+      return true;
+    case ZYDIS_MNEMONIC_LEAVE: {
+      unsigned width = c.stackWidth();
+      setReg(4, width, s.gpr[5]);
+      setReg(5, pushSize(), c.pop(pushSize()));
+      return true;
+    }
+    case ZYDIS_MNEMONIC_ENTER: {
+      unsigned size = pushSize();
+      if (op[1].value != 0) return false;  // nested frames: not implemented
+      pushValue(s.gpr[5] & mask(size), size);
+      uint64_t frame = s.gpr[4];
+      setReg(4, c.stackWidth(), s.gpr[4] - op[0].value);
+      setReg(5, size, frame);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_HLT:
+      requireCpl0();
+      s.halted = true;
+      return true;
+    case ZYDIS_MNEMONIC_IN: {
+      requireIo();
+      uint16_t port = static_cast<uint16_t>(get(op[1]));
+      set(op[0], c.bus.portRead(port, op[0].size));
+      return true;
+    }
+    case ZYDIS_MNEMONIC_OUT: {
+      requireIo();
+      uint16_t port = static_cast<uint16_t>(get(op[0]));
+      c.bus.portWrite(port, op[1].size, get(op[1]));
+      return true;
+    }
+    case ZYDIS_MNEMONIC_XLAT: {
+      uint64_t address = (s.gpr[3] + (s.gpr[0] & 0xff)) & mask(in.addressSize);
+      setReg(0, 1, c.read(sourceSegment(), address, 1));
+      return true;
+    }
+    case ZYDIS_MNEMONIC_LGDT:
+      descriptorTable(true, false);
+      return true;
+    case ZYDIS_MNEMONIC_LIDT:
+      descriptorTable(true, true);
+      return true;
+    case ZYDIS_MNEMONIC_SGDT:
+      descriptorTable(false, false);
+      return true;
+    case ZYDIS_MNEMONIC_SIDT:
+      descriptorTable(false, true);
+      return true;
+    case ZYDIS_MNEMONIC_LLDT:
+      loadSystemSegment(false);
+      return true;
+    case ZYDIS_MNEMONIC_LTR:
+      loadSystemSegment(true);
+      return true;
+    case ZYDIS_MNEMONIC_SLDT:
+      set(op[0], s.ldtr.selector);
+      return true;
+    case ZYDIS_MNEMONIC_STR:
+      set(op[0], s.tr.selector);
+      return true;
+    case ZYDIS_MNEMONIC_SMSW:
+      set(op[0], s.cr0 & mask(op[0].size));
+      return true;
+    case ZYDIS_MNEMONIC_LMSW: {
+      requireCpl0();
+      uint64_t value = get(op[0]) & 0xf;
+      // LMSW sets PE but cannot clear it.
+      c.writeControl(0, (s.cr0 & ~0xeull) | value | (s.cr0 & CR0_PE));
+      return true;
+    }
+    case ZYDIS_MNEMONIC_CLTS:
+      requireCpl0();
+      s.cr0 &= ~CR0_TS;
+      return true;
+    case ZYDIS_MNEMONIC_INVLPG:
+      requireCpl0();
+      c.invalidatePage(c.modeKey == 2
+                           ? offset(op[0])
+                           : (s.segment[segmentOf(op[0])].base + offset(op[0])) & 0xffffffff);
+      return true;
+    case ZYDIS_MNEMONIC_WBINVD:
+    case ZYDIS_MNEMONIC_INVD:
+      requireCpl0();
+      return true;
+    case ZYDIS_MNEMONIC_RDMSR: {
+      requireCpl0();
+      uint64_t value = c.readMsr(static_cast<uint32_t>(s.gpr[1]));
+      s.gpr[0] = value & 0xffffffff;
+      s.gpr[2] = value >> 32;
+      return true;
+    }
+    case ZYDIS_MNEMONIC_WRMSR:
+      requireCpl0();
+      c.writeMsr(static_cast<uint32_t>(s.gpr[1]),
+                 (s.gpr[0] & 0xffffffff) | ((s.gpr[2] & 0xffffffff) << 32));
+      c.endBlock = true;
+      return true;
+    case ZYDIS_MNEMONIC_RDTSC:
+    case ZYDIS_MNEMONIC_RDTSCP: {
+      if ((s.cr4 & 4) && c.cpl() != 0 && protectedMode()) throw GuestFault{13, true, 0};
+      uint64_t tsc = c.bus.timestamp() + s.tscAdjust;
+      s.gpr[0] = tsc & 0xffffffff;
+      s.gpr[2] = tsc >> 32;
+      if (m == ZYDIS_MNEMONIC_RDTSCP) s.gpr[1] = 0;
+      return true;
+    }
+    case ZYDIS_MNEMONIC_CPUID:
+      c.cpuidInstruction();
+      return true;
+    case ZYDIS_MNEMONIC_SWAPGS: {
+      if (c.modeKey != 2) throw GuestFault{6, false, 0};
+      requireCpl0();
+      std::swap(s.segment[GS].base, s.kernelGsBase);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_SYSCALL:
+      c.syscall();
+      return true;
+    case ZYDIS_MNEMONIC_SYSRET:
+      c.sysret(osize());
+      return true;
+    case ZYDIS_MNEMONIC_SYSENTER:
+      c.sysenter();
+      return true;
+    case ZYDIS_MNEMONIC_SYSEXIT:
+      c.sysexit(osize());
+      return true;
+    case ZYDIS_MNEMONIC_LDS:
+    case ZYDIS_MNEMONIC_LES:
+    case ZYDIS_MNEMONIC_LSS:
+    case ZYDIS_MNEMONIC_LFS:
+    case ZYDIS_MNEMONIC_LGS: {
+      SegmentIndex target = m == ZYDIS_MNEMONIC_LDS   ? DS
+                            : m == ZYDIS_MNEMONIC_LES ? ES
+                            : m == ZYDIS_MNEMONIC_LSS ? SS
+                            : m == ZYDIS_MNEMONIC_LFS ? FS
+                                                      : GS;
+      uint64_t at = offset(op[1]);
+      uint64_t value = c.read(segmentOf(op[1]), at, op[0].size);
+      uint16_t selector = static_cast<uint16_t>(c.read(segmentOf(op[1]), at + op[0].size, 2));
+      c.loadSegment(target, selector);
+      setReg(op[0].reg, op[0].size, value);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_FNINIT:
+      s.fpuControl = 0x37f;
+      s.fpuStatus = 0;
+      s.fpuTag = 0xffff;
+      return true;
+    case ZYDIS_MNEMONIC_FNSTSW:
+      set(op[0], s.fpuStatus);
+      return true;
+    case ZYDIS_MNEMONIC_FNSTCW:
+      set(op[0], s.fpuControl);
+      return true;
+    case ZYDIS_MNEMONIC_FLDCW:
+      s.fpuControl = static_cast<uint16_t>(get(op[0]));
+      return true;
+    default:
+      break;
+  }
+  int cc = conditionOf(m);
+  if (cc >= 0) {
+    switch (m) {
+      case ZYDIS_MNEMONIC_JO:
+      case ZYDIS_MNEMONIC_JNO:
+      case ZYDIS_MNEMONIC_JB:
+      case ZYDIS_MNEMONIC_JNB:
+      case ZYDIS_MNEMONIC_JZ:
+      case ZYDIS_MNEMONIC_JNZ:
+      case ZYDIS_MNEMONIC_JBE:
+      case ZYDIS_MNEMONIC_JNBE:
+      case ZYDIS_MNEMONIC_JS:
+      case ZYDIS_MNEMONIC_JNS:
+      case ZYDIS_MNEMONIC_JP:
+      case ZYDIS_MNEMONIC_JNP:
+      case ZYDIS_MNEMONIC_JL:
+      case ZYDIS_MNEMONIC_JNL:
+      case ZYDIS_MNEMONIC_JLE:
+      case ZYDIS_MNEMONIC_JNLE:
+        if (condition(cc)) jumpTo(branchTarget());
+        return true;
+      case ZYDIS_MNEMONIC_SETO:
+      case ZYDIS_MNEMONIC_SETNO:
+      case ZYDIS_MNEMONIC_SETB:
+      case ZYDIS_MNEMONIC_SETNB:
+      case ZYDIS_MNEMONIC_SETZ:
+      case ZYDIS_MNEMONIC_SETNZ:
+      case ZYDIS_MNEMONIC_SETBE:
+      case ZYDIS_MNEMONIC_SETNBE:
+      case ZYDIS_MNEMONIC_SETS:
+      case ZYDIS_MNEMONIC_SETNS:
+      case ZYDIS_MNEMONIC_SETP:
+      case ZYDIS_MNEMONIC_SETNP:
+      case ZYDIS_MNEMONIC_SETL:
+      case ZYDIS_MNEMONIC_SETNL:
+      case ZYDIS_MNEMONIC_SETLE:
+      case ZYDIS_MNEMONIC_SETNLE:
+        set(op[0], condition(cc) ? 1 : 0);
+        return true;
+      default: {  // CMOVcc: the source is read (and may fault) either way
+        uint64_t value = get(op[1]);
+        if (condition(cc)) {
+          set(op[0], value);
+        } else if (op[0].size == 4) {
+          set(op[0], get(op[0]));  // a 32-bit CMOV clears the upper half regardless
+        }
+        return true;
+      }
+    }
+  }
+  unsigned element = stringElement(m);
+  if (element != 0) {
+    bool sse = in.operandCount > 0 && op[0].kind == OperandKind::REG && op[0].reg >= REG_XMM;
+    if (!sse) return string(element);
+  }
+  return false;
+}
+
+bool Cpu::execute(const Insn& insn) {
+  for (unsigned i = 0; i < insn.operandCount; ++i) {
+    const Operand& o = insn.op[i];
+    if (o.kind == OperandKind::REG && o.reg == REG_NONE - 1) {
+      failed = "an instruction on registers the software CPU does not model";
+      return false;
+    }
+  }
+  Executor executor{*this, s, insn};
+  if (executor.run()) return true;
+  failed = absl::StrFormat("the software CPU does not implement %s",
+                           ZydisMnemonicGetString(insn.mnemonic));
+  return false;
+}
+
+}  // namespace bulkhead::emu
