@@ -405,7 +405,10 @@ struct Executor {
     unsigned bits = size * 8;
     uint64_t count = (in.operandCount > 1 ? get(in.op[1]) : 1) & (size == 8 ? 63 : 31);
     uint64_t value = get(in.op[0]);
-    if (count == 0) return;
+    if (count == 0) {
+      if (size == 4) set(in.op[0], value);  // a 32-bit destination is still zero-extended
+      return;
+    }
     uint64_t m_ = mask(size);
     uint64_t r = 0, f = s.rflags;
     switch (m) {
@@ -487,7 +490,10 @@ struct Executor {
     unsigned size = in.op[0].size;
     unsigned bits = size * 8;
     uint64_t count = get(in.op[2]) & (size == 8 ? 63 : 31);
-    if (count == 0) return;
+    if (count == 0) {
+      if (size == 4) set(in.op[0], get(in.op[0]));  // still zero-extended
+      return;
+    }
     uint64_t dest = get(in.op[0]), source = get(in.op[1]);
     unsigned __int128 wide;
     uint64_t r;
@@ -664,6 +670,89 @@ struct Executor {
     }
     target = loaded;
   }
+
+  // --- SSE (128-bit registers; scalar and packed integer and floating point) ---
+  struct Vec {
+    uint64_t q[2] = {0, 0};
+  };
+  bool isXmm(const Operand& o) const {
+    return o.kind == OperandKind::REG && o.reg >= REG_XMM && o.reg < REG_XMM + 16;
+  }
+  void requireSse() const {
+    if ((s.cr0 & CR0_EM) || !(s.cr4 & CR4_OSFXSR)) throw GuestFault{6, false, 0};
+    if (s.cr0 & CR0_TS) throw GuestFault{7, false, 0};
+  }
+  // `bytes` of the operand, zero-extended to 128 bits; aligned: 16-byte memory alignment.
+  Vec getVec(const Operand& o, unsigned bytes, bool aligned = false) {
+    Vec v;
+    if (isXmm(o)) {
+      v.q[0] = s.xmm[o.reg - REG_XMM][0];
+      v.q[1] = s.xmm[o.reg - REG_XMM][1];
+      if (bytes < 16) v.q[1] = 0;
+      if (bytes < 8) v.q[0] &= mask(bytes);
+      return v;
+    }
+    if (o.kind == OperandKind::MEM) {
+      uint64_t at = offset(o);
+      if (aligned && (at & 15)) throw GuestFault{13, true, 0};
+      v.q[0] = c.read(segmentOf(o), at, bytes < 8 ? bytes : 8);
+      if (bytes == 16) v.q[1] = c.read(segmentOf(o), at + 8, 8);
+      return v;
+    }
+    v.q[0] = get(o) & mask(bytes);
+    return v;
+  }
+  // Writes the low `bytes`; an XMM destination keeps its upper part unless `zeroUpper`.
+  void setVec(const Operand& o, Vec v, unsigned bytes, bool zeroUpper, bool aligned = false) {
+    if (isXmm(o)) {
+      uint64_t* x = s.xmm[o.reg - REG_XMM];
+      if (bytes == 16 || zeroUpper) {
+        x[0] = bytes < 8 ? v.q[0] & mask(bytes) : v.q[0];
+        x[1] = bytes == 16 ? v.q[1] : 0;
+      } else {
+        x[0] = (x[0] & ~mask(bytes)) | (v.q[0] & mask(bytes));
+      }
+      return;
+    }
+    if (o.kind == OperandKind::MEM) {
+      uint64_t at = offset(o);
+      if (aligned && (at & 15)) throw GuestFault{13, true, 0};
+      if (bytes == 16) {
+        // Both halves must be writable before either is written.
+        c.linearAddress(segmentOf(o), at, 16, true);
+        c.write(segmentOf(o), at, 8, v.q[0]);
+        c.write(segmentOf(o), at + 8, 8, v.q[1]);
+      } else {
+        c.write(segmentOf(o), at, bytes, v.q[0] & mask(bytes));
+      }
+      return;
+    }
+    set(o, v.q[0]);
+  }
+  // Lane-wise integer operation on `lane`-byte lanes.
+  template <typename F>
+  Vec lanes(Vec a, Vec b, unsigned lane, F f) {
+    Vec r;
+    for (unsigned half = 0; half < 2; ++half) {
+      for (unsigned at = 0; at < 64; at += lane * 8) {
+        uint64_t x = (a.q[half] >> at) & mask(lane), y = (b.q[half] >> at) & mask(lane);
+        r.q[half] |= (f(x, y) & mask(lane)) << at;
+      }
+    }
+    return r;
+  }
+  template <typename T, typename F>
+  uint64_t floatOp(uint64_t a, uint64_t b, F f) {
+    T x, y;
+    memcpy(&x, &a, sizeof(T));
+    memcpy(&y, &b, sizeof(T));
+    T r = f(x, y);
+    uint64_t out = 0;
+    memcpy(&out, &r, sizeof(T));
+    return out;
+  }
+  bool sse(ZydisMnemonic m);
+  void fxsave(bool restore);
 
   // Returns false for an instruction the interpreter does not implement.
   bool run();
@@ -1249,11 +1338,248 @@ bool Executor::run() {
     }
   }
   unsigned element = stringElement(m);
-  if (element != 0) {
-    bool sse = in.operandCount > 0 && op[0].kind == OperandKind::REG && op[0].reg >= REG_XMM;
-    if (!sse) return string(element);
+  bool vector = false;
+  for (unsigned i = 0; i < in.operandCount; ++i) vector = vector || isXmm(op[i]);
+  if (element != 0 && !vector) return string(element);
+  if (m == ZYDIS_MNEMONIC_FXSAVE || m == ZYDIS_MNEMONIC_FXSAVE64 || m == ZYDIS_MNEMONIC_FXRSTOR ||
+      m == ZYDIS_MNEMONIC_FXRSTOR64) {
+    if (s.cr0 & (CR0_EM | CR0_TS))
+      throw GuestFault{static_cast<uint8_t>(s.cr0 & CR0_EM ? 6 : 7), false, 0};
+    fxsave(m == ZYDIS_MNEMONIC_FXRSTOR || m == ZYDIS_MNEMONIC_FXRSTOR64);
+    return true;
+  }
+  if (vector || m == ZYDIS_MNEMONIC_LDMXCSR || m == ZYDIS_MNEMONIC_STMXCSR) {
+    requireSse();
+    return sse(m);
   }
   return false;
+}
+
+bool Executor::sse(ZydisMnemonic m) {
+  const Operand* op = in.op;
+  auto arith = [&](unsigned bytes, bool packed, auto f32, auto f64) {
+    Vec a = getVec(op[0], 16), b = getVec(op[1], packed ? 16 : bytes, packed);
+    Vec r = a;
+    unsigned count = packed ? 16 / bytes : 1;
+    for (unsigned i = 0; i < count; ++i) {
+      unsigned half = (i * bytes) / 8, shift = (i * bytes * 8) % 64;
+      uint64_t x = (a.q[half] >> shift) & mask(bytes), y = (b.q[half] >> shift) & mask(bytes);
+      uint64_t z = bytes == 4 ? floatOp<float>(x, y, f32) : floatOp<double>(x, y, f64);
+      r.q[half] = (r.q[half] & ~(mask(bytes) << shift)) | ((z & mask(bytes)) << shift);
+    }
+    setVec(op[0], r, 16, false);
+  };
+  auto addF = [](auto x, auto y) { return x + y; };
+  auto subF = [](auto x, auto y) { return x - y; };
+  auto mulF = [](auto x, auto y) { return x * y; };
+  auto divF = [](auto x, auto y) { return x / y; };
+  switch (m) {
+    case ZYDIS_MNEMONIC_MOVAPS:
+    case ZYDIS_MNEMONIC_MOVAPD:
+    case ZYDIS_MNEMONIC_MOVDQA:
+    case ZYDIS_MNEMONIC_MOVNTDQ:
+    case ZYDIS_MNEMONIC_MOVNTPS:
+    case ZYDIS_MNEMONIC_MOVNTPD:
+      setVec(op[0], getVec(op[1], 16, true), 16, true, true);
+      return true;
+    case ZYDIS_MNEMONIC_MOVUPS:
+    case ZYDIS_MNEMONIC_MOVUPD:
+    case ZYDIS_MNEMONIC_MOVDQU:
+    case ZYDIS_MNEMONIC_LDDQU:
+      setVec(op[0], getVec(op[1], 16), 16, true);
+      return true;
+    case ZYDIS_MNEMONIC_MOVD:
+    case ZYDIS_MNEMONIC_MOVQ: {
+      unsigned bytes = m == ZYDIS_MNEMONIC_MOVD ? 4 : 8;
+      if (!isXmm(op[0]) && op[0].kind == OperandKind::REG) {
+        setReg(op[0].reg, bytes, getVec(op[1], bytes).q[0]);
+      } else {
+        setVec(op[0], getVec(op[1], bytes), bytes, true);
+      }
+      return true;
+    }
+    case ZYDIS_MNEMONIC_MOVSS:
+    case ZYDIS_MNEMONIC_MOVSD: {
+      unsigned bytes = m == ZYDIS_MNEMONIC_MOVSS ? 4 : 8;
+      setVec(op[0], getVec(op[1], bytes), bytes, op[1].kind == OperandKind::MEM);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_PXOR:
+    case ZYDIS_MNEMONIC_XORPS:
+    case ZYDIS_MNEMONIC_XORPD:
+    case ZYDIS_MNEMONIC_PAND:
+    case ZYDIS_MNEMONIC_ANDPS:
+    case ZYDIS_MNEMONIC_ANDPD:
+    case ZYDIS_MNEMONIC_POR:
+    case ZYDIS_MNEMONIC_ORPS:
+    case ZYDIS_MNEMONIC_ORPD:
+    case ZYDIS_MNEMONIC_PANDN:
+    case ZYDIS_MNEMONIC_ANDNPS:
+    case ZYDIS_MNEMONIC_ANDNPD: {
+      Vec a = getVec(op[0], 16), b = getVec(op[1], 16, true), r;
+      for (unsigned i = 0; i < 2; ++i) {
+        bool isXor =
+            m == ZYDIS_MNEMONIC_PXOR || m == ZYDIS_MNEMONIC_XORPS || m == ZYDIS_MNEMONIC_XORPD;
+        bool isAnd =
+            m == ZYDIS_MNEMONIC_PAND || m == ZYDIS_MNEMONIC_ANDPS || m == ZYDIS_MNEMONIC_ANDPD;
+        bool isOr = m == ZYDIS_MNEMONIC_POR || m == ZYDIS_MNEMONIC_ORPS || m == ZYDIS_MNEMONIC_ORPD;
+        r.q[i] = isXor   ? a.q[i] ^ b.q[i]
+                 : isAnd ? a.q[i] & b.q[i]
+                 : isOr  ? a.q[i] | b.q[i]
+                         : ~a.q[i] & b.q[i];
+      }
+      setVec(op[0], r, 16, true);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_PADDB:
+    case ZYDIS_MNEMONIC_PADDW:
+    case ZYDIS_MNEMONIC_PADDD:
+    case ZYDIS_MNEMONIC_PADDQ:
+    case ZYDIS_MNEMONIC_PSUBB:
+    case ZYDIS_MNEMONIC_PSUBW:
+    case ZYDIS_MNEMONIC_PSUBD:
+    case ZYDIS_MNEMONIC_PSUBQ:
+    case ZYDIS_MNEMONIC_PCMPEQB:
+    case ZYDIS_MNEMONIC_PCMPEQW:
+    case ZYDIS_MNEMONIC_PCMPEQD: {
+      unsigned lane =
+          (m == ZYDIS_MNEMONIC_PADDB || m == ZYDIS_MNEMONIC_PSUBB || m == ZYDIS_MNEMONIC_PCMPEQB)
+              ? 1
+          : (m == ZYDIS_MNEMONIC_PADDW || m == ZYDIS_MNEMONIC_PSUBW || m == ZYDIS_MNEMONIC_PCMPEQW)
+              ? 2
+          : (m == ZYDIS_MNEMONIC_PADDQ || m == ZYDIS_MNEMONIC_PSUBQ) ? 8
+                                                                     : 4;
+      bool add = m == ZYDIS_MNEMONIC_PADDB || m == ZYDIS_MNEMONIC_PADDW ||
+                 m == ZYDIS_MNEMONIC_PADDD || m == ZYDIS_MNEMONIC_PADDQ;
+      bool compare =
+          m == ZYDIS_MNEMONIC_PCMPEQB || m == ZYDIS_MNEMONIC_PCMPEQW || m == ZYDIS_MNEMONIC_PCMPEQD;
+      Vec r = lanes(getVec(op[0], 16), getVec(op[1], 16, true), lane, [&](uint64_t x, uint64_t y) {
+        return compare ? (x == y ? ~0ull : 0) : add ? x + y : x - y;
+      });
+      setVec(op[0], r, 16, true);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_PMOVMSKB: {
+      Vec v = getVec(op[1], 16);
+      uint64_t bits = 0;
+      for (unsigned i = 0; i < 16; ++i) bits |= ((v.q[i / 8] >> ((i % 8) * 8 + 7)) & 1) << i;
+      setReg(op[0].reg, op[0].size, bits);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_ADDSS:
+      arith(4, false, addF, addF);
+      return true;
+    case ZYDIS_MNEMONIC_SUBSS:
+      arith(4, false, subF, subF);
+      return true;
+    case ZYDIS_MNEMONIC_MULSS:
+      arith(4, false, mulF, mulF);
+      return true;
+    case ZYDIS_MNEMONIC_DIVSS:
+      arith(4, false, divF, divF);
+      return true;
+    case ZYDIS_MNEMONIC_ADDSD:
+      arith(8, false, addF, addF);
+      return true;
+    case ZYDIS_MNEMONIC_SUBSD:
+      arith(8, false, subF, subF);
+      return true;
+    case ZYDIS_MNEMONIC_MULSD:
+      arith(8, false, mulF, mulF);
+      return true;
+    case ZYDIS_MNEMONIC_DIVSD:
+      arith(8, false, divF, divF);
+      return true;
+    case ZYDIS_MNEMONIC_ADDPS:
+      arith(4, true, addF, addF);
+      return true;
+    case ZYDIS_MNEMONIC_ADDPD:
+      arith(8, true, addF, addF);
+      return true;
+    case ZYDIS_MNEMONIC_MULPS:
+      arith(4, true, mulF, mulF);
+      return true;
+    case ZYDIS_MNEMONIC_MULPD:
+      arith(8, true, mulF, mulF);
+      return true;
+    case ZYDIS_MNEMONIC_CVTSI2SD:
+    case ZYDIS_MNEMONIC_CVTSI2SS: {
+      int64_t value = signExtend(get(op[1]), op[1].size);
+      Vec r;
+      if (m == ZYDIS_MNEMONIC_CVTSI2SD) {
+        double d = static_cast<double>(value);
+        memcpy(&r.q[0], &d, 8);
+        setVec(op[0], r, 8, false);
+      } else {
+        float f = static_cast<float>(value);
+        memcpy(&r.q[0], &f, 4);
+        setVec(op[0], r, 4, false);
+      }
+      return true;
+    }
+    case ZYDIS_MNEMONIC_CVTTSD2SI:
+    case ZYDIS_MNEMONIC_CVTTSS2SI: {
+      unsigned size = op[0].size;
+      double value;
+      if (m == ZYDIS_MNEMONIC_CVTTSD2SI) {
+        uint64_t raw = getVec(op[1], 8).q[0];
+        memcpy(&value, &raw, 8);
+      } else {
+        uint32_t raw = static_cast<uint32_t>(getVec(op[1], 4).q[0]);
+        float f;
+        memcpy(&f, &raw, 4);
+        value = f;
+      }
+      double limit = size == 8 ? 9223372036854775808.0 : 2147483648.0;
+      uint64_t result = (value != value || value >= limit || value < -limit)
+                            ? signBit(size)  // the "integer indefinite" value
+                            : static_cast<uint64_t>(static_cast<int64_t>(value));
+      setReg(op[0].reg, size, result);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_LDMXCSR: {
+      uint64_t value = get(op[0]);
+      if (value & ~0xffffull) throw GuestFault{13, true, 0};
+      s.mxcsr = static_cast<uint32_t>(value);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_STMXCSR:
+      set(op[0], s.mxcsr);
+      return true;
+    default:
+      return false;
+  }
+}
+
+void Executor::fxsave(bool restore) {
+  // The FXSAVE area (SDM Vol. 1, 10.5.1): x87 control/status/tag, MXCSR, XMM0-15.
+  SegmentIndex segment = segmentOf(in.op[0]);
+  uint64_t at = offset(in.op[0]);
+  if (at & 15) throw GuestFault{13, true, 0};
+  c.linearAddress(segment, at, 512, !restore);
+  unsigned registers = c.modeKey == 2 ? 16 : 8;
+  if (restore) {
+    uint32_t mxcsr = static_cast<uint32_t>(c.read(segment, at + 24, 4));
+    if (mxcsr & ~0xffffu) throw GuestFault{13, true, 0};
+    s.fpuControl = static_cast<uint16_t>(c.read(segment, at, 2));
+    s.fpuStatus = static_cast<uint16_t>(c.read(segment, at + 2, 2));
+    s.fpuTag = c.read(segment, at + 4, 1) ? 0 : 0xffff;
+    s.mxcsr = mxcsr;
+    for (unsigned i = 0; i < registers; ++i) {
+      s.xmm[i][0] = c.read(segment, at + 160 + i * 16, 8);
+      s.xmm[i][1] = c.read(segment, at + 168 + i * 16, 8);
+    }
+    return;
+  }
+  c.write(segment, at, 2, s.fpuControl);
+  c.write(segment, at + 2, 2, s.fpuStatus);
+  c.write(segment, at + 4, 1, s.fpuTag == 0xffff ? 0 : 0xff);
+  c.write(segment, at + 24, 4, s.mxcsr);
+  c.write(segment, at + 28, 4, 0xffff);  // MXCSR_MASK
+  for (unsigned i = 0; i < registers; ++i) {
+    c.write(segment, at + 160 + i * 16, 8, s.xmm[i][0]);
+    c.write(segment, at + 168 + i * 16, 8, s.xmm[i][1]);
+  }
 }
 
 bool Cpu::execute(const Insn& insn) {

@@ -1,0 +1,577 @@
+// Instruction-level tests of the software CPU, with no guest and no /dev/kvm: arithmetic flags
+// against this host's own CPU (the same bytes run natively), string instructions, far control
+// transfers, privilege changes through gates, page faults and their error codes, SSE.
+#include "kernel/vcpu/emu/cpu.h"
+
+#include <sys/mman.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "kernel/vcpu/emu/flags.h"
+
+namespace bulkhead::emu {
+namespace {
+
+constexpr uint64_t CODE = 0x1000;
+constexpr uint64_t PAGE_TABLES = 0x10000;  // PML4, PDPT, PD, PT
+constexpr uint64_t DATA = 0x20000;
+constexpr uint64_t GDT = 0x8000;
+constexpr uint64_t STACK_TOP = 0x30000;
+constexpr uint64_t RAM = 1 << 20;
+
+class TestBus : public CpuBus {
+ public:
+  TestBus() : ram(RAM) {}
+  uint8_t* page(uint64_t physical, bool) override {
+    return physical < RAM ? ram.data() + (physical & ~0xfffull) : nullptr;
+  }
+  uint64_t mmioRead(uint64_t, unsigned) override { return ~0ull; }
+  void mmioWrite(uint64_t, unsigned, uint64_t) override {}
+  uint64_t portRead(uint16_t port, unsigned) override { return port == 0x60 ? 0x42 : 0xff; }
+  void portWrite(uint16_t port, unsigned, uint64_t value) override {
+    written.push_back({port, value});
+  }
+  int acknowledgeInterrupt() override { return -1; }
+  uint64_t timestamp() override { return 1000; }
+
+  void put(uint64_t at, const std::vector<uint8_t>& bytes) {
+    memcpy(ram.data() + at, bytes.data(), bytes.size());
+  }
+  template <typename T>
+  void store(uint64_t at, T value) {
+    memcpy(ram.data() + at, &value, sizeof(T));
+  }
+  template <typename T>
+  T load(uint64_t at) {
+    T value;
+    memcpy(&value, ram.data() + at, sizeof(T));
+    return value;
+  }
+
+  std::vector<uint8_t> ram;
+  std::vector<std::pair<uint16_t, uint64_t>> written;
+};
+
+SegmentState flat(uint16_t selector, bool code, bool code64, unsigned dpl) {
+  return SegmentState{selector,
+                      0,
+                      0xffffffff,
+                      static_cast<uint8_t>(code ? 0xb : 0x3),
+                      true,
+                      false,
+                      code64,
+                      !code64,
+                      static_cast<uint8_t>(dpl)};
+}
+
+// A CPU in 64-bit mode: identity-mapped first 2 MiB with 4 KiB pages (so tests can unmap
+// single pages), flat segments, the stack at STACK_TOP.
+struct LongMode {
+  TestBus bus;
+  Cpu cpu{bus, emuSupportedCpuid()};
+  LongMode() {
+    bus.store<uint64_t>(PAGE_TABLES, (PAGE_TABLES + 0x1000) | 7);
+    bus.store<uint64_t>(PAGE_TABLES + 0x1000, (PAGE_TABLES + 0x2000) | 7);
+    bus.store<uint64_t>(PAGE_TABLES + 0x2000, (PAGE_TABLES + 0x3000) | 7);
+    for (uint64_t i = 0; i < 512; ++i)
+      bus.store<uint64_t>(PAGE_TABLES + 0x3000 + i * 8, (i << 12) | 7);
+    bus.store<uint64_t>(GDT + 0x08, 0x00af9b000000ffff);  // 64-bit code
+    bus.store<uint64_t>(GDT + 0x10, 0x00cf93000000ffff);  // data
+    CpuState& s = cpu.state();
+    s.gdtBase = GDT;
+    s.gdtLimit = 0x17;
+    s.cr0 = CR0_PE | CR0_ET | CR0_PG | CR0_WP;
+    s.cr3 = PAGE_TABLES;
+    s.cr4 = CR4_PAE | CR4_OSFXSR;
+    s.efer = EFER_LME | EFER_LMA | EFER_NXE;
+    for (SegmentState& segment : s.segment) segment = flat(0x10, false, false, 0);
+    s.segment[CS] = flat(0x08, true, true, 0);
+    s.gpr[4] = STACK_TOP;
+    s.rip = CODE;
+    cpu.stateChanged();
+  }
+  // Runs `code` (then HLT) from CODE; true when it reached the HLT.
+  bool run(std::vector<uint8_t> code) {
+    code.push_back(0xf4);
+    bus.put(CODE, code);
+    cpu.state().rip = CODE;
+    cpu.state().halted = false;
+    return cpu.run(100000) == StopReason::HALTED;
+  }
+  void unmap(uint64_t address) {
+    bus.store<uint64_t>(PAGE_TABLES + 0x3000 + (address >> 12) * 8, 0);
+  }
+  void readOnly(uint64_t address) {
+    bus.store<uint64_t>(PAGE_TABLES + 0x3000 + (address >> 12) * 8, address | 5);
+  }
+  uint64_t& reg(unsigned i) { return cpu.state().gpr[i]; }
+};
+
+// --- Arithmetic flags: the emulator against this host's CPU --------------------------------
+
+struct NativeRegisters {
+  uint64_t rax, rbx, rcx, rdx, flags;
+};
+
+extern "C" void runNativeCode(NativeRegisters* registers, void* code);
+asm(R"(
+  .text
+  .globl runNativeCode
+runNativeCode:
+  push %rbx
+  push %r12
+  mov %rdi, %r12
+  mov 0(%r12), %rax
+  mov 8(%r12), %rbx
+  mov 16(%r12), %rcx
+  mov 24(%r12), %rdx
+  pushq 32(%r12)
+  popfq
+  call *%rsi
+  pushfq
+  popq 32(%r12)
+  mov %rax, 0(%r12)
+  mov %rbx, 8(%r12)
+  mov %rcx, 16(%r12)
+  mov %rdx, 24(%r12)
+  pop %r12
+  pop %rbx
+  ret
+)");
+
+struct AluCase {
+  const char* name;
+  std::vector<uint8_t> bytes;  // operates on rax/rbx/rcx/rdx at some width
+  uint64_t definedFlags;       // flags the SDM defines for it (others are not compared)
+};
+
+std::vector<AluCase> aluCases() {
+  const uint64_t all = FLAGS_ARITH;
+  const uint64_t noAf = all & ~FLAG_AF;
+  std::vector<AluCase> cases;
+  struct Binary {
+    const char* name;
+    uint8_t opcode;  // the r/m, reg form for 16/32/64 bits; opcode-1 for 8 bits
+  };
+  for (Binary b : {Binary{"add", 0x01},
+                   {"or", 0x09},
+                   {"adc", 0x11},
+                   {"sbb", 0x19},
+                   {"and", 0x21},
+                   {"sub", 0x29},
+                   {"xor", 0x31},
+                   {"cmp", 0x39},
+                   {"test", 0x85}}) {
+    bool logic = b.opcode == 0x09 || b.opcode == 0x21 || b.opcode == 0x31 || b.opcode == 0x85;
+    uint64_t defined = logic ? noAf : all;
+    cases.push_back({b.name, {static_cast<uint8_t>(b.opcode - 1), 0xd8}, defined});  // op al, bl
+    cases.push_back({b.name, {0x66, b.opcode, 0xd8}, defined});
+    cases.push_back({b.name, {b.opcode, 0xd8}, defined});
+    cases.push_back({b.name, {0x48, b.opcode, 0xd8}, defined});
+  }
+  struct Unary {
+    const char* name;
+    uint8_t opcode, modrm;
+    uint64_t defined;
+  };
+  for (Unary u : {Unary{"neg", 0xf7, 0xd8, all},
+                  {"not", 0xf7, 0xd0, 0},
+                  {"inc", 0xff, 0xc0, all & ~FLAG_CF},
+                  {"dec", 0xff, 0xc8, all & ~FLAG_CF},
+                  {"mul", 0xf7, 0xe3, FLAG_CF | FLAG_OF},
+                  {"imul", 0xf7, 0xeb, FLAG_CF | FLAG_OF}}) {
+    cases.push_back({u.name, {static_cast<uint8_t>(u.opcode - 1), u.modrm}, u.defined});
+    cases.push_back({u.name, {0x66, u.opcode, u.modrm}, u.defined});
+    cases.push_back({u.name, {u.opcode, u.modrm}, u.defined});
+    cases.push_back({u.name, {0x48, u.opcode, u.modrm}, u.defined});
+  }
+  // Shifts and rotates by CL (masked to 1..7 by the test for the flags it compares).
+  for (Unary u : {Unary{"rol", 0xd3, 0xc0, FLAG_CF},
+                  {"ror", 0xd3, 0xc8, FLAG_CF},
+                  {"rcl", 0xd3, 0xd0, FLAG_CF},
+                  {"rcr", 0xd3, 0xd8, FLAG_CF},
+                  {"shl", 0xd3, 0xe0, noAf & ~FLAG_OF},
+                  {"shr", 0xd3, 0xe8, noAf & ~FLAG_OF},
+                  {"sar", 0xd3, 0xf8, noAf & ~FLAG_OF}}) {
+    cases.push_back({u.name, {static_cast<uint8_t>(u.opcode - 1), u.modrm}, u.defined});
+    cases.push_back({u.name, {0x66, u.opcode, u.modrm}, u.defined});
+    cases.push_back({u.name, {u.opcode, u.modrm}, u.defined});
+    cases.push_back({u.name, {0x48, u.opcode, u.modrm}, u.defined});
+  }
+  // Shifts by one: OF is defined.
+  cases.push_back({"shl1", {0x48, 0xd1, 0xe0}, noAf});
+  cases.push_back({"shr1", {0x48, 0xd1, 0xe8}, noAf});
+  cases.push_back({"sar1", {0xd1, 0xf8}, noAf});
+  cases.push_back({"imul2", {0x48, 0x0f, 0xaf, 0xc3}, FLAG_CF | FLAG_OF});
+  cases.push_back({"imul3", {0x69, 0xc3, 0x78, 0x56, 0x34, 0x92}, FLAG_CF | FLAG_OF});
+  cases.push_back({"bt", {0x48, 0x0f, 0xa3, 0xd8}, FLAG_CF});
+  cases.push_back({"bts", {0x0f, 0xab, 0xd8}, FLAG_CF});
+  cases.push_back({"shld", {0x48, 0x0f, 0xa5, 0xd8}, FLAG_CF | FLAG_ZF | FLAG_SF | FLAG_PF});
+  cases.push_back({"shrd", {0x0f, 0xad, 0xd8}, FLAG_CF | FLAG_ZF | FLAG_SF | FLAG_PF});
+  cases.push_back({"bswap", {0x48, 0x0f, 0xc8}, 0});
+  cases.push_back({"xadd", {0x48, 0x0f, 0xc1, 0xd8}, all});
+  cases.push_back({"cmpxchg", {0x48, 0x0f, 0xb1, 0xd9}, all});
+  cases.push_back({"cqo", {0x48, 0x99}, 0});
+  cases.push_back({"movsx", {0x48, 0x0f, 0xbe, 0xc3}, 0});
+  cases.push_back({"setcc", {0x0f, 0x9c, 0xc0}, 0});
+  cases.push_back({"cmov", {0x48, 0x0f, 0x47, 0xc3}, 0});
+  cases.push_back({"lea", {0x48, 0x8d, 0x44, 0x8b, 0x7f}, 0});
+  return cases;
+}
+
+TEST(EmuAlu, FlagsAndResultsMatchThisHostsCpu) {
+  void* page =
+      mmap(nullptr, 4096, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(page, MAP_FAILED);
+  std::mt19937_64 random(20261127);
+  uint64_t interesting[] = {0,
+                            1,
+                            0x7f,
+                            0x80,
+                            0xff,
+                            0x7fff,
+                            0x8000,
+                            0xffff,
+                            0x7fffffff,
+                            0x80000000,
+                            0xffffffff,
+                            0x7fffffffffffffff,
+                            0x8000000000000000,
+                            ~0ull};
+  auto pick = [&]() {
+    return random() % 3 == 0 ? interesting[random() % std::size(interesting)] : random();
+  };
+  unsigned compared = 0;
+  for (const AluCase& c : aluCases()) {
+    for (int round = 0; round < 300; ++round) {
+      NativeRegisters in{pick(), pick(), pick() & 0xff, pick(), 0x2 | (random() & FLAGS_ARITH)};
+      if (std::string(c.name) != "rcl" && std::string(c.name) != "rcr" && c.bytes.back() >= 0xc0 &&
+          (c.bytes[c.bytes.size() - 2] & 0xfe) == 0xd2) {
+        in.rcx = 1 + random() % 7;  // multi-bit shifts: OF undefined, CF defined for count < width
+      }
+      if (std::string(c.name) == "rcl" || std::string(c.name) == "rcr") in.rcx = 1 + random() % 7;
+      NativeRegisters native = in;
+      std::vector<uint8_t> code = c.bytes;
+      code.push_back(0xc3);
+      memcpy(page, code.data(), code.size());
+      runNativeCode(&native, page);
+
+      LongMode emu;
+      emu.reg(0) = in.rax;
+      emu.reg(3) = in.rbx;
+      emu.reg(1) = in.rcx;
+      emu.reg(2) = in.rdx;
+      emu.cpu.state().rflags = in.flags;
+      ASSERT_TRUE(emu.run(c.bytes)) << c.name << ": " << emu.cpu.failure();
+      const CpuState& s = emu.cpu.state();
+      SCOPED_TRACE(::testing::Message() << c.name << " [" << std::hex << unsigned(c.bytes[0]) << " "
+                                        << unsigned(c.bytes[1]) << "] rax=" << in.rax << " rbx="
+                                        << in.rbx << " rcx=" << in.rcx << " flags=" << in.flags);
+      EXPECT_EQ(s.gpr[0], native.rax);
+      EXPECT_EQ(s.gpr[3], native.rbx);
+      EXPECT_EQ(s.gpr[1], native.rcx);
+      EXPECT_EQ(s.gpr[2], native.rdx);
+      EXPECT_EQ(s.rflags & c.definedFlags, native.flags & c.definedFlags);
+      ++compared;
+      if (::testing::Test::HasFailure()) {
+        munmap(page, 4096);
+        return;
+      }
+    }
+  }
+  munmap(page, 4096);
+  EXPECT_GT(compared, 30000u);
+}
+
+TEST(EmuAlu, DivideByZeroAndOverflowRaiseDivideError) {
+  LongMode emu;
+  // IDT entry 0 -> handler at CODE + 0x100 which halts.
+  emu.cpu.state().idtBase = DATA;
+  emu.cpu.state().idtLimit = 0xfff;
+  uint64_t handler = CODE + 0x100;
+  emu.bus.store<uint64_t>(
+      DATA, (handler & 0xffff) | (0x08ull << 16) | (0x8eull << 40) | ((handler >> 16) << 48));
+  emu.bus.store<uint64_t>(DATA + 8, handler >> 32);
+  emu.bus.put(handler, {0xf4});
+  emu.reg(0) = 10;
+  emu.reg(2) = 0;
+  emu.reg(3) = 0;
+  ASSERT_TRUE(emu.run({0x48, 0xf7, 0xf3}));  // div rbx
+  EXPECT_EQ(emu.cpu.state().rip, handler + 1);
+  // The faulting instruction's address was pushed.
+  EXPECT_EQ(emu.bus.load<uint64_t>(STACK_TOP - 40), CODE);
+}
+
+// --- String instructions --------------------------------------------------------------------
+
+TEST(EmuString, RepMovsStosAndScasFollowCountAndDirection) {
+  LongMode emu;
+  for (int i = 0; i < 64; ++i) emu.bus.ram[DATA + i] = static_cast<uint8_t>(i + 1);
+  emu.reg(6) = DATA;           // rsi
+  emu.reg(7) = DATA + 0x1000;  // rdi
+  emu.reg(1) = 64;
+  ASSERT_TRUE(emu.run({0xf3, 0xa4}));  // rep movsb
+  EXPECT_EQ(memcmp(&emu.bus.ram[DATA], &emu.bus.ram[DATA + 0x1000], 64), 0);
+  EXPECT_EQ(emu.reg(1), 0u);
+  EXPECT_EQ(emu.reg(6), DATA + 64);
+
+  emu.reg(0) = 0xdeadbeef;
+  emu.reg(7) = DATA + 0x2000;
+  emu.reg(1) = 4;
+  ASSERT_TRUE(emu.run({0xf3, 0xab}));  // rep stosd
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(emu.bus.load<uint32_t>(DATA + 0x2000 + 4 * i), 0xdeadbeefu);
+  EXPECT_EQ(emu.bus.load<uint32_t>(DATA + 0x2010), 0u);
+
+  // repne scasb finds byte 10 (at index 9): RCX counts down to 64 - 10.
+  emu.reg(0) = 10;
+  emu.reg(7) = DATA;
+  emu.reg(1) = 64;
+  ASSERT_TRUE(emu.run({0xf2, 0xae}));
+  EXPECT_EQ(emu.reg(7), DATA + 10);
+  EXPECT_EQ(emu.reg(1), 54u);
+  EXPECT_TRUE(emu.cpu.state().rflags & FLAG_ZF);
+
+  // std; movsq copies backwards and decrements.
+  emu.reg(6) = DATA + 8;
+  emu.reg(7) = DATA + 0x3008;
+  emu.reg(1) = 2;
+  ASSERT_TRUE(emu.run({0xfd, 0xf3, 0x48, 0xa5, 0xfc}));
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 0x3000), emu.bus.load<uint64_t>(DATA));
+  EXPECT_EQ(emu.reg(6), DATA - 8);
+}
+
+TEST(EmuString, PortStringsAndInOut) {
+  LongMode emu;
+  emu.reg(2) = 0x60;
+  ASSERT_TRUE(emu.run(
+      {0xec, 0x88, 0xc3, 0xb0, 0x55, 0xee}));  // in al,dx; mov bl,al; mov al,0x55; out dx,al
+  EXPECT_EQ(emu.reg(3) & 0xff, 0x42u);
+  ASSERT_EQ(emu.bus.written.size(), 1u);
+  EXPECT_EQ(emu.bus.written[0], (std::pair<uint16_t, uint64_t>{0x60, 0x55}));
+}
+
+// --- Protected mode: far transfers, gates, privilege ------------------------------------------
+
+// A 32-bit protected-mode machine with ring-0 and ring-3 segments, a TSS and an IDT.
+struct ProtectedMode {
+  static constexpr uint64_t GDT = 0x8000, IDT = 0x9000, TSS = 0xa000;
+  TestBus bus;
+  Cpu cpu{bus, emuSupportedCpuid()};
+  static uint64_t descriptor(uint32_t base, uint32_t limit, uint8_t access, uint8_t flags) {
+    return (limit & 0xffff) | (static_cast<uint64_t>(base & 0xffffff) << 16) |
+           (static_cast<uint64_t>(access) << 40) |
+           (static_cast<uint64_t>((limit >> 16) & 0xf) << 48) |
+           (static_cast<uint64_t>(flags) << 52) | (static_cast<uint64_t>(base >> 24) << 56);
+  }
+  ProtectedMode() {
+    bus.store<uint64_t>(GDT + 0x08, descriptor(0, 0xfffff, 0x9a, 0xc));       // ring-0 code
+    bus.store<uint64_t>(GDT + 0x10, descriptor(0, 0xfffff, 0x92, 0xc));       // ring-0 data
+    bus.store<uint64_t>(GDT + 0x18, descriptor(0, 0xfffff, 0xfa, 0xc));       // ring-3 code
+    bus.store<uint64_t>(GDT + 0x20, descriptor(0, 0xfffff, 0xf2, 0xc));       // ring-3 data
+    bus.store<uint64_t>(GDT + 0x28, descriptor(TSS, 0x67, 0x89, 0));          // 32-bit TSS
+    bus.store<uint64_t>(GDT + 0x30, descriptor(0x100000, 0xfff, 0x9a, 0x4));  // code at 1 MiB
+    bus.store<uint32_t>(TSS + 4, 0x7000);                                     // ESP0
+    bus.store<uint32_t>(TSS + 8, 0x10);                                       // SS0
+    CpuState& s = cpu.state();
+    s.gdtBase = GDT;
+    s.gdtLimit = 0x37;
+    s.idtBase = IDT;
+    s.idtLimit = 0x7ff;
+    s.cr0 = CR0_PE | CR0_ET;
+    for (SegmentState& segment : s.segment) segment = flat(0x10, false, false, 0);
+    s.segment[CS] = flat(0x08, true, false, 0);
+    s.gpr[4] = 0x6000;
+    cpu.stateChanged();
+  }
+  void gate(uint8_t vector, uint32_t handler, uint8_t access) {
+    bus.store<uint64_t>(IDT + vector * 8, (handler & 0xffff) | (0x08ull << 16) |
+                                              (static_cast<uint64_t>(access) << 40) |
+                                              (static_cast<uint64_t>(handler >> 16) << 48));
+  }
+  StopReason run(uint64_t at, const std::vector<uint8_t>& code) {
+    bus.put(at, code);
+    cpu.state().rip = at;
+    cpu.state().halted = false;
+    return cpu.run(1000);
+  }
+};
+
+TEST(EmuProtected, FarJumpCallAndReturnChangeCodeSegments) {
+  ProtectedMode pm;
+  // At 0x100000 (selector 0x30, base 1 MiB): mov eax,1; retf.
+  pm.bus.put(0x100000, {0xb8, 0x01, 0x00, 0x00, 0x00, 0xcb});
+  // call far 0x30:0; hlt
+  ASSERT_EQ(pm.run(CODE, {0x9a, 0x00, 0x00, 0x00, 0x00, 0x30, 0x00, 0xf4}), StopReason::HALTED);
+  EXPECT_EQ(pm.cpu.state().gpr[0], 1u);
+  EXPECT_EQ(pm.cpu.state().segment[CS].selector, 0x08);
+  EXPECT_EQ(pm.cpu.state().rip, CODE + 8);
+  // jmp far to a data segment: #GP(selector), delivered through gate 13.
+  pm.gate(13, CODE + 0x200, 0x8e);
+  pm.bus.put(CODE + 0x200, {0xf4});
+  ASSERT_EQ(pm.run(CODE, {0xea, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00}), StopReason::HALTED);
+  EXPECT_EQ(pm.cpu.state().rip, CODE + 0x201);
+  EXPECT_EQ(pm.bus.load<uint32_t>(pm.cpu.state().gpr[4]), 0x10u);  // the error code
+}
+
+TEST(EmuProtected, InterruptFromRingThreeSwitchesToTheTssStack) {
+  ProtectedMode pm;
+  pm.gate(0x80, CODE + 0x300, 0xee);  // DPL 3 interrupt gate
+  pm.gate(0x81, CODE + 0x300, 0x8e);  // DPL 0: int 0x81 from ring 3 is #GP
+  pm.gate(13, CODE + 0x400, 0x8e);
+  pm.bus.put(CODE + 0x300, {0xf4});
+  pm.bus.put(CODE + 0x400, {0xf4});
+  CpuState& s = pm.cpu.state();
+  s.segment[CS] = flat(0x1b, true, false, 3);
+  s.segment[SS] = flat(0x23, false, false, 3);
+  s.gpr[4] = 0x5000;
+  s.tr = SegmentState{0x28, ProtectedMode::TSS, 0x67, 0xb, true, true, false, false, 0};
+  s.rflags = 2 | FLAG_IF;
+  pm.cpu.stateChanged();
+  ASSERT_EQ(pm.run(CODE, {0xcd, 0x80}), StopReason::HALTED);
+  EXPECT_EQ(pm.cpu.cpl(), 0u);
+  EXPECT_EQ(s.segment[SS].selector, 0x10);
+  EXPECT_EQ(s.gpr[4], 0x7000u - 20);
+  // Pushed: EIP, CS, EFLAGS, ESP, SS of ring 3.
+  EXPECT_EQ(pm.bus.load<uint32_t>(0x7000 - 20), CODE + 2);
+  EXPECT_EQ(pm.bus.load<uint32_t>(0x7000 - 16), 0x1bu);
+  EXPECT_EQ(pm.bus.load<uint32_t>(0x7000 - 12) & FLAG_IF, FLAG_IF);
+  EXPECT_EQ(pm.bus.load<uint32_t>(0x7000 - 8), 0x5000u);
+  EXPECT_EQ(pm.bus.load<uint32_t>(0x7000 - 4), 0x23u);
+  EXPECT_FALSE(s.rflags & FLAG_IF);  // an interrupt gate clears IF
+  // IRET goes back to ring 3 and its stack (where a jmp $ spins: the ring-0 data segments
+  // became unusable).
+  pm.bus.put(CODE + 2, {0xeb, 0xfe});
+  ASSERT_EQ(pm.run(CODE + 0x300, {0xcf}), StopReason::BUDGET);
+  EXPECT_EQ(s.rip, CODE + 2);
+  EXPECT_FALSE(s.segment[DS].present);
+  EXPECT_EQ(pm.cpu.cpl(), 3u);
+  EXPECT_EQ(s.gpr[4], 0x5000u);
+  EXPECT_TRUE(s.rflags & FLAG_IF);
+  // From ring 3, a gate of DPL 0 is a #GP with the IDT error code (vector * 8 + 2).
+  ASSERT_EQ(pm.run(CODE, {0xcd, 0x81}), StopReason::HALTED);
+  EXPECT_EQ(s.rip, CODE + 0x401);
+  EXPECT_EQ(pm.bus.load<uint32_t>(s.gpr[4]), 0x81u * 8 + 2);
+  // Privileged instructions at ring 3: HLT is #GP(0) too.
+  s.segment[CS] = flat(0x1b, true, false, 3);
+  s.segment[SS] = flat(0x23, false, false, 3);
+  s.gpr[4] = 0x5000;
+  pm.cpu.stateChanged();
+  ASSERT_EQ(pm.run(CODE, {0xfa}), StopReason::HALTED) << "cli at IOPL 0 from ring 3";
+  EXPECT_EQ(s.rip, CODE + 0x401);
+  EXPECT_EQ(pm.bus.load<uint32_t>(s.gpr[4] + 4), CODE) << "the faulting instruction";
+}
+
+// --- Paging ----------------------------------------------------------------------------------
+
+TEST(EmuPaging, FaultsCarryTheSdmErrorCodeAndCr2) {
+  LongMode emu;
+  emu.cpu.state().idtBase = DATA;
+  emu.cpu.state().idtLimit = 0xfff;
+  uint64_t handler = CODE + 0x100;
+  emu.bus.store<uint64_t>(DATA + 14 * 16, (handler & 0xffff) | (0x08ull << 16) | (0x8eull << 40));
+  emu.bus.put(handler, {0xf4});
+  struct Case {
+    const char* what;
+    std::vector<uint8_t> code;
+    uint32_t error;
+  };
+  uint64_t target = 0x50000;
+  for (const Case& c : {Case{"read of a not-present page", {0x48, 0x8b, 0x03}, 0},  // mov rax,[rbx]
+                        Case{"write to a not-present page", {0x48, 0x89, 0x03}, 2},
+                        Case{"write to a read-only page", {0x48, 0x89, 0x03}, 3}}) {
+    SCOPED_TRACE(c.what);
+    LongMode fresh;
+    fresh.cpu.state().idtBase = DATA;
+    fresh.cpu.state().idtLimit = 0xfff;
+    fresh.bus.store<uint64_t>(DATA + 14 * 16,
+                              (handler & 0xffff) | (0x08ull << 16) | (0x8eull << 40));
+    fresh.bus.put(handler, {0xf4});
+    if (c.error & 1) {
+      fresh.readOnly(target);
+    } else {
+      fresh.unmap(target);
+    }
+    fresh.reg(3) = target + 0x18;
+    ASSERT_TRUE(fresh.run(c.code));
+    EXPECT_EQ(fresh.cpu.state().rip, handler + 1);
+    EXPECT_EQ(fresh.cpu.state().cr2, target + 0x18);
+    EXPECT_EQ(fresh.bus.load<uint64_t>(fresh.cpu.state().gpr[4]), c.error);
+    EXPECT_EQ(fresh.bus.load<uint64_t>(fresh.cpu.state().gpr[4] + 8), CODE);
+  }
+  // A walk sets the Accessed bit, a write also Dirty.
+  emu.reg(3) = DATA + 0x800;
+  ASSERT_TRUE(emu.run({0x48, 0x89, 0x03})) << emu.cpu.failure() << " rip " << emu.cpu.state().rip;
+  uint64_t pte = emu.bus.load<uint64_t>(PAGE_TABLES + 0x3000 + ((DATA + 0x800) >> 12) * 8);
+  EXPECT_EQ(pte & 0x60, 0x60u);
+  // INVLPG: a page unmapped after use still translates until its TLB entry is dropped.
+  uint64_t page = DATA + 0x2000;
+  emu.reg(3) = page + 0x10;
+  ASSERT_TRUE(emu.run({0x48, 0x8b, 0x03}));  // mov rax,[rbx]: fills the TLB
+  emu.unmap(page);
+  ASSERT_TRUE(emu.run({0x48, 0x8b, 0x03}));
+  EXPECT_EQ(emu.cpu.state().rip, CODE + 4) << "the stale translation is still used";
+  ASSERT_TRUE(emu.run({0x0f, 0x01, 0x3b, 0x48, 0x8b, 0x03}));  // invlpg [rbx]; mov rax,[rbx]
+  EXPECT_EQ(emu.cpu.state().rip, handler + 1);
+  EXPECT_EQ(emu.cpu.state().cr2, page + 0x10);
+}
+
+TEST(EmuPaging, ChangedCodeIsSeen) {
+  LongMode emu;
+  ASSERT_TRUE(emu.run({0xb8, 0x01, 0x00, 0x00, 0x00}));  // mov eax, 1
+  EXPECT_EQ(emu.reg(0), 1u);
+  emu.bus.ram[CODE + 1] = 2;  // as a device's DMA would
+  ASSERT_TRUE(emu.run({0xb8, 0x02, 0x00, 0x00, 0x00}));
+  EXPECT_EQ(emu.reg(0), 2u);
+  // Code that rewrites its own next block: mov byte [rip+N], 3; jmp next; next: mov eax, 1.
+  ASSERT_TRUE(emu.run(
+      {0xc6, 0x05, 0x03, 0x00, 0x00, 0x00, 0x03, 0xeb, 0x00, 0xb8, 0x01, 0x00, 0x00, 0x00}));
+  EXPECT_EQ(emu.reg(0), 3u);
+}
+
+// --- SSE -------------------------------------------------------------------------------------
+
+TEST(EmuSse, MovesAndArithmetic) {
+  LongMode emu;
+  for (int i = 0; i < 16; ++i) emu.bus.ram[DATA + i] = static_cast<uint8_t>(i);
+  double a = 1.5, b = 2.25;
+  emu.bus.store(DATA + 16, a);
+  emu.bus.store(DATA + 24, b);
+  emu.reg(3) = DATA;
+  // movdqu xmm0,[rbx]; movdqa [rbx+0x40],xmm0; movsd xmm1,[rbx+16]; addsd xmm1,[rbx+24];
+  // mulsd xmm1,xmm1; movq rax,xmm1; pxor xmm2,xmm2; pcmpeqb xmm2,xmm0; pmovmskb ecx,xmm2
+  ASSERT_TRUE(
+      emu.run({0xf3, 0x0f, 0x6f, 0x03, 0x66, 0x0f, 0x7f, 0x43, 0x40, 0xf2, 0x0f, 0x10, 0x4b, 0x10,
+               0xf2, 0x0f, 0x58, 0x4b, 0x18, 0xf2, 0x0f, 0x59, 0xc9, 0x66, 0x48, 0x0f, 0x7e, 0xc8,
+               0x66, 0x0f, 0xef, 0xd2, 0x66, 0x0f, 0x74, 0xd0, 0x66, 0x0f, 0xd7, 0xca}))
+      << emu.cpu.failure();
+  EXPECT_EQ(memcmp(&emu.bus.ram[DATA], &emu.bus.ram[DATA + 0x40], 16), 0);
+  double result;
+  memcpy(&result, &emu.reg(0), 8);
+  EXPECT_EQ(result, (1.5 + 2.25) * (1.5 + 2.25));
+  EXPECT_EQ(emu.reg(1), 1u) << "only byte 0 of xmm0 is zero";
+  // movdqa from a misaligned address is #GP (no IDT here: a triple fault ends the run).
+  emu.reg(3) = DATA + 8;
+  emu.bus.put(CODE, {0x66, 0x0f, 0x6f, 0x03});
+  emu.cpu.state().rip = CODE;
+  emu.cpu.state().halted = false;
+  EXPECT_EQ(emu.cpu.run(10), StopReason::SHUTDOWN);
+}
+
+TEST(EmuCpu, UnimplementedInstructionsAreReportedNotGuessed) {
+  LongMode emu;
+  emu.bus.put(CODE, {0x0f, 0x0b});  // ud2: a guest #UD, delivered (no IDT: triple fault)
+  emu.cpu.state().rip = CODE;
+  EXPECT_EQ(emu.cpu.run(10), StopReason::SHUTDOWN);
+  LongMode other;
+  other.bus.put(CODE, {0xd9, 0xe8});  // fld1: x87 arithmetic is not implemented
+  other.cpu.state().rip = CODE;
+  EXPECT_EQ(other.cpu.run(10), StopReason::FAILED);
+  EXPECT_NE(other.cpu.failure().find("fld1"), std::string::npos) << other.cpu.failure();
+}
+
+}  // namespace
+}  // namespace bulkhead::emu
