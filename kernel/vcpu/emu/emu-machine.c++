@@ -3,7 +3,12 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
+#include <chrono>
+#include <cstdlib>
+
 #include <absl/strings/str_format.h>
+
+#include "kernel/base/log.h"
 
 #include "kernel/base/status-macros.h"
 
@@ -25,6 +30,13 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
   ~EmuVcpu() override {
     std::lock_guard<std::mutex> guard(machine.vcpusLock);
     std::erase(machine.vcpus, this);
+    if (getenv("BULKHEAD_EMU_STATS") != nullptr) {
+      // For benchmarks (tests/bench/emu-bench.py): instructions retired per second of running.
+      double seconds = std::chrono::duration<double>(running).count();
+      logf("software CPU: vCPU %u retired %u instructions in %.3f s of running (%.1f million/s)",
+           vcpuIndex, cpu.instructions(), seconds,
+           seconds > 0 ? cpu.instructions() / seconds / 1e6 : 0.0);
+    }
   }
 
   absl::Status setBootState(const BootState& state) override;
@@ -113,6 +125,7 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
   std::condition_variable wake;
   bool kicked = false;
   bool pendingInterrupt = false;
+  std::chrono::steady_clock::duration running{};
 };
 
 absl::Status EmuVcpu::setBootState(const BootState& state) {
@@ -174,7 +187,9 @@ absl::StatusOr<bool> EmuVcpu::enter() {
       }
       pendingInterrupt = false;
     }
+    auto start = std::chrono::steady_clock::now();
     emu::StopReason reason = cpu.run(RUN_BUDGET);
+    running += std::chrono::steady_clock::now() - start;
     switch (reason) {
       case emu::StopReason::BUDGET:
       case emu::StopReason::HALTED:
