@@ -4,14 +4,15 @@
 # block back.
 #
 # KVM on this project's machines cannot boot a stock Linux kernel (docs/core.md), so this runs
-# under the software CPU backend (--accel emu) and skips, saying so, while bulkhead has none.
+# under the software CPU backend (--accel emu), which does not boot Linux yet (it lacks the local
+# APIC, IOAPIC and PIT: docs/emu.md); until it does, this skips, saying so.
 # Arguments: the bulkhead binary, the source tree.
 set -eu
 bulkhead="$1"
 tree="$2"
-if ! "$bulkhead" --help 2>&1 | grep -q -- '--accel'; then
-  echo "SKIP: bulkhead has no software CPU backend (--accel emu, issue 5) yet, and KVM here" \
-       "cannot boot a stock Linux kernel"
+if [ "${BULKHEAD_EMU_LINUX:-no}" != yes ]; then
+  echo "SKIP: the software CPU (--accel emu) cannot boot Linux yet (issue 5, stage 2), and KVM here" \
+       "cannot boot a stock Linux kernel (BULKHEAD_EMU_LINUX=yes runs it anyway)"
   exit 77
 fi
 cache="${BULKHEAD_IMAGE_CACHE:-$HOME/.cache/bulkhead}"
