@@ -21,7 +21,7 @@ constexpr uint64_t PAGE_TABLES = 0x10000;  // PML4, PDPT, PD, PT
 constexpr uint64_t DATA = 0x20000;
 constexpr uint64_t GDT = 0x8000;
 constexpr uint64_t STACK_TOP = 0x30000;
-constexpr uint64_t RAM = 1 << 20;
+constexpr uint64_t RAM = 2 << 20;  // code runs at 1 MiB in the far-call test
 
 class TestBus : public CpuBus {
  public:

@@ -17,8 +17,8 @@ namespace bulkhead {
 namespace {
 // Instructions between looks at kicks and interrupts when nothing else ends a run.
 constexpr uint64_t RUN_BUDGET = 1 << 16;
-// The virtual clock of --deterministic: TSC ticks per instruction (a 1 GHz TSC at 1 IPC... the
-// figure only has to be fixed, not realistic).
+// The virtual clock of --deterministic: TSC ticks per retired instruction (the figure only has
+// to be fixed, not realistic).
 constexpr uint64_t TICKS_PER_INSTRUCTION = 1;
 }  // namespace
 

@@ -656,9 +656,7 @@ struct Executor {
     if (selector & 4) throw GuestFault{13, true, static_cast<uint32_t>(selector & ~3u)};
     uint64_t address;
     uint32_t high;
-    uint64_t saveLdt = s.ldtr.base;
     SegmentState loaded = c.descriptorAt(selector, &address, &high);
-    (void)saveLdt;
     bool ok = loaded.system && (task ? (loaded.type == 9 || loaded.type == 1) : loaded.type == 2);
     if (!ok) throw GuestFault{13, true, static_cast<uint32_t>(selector & ~3u)};
     if (!loaded.present) throw GuestFault{11, true, static_cast<uint32_t>(selector & ~3u)};
@@ -952,12 +950,10 @@ bool Executor::run() {
       return true;
     }
     case ZYDIS_MNEMONIC_PUSH: {
-      uint64_t value = get(op[0]);
-      unsigned size =
-          op[0].kind == OperandKind::REG && op[0].reg >= REG_SEGMENT && op[0].reg < REG_SEGMENT + 6
-              ? pushSize()
-              : pushSize();
-      if (op[0].kind == OperandKind::IMM) value = signExtend(static_cast<uint64_t>(op[0].value), 8);
+      unsigned size = pushSize();
+      // An immediate is sign-extended to the stack width.
+      uint64_t value =
+          op[0].kind == OperandKind::IMM ? static_cast<uint64_t>(op[0].value) : get(op[0]);
       pushValue(value & mask(size), size);
       return true;
     }
