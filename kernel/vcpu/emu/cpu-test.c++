@@ -246,6 +246,7 @@ TEST(EmuAlu, FlagsAndResultsMatchThisHostsCpu) {
     return random() % 3 == 0 ? interesting[random() % std::size(interesting)] : random();
   };
   unsigned compared = 0;
+  LongMode emu;  // one machine for every case: each sets the registers it uses
   for (const AluCase& c : aluCases()) {
     for (int round = 0; round < 300; ++round) {
       NativeRegisters in{pick(), pick(), pick() & 0xff, pick(), 0x2 | (random() & FLAGS_ARITH)};
@@ -260,7 +261,6 @@ TEST(EmuAlu, FlagsAndResultsMatchThisHostsCpu) {
       memcpy(page, code.data(), code.size());
       runNativeCode(&native, page);
 
-      LongMode emu;
       emu.reg(0) = in.rax;
       emu.reg(3) = in.rbx;
       emu.reg(1) = in.rcx;
