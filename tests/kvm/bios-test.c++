@@ -49,7 +49,6 @@ std::vector<uint8_t> readFile(const std::string& path) {
   } while (0)
 
 TEST(Bios, SeaBiosBootsTheBootSectorFromAVirtioDisk) {
-  SKIP_UNDER_EMU("SeaBIOS needs the i8254 PIT, which the software CPU lacks (issue #5, stage 3)");
   REQUIRE_KVM();
   REQUIRE_SEABIOS();
   std::vector<uint8_t> boot = readFile(guestDir() + "/mbr16.bin");
@@ -72,7 +71,6 @@ TEST(Bios, SeaBiosBootsTheBootSectorFromAVirtioDisk) {
 }
 
 TEST(Bios, SeaBiosBootsTheBootSectorFromAnIdeDisk) {
-  SKIP_UNDER_EMU("SeaBIOS needs the i8254 PIT, which the software CPU lacks (issue #5, stage 3)");
   REQUIRE_KVM();
   REQUIRE_SEABIOS();
   std::vector<uint8_t> boot = readFile(guestDir() + "/mbr16.bin");
@@ -90,7 +88,6 @@ TEST(Bios, SeaBiosBootsTheBootSectorFromAnIdeDisk) {
 }
 
 TEST(Bios, PlatformServersKilledDuringTheBootAreNotNoticed) {
-  SKIP_UNDER_EMU("SeaBIOS needs the i8254 PIT, which the software CPU lacks (issue #5, stage 3)");
   REQUIRE_KVM();
   REQUIRE_SEABIOS();
   std::vector<uint8_t> boot = readFile(guestDir() + "/mbr16.bin");

@@ -63,12 +63,6 @@ bool kvmUsable(std::string* reason);
 
 }  // namespace bulkhead::testing
 
-// Skips a test that needs what the software CPU does not have yet, saying what.
-#define SKIP_UNDER_EMU(what)                                                                \
-  do {                                                                                      \
-    if (::bulkhead::testing::testAccel() == "emu") GTEST_SKIP() << "--accel emu: " << what; \
-  } while (0)
-
 #define REQUIRE_KVM()                                                     \
   do {                                                                    \
     std::string reason;                                                   \

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdio>
 #include <regex>
 #include <thread>
@@ -53,6 +54,13 @@ TEST(Views, PageWalksAndDescriptorTablesMatchWhatTheGuestSet) {
   EXPECT_NE(registers.find("paging: 4-level paging"), std::string::npos) << registers;
   EXPECT_NE(runCtl(socket, "pmem 0x9000 8").find("0000000000009000  "), std::string::npos);
 
+  // The guest may still be printing its line (slowly, under KVM here): wait until the output
+  // has been still for half a second before ending it.
+  for (int i = 0; i < 100; ++i) {
+    size_t before = vm.outputSoFar();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    if (vm.outputSoFar() == before) break;
+  }
   kill(vm.pid, SIGTERM);
   reader.join();
   // What the guest printed: its own addresses, which the views must agree with.

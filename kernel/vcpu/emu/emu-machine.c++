@@ -20,6 +20,8 @@ constexpr uint64_t RUN_BUDGET = 1 << 16;
 // The virtual clock of --deterministic: TSC ticks per retired instruction (the figure only has
 // to be fixed, not realistic).
 constexpr uint64_t TICKS_PER_INSTRUCTION = 1;
+// And for the timers: one nanosecond per instruction, a 1 GHz machine at one instruction a cycle.
+constexpr uint64_t NS_PER_INSTRUCTION = 1;
 }  // namespace
 
 // One software vCPU: the interpreter, and the wait for an interrupt while halted.
@@ -74,6 +76,7 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
   bool haltedWithInterruptsOff() override { return cpu.state().halted && !cpu.interruptsEnabled(); }
   unsigned index() const override { return vcpuIndex; }
   std::string failure() const { return cpu.failure(); }
+  uint64_t instructionCount() const { return cpu.instructions(); }
 
   void interruptRaised() {
     cpu.interruptRaised();
@@ -181,12 +184,30 @@ absl::StatusOr<bool> EmuVcpu::enter() {
       std::unique_lock<std::mutex> guard(waitLock);
       if (kicked) return false;
       if (cpu.state().halted) {
-        // HLT: wait for an interrupt the CPU can take, or a kick (KVM's in-kernel HLT too).
-        wake.wait(guard, [&]() { return kicked || (pendingInterrupt && cpu.interruptsEnabled()); });
+        // HLT: wait for an interrupt the CPU can take, or a kick (KVM's in-kernel HLT too), or
+        // the timer's next tick (vCPU 0 runs the PIT).
+        auto ready = [&]() { return kicked || (pendingInterrupt && cpu.interruptsEnabled()); };
+        uint64_t due = vcpuIndex == 0 ? machine.pollTimer() : UINT64_MAX;
+        if (due == UINT64_MAX) {
+          wake.wait(guard, ready);
+        } else if (machine.deterministic()) {
+          // Time moves with instructions; a halted CPU skips ahead to the timer's tick, which
+          // depends only on what the guest did.
+          machine.skipClockTo(due);
+        } else {
+          uint64_t now = machine.clockNs();
+          if (due > now) wake.wait_for(guard, std::chrono::nanoseconds(due - now), ready);
+        }
         if (kicked) return false;
+        if (!ready()) {
+          guard.unlock();
+          if (vcpuIndex == 0) machine.pollTimer();
+          continue;
+        }
       }
       pendingInterrupt = false;
     }
+    if (vcpuIndex == 0) machine.pollTimer();
     auto start = std::chrono::steady_clock::now();
     emu::StopReason reason = cpu.run(RUN_BUDGET);
     running += std::chrono::steady_clock::now() - start;
@@ -249,9 +270,28 @@ uint8_t* EmuMachine::page(uint64_t physical, bool write) {
 }
 
 absl::Status EmuMachine::createPit() {
-  return absl::UnimplementedError(
-      "the software CPU (--accel emu) has no i8254 PIT yet, which BIOS and Linux guests need; "
-      "run them with --accel kvm");
+  if (timer != nullptr) return absl::OkStatus();
+  timer = std::make_unique<emu::Pit>([this]() { return clockNs(); },
+                                     [this]() {
+                                       interrupts.setLine(0, true);
+                                       interrupts.setLine(0, false);
+                                     });
+  return timer->attach(ioBus);
+}
+
+void EmuMachine::skipClockTo(uint64_t time) {
+  uint64_t now = clockNs();
+  if (time > now) skipped += time - now;
+}
+
+uint64_t EmuMachine::clockNs() {
+  if (virtualClock) {
+    std::lock_guard<std::mutex> guard(vcpusLock);
+    return (vcpus.empty() ? 0 : vcpus[0]->instructionCount() * NS_PER_INSTRUCTION) + skipped;
+  }
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                              started)
+      .count();
 }
 
 absl::StatusOr<std::unique_ptr<Vcpu>> EmuMachine::createVcpu(unsigned index,

@@ -4,12 +4,13 @@
 // Contract: the guest sees the same RAM, ROMs, I/O bus and device servers as under KVM. Port
 // I/O and MMIO are handled on the vCPU's thread by calling the bus directly; interrupt lines
 // reach the PIC from any thread. What KVM does in the kernel and this backend does not have
-// yet (the local APIC, IOAPIC and PIT; irqfd, for which the core falls back to the channel) is
+// yet (the local APIC and IOAPIC; irqfd, for which the core falls back to the channel) is
 // listed in docs/emu.md. Doorbells (ioeventfd) work as under KVM: a matching guest write
 // signals the device's eventfd instead of going through the channel.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -18,6 +19,7 @@
 #include "kernel/bus/io-bus.h"
 #include "kernel/vcpu/emu/cpu.h"
 #include "kernel/vcpu/emu/pic.h"
+#include "kernel/vcpu/emu/pit.h"
 #include "kernel/vcpu/vcpu.h"
 
 namespace bulkhead {
@@ -46,6 +48,13 @@ class EmuMachine final : public Accelerator {
   IoBus& bus() { return ioBus; }
   emu::Pic& pic() { return interrupts; }
   bool deterministic() const { return virtualClock; }
+  // Fires the PIT's interrupt if due; returns when to look again (clockNs() time).
+  uint64_t pollTimer() { return timer == nullptr ? UINT64_MAX : timer->poll(); }
+  // The timers' clock in nanoseconds: host time, or vCPU 0's instruction count when
+  // deterministic.
+  uint64_t clockNs();
+  // Deterministic mode: a halted vCPU moves the clock on to `time`.
+  void skipClockTo(uint64_t time);
   // Whether a guest write is a registered doorbell; if so its eventfd has been signalled.
   bool ringDoorbell(bool pio, uint64_t address, unsigned size, uint64_t value);
 
@@ -58,6 +67,9 @@ class EmuMachine final : public Accelerator {
   bool virtualClock;
   ExitTrace* exitTrace = nullptr;
   emu::Pic interrupts;
+  std::unique_ptr<emu::Pit> timer;
+  std::atomic<uint64_t> skipped{0};
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   struct Doorbell {
     bool pio;
     uint64_t address;
