@@ -47,17 +47,15 @@ round:
   mov $0x3f9, %dx              /* IER: THR empty */
   mov $0x02, %al
   out %al, %dx
-  mov $4, %di                  /* wait 4 x 65536 turns: long enough on a loaded host */
-wait_outer:
-  mov $0, %si
-wait:
+  rdtsc                        /* wait 2^33 to 2^34 TSC cycles (seconds): time, not turns, */
+  lea 2(%edx), %esi            /* so a slow host and a fast software CPU wait alike, long */
+wait:                          /* enough for a device server's restart */
   cmp interrupts, %bx
   jne next
   pause
-  dec %si
-  jnz wait
-  dec %di
-  jnz wait_outer
+  rdtsc
+  cmp %esi, %edx
+  jb wait
 next:
   mov $0x3f9, %dx
   xor %al, %al
