@@ -47,14 +47,20 @@ round:
   mov $0x3f9, %dx              /* IER: THR empty */
   mov $0x02, %al
   out %al, %dx
-  rdtsc                        /* wait 2^33 to 2^34 TSC cycles (seconds): time, not turns, */
-  lea 2(%edx), %esi            /* so a slow host and a fast software CPU wait alike, long */
-wait:                          /* enough for a device server's restart */
+  rdtsc                        /* wait 2^31 TSC cycles (about a second): time, not loop */
+  add $0x80000000, %eax        /* turns, so a slow host and a fast software CPU wait alike, */
+  adc $0, %edx                 /* long enough for a device server's restart */
+  mov %eax, %edi
+  mov %edx, %esi
+wait:
   cmp interrupts, %bx
   jne next
   pause
   rdtsc
   cmp %esi, %edx
+  jb wait
+  ja next
+  cmp %edi, %eax
   jb wait
 next:
   mov $0x3f9, %dx
