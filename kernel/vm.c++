@@ -311,6 +311,12 @@ void Vm::vcpuLoop(Vcpu& vcpu) {
                                     vcpu.describeLocation(*ram)));
         break;
       case KVM_EXIT_INTERNAL_ERROR:
+        if (!vcpu.failure().empty()) {  // the software CPU says what it lacks
+          requestExit(EXIT_GUEST_CRASHED,
+                      absl::StrFormat("vCPU %u: %s at %s", index, vcpu.failure(),
+                                      vcpu.describeLocation(*ram)));
+          break;
+        }
         requestExit(EXIT_GUEST_CRASHED,
                     absl::StrFormat("vCPU %u: %s (suberror %u) at %s", index,
                                     internalErrorName(run.internal.suberror), run.internal.suberror,

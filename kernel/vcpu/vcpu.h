@@ -49,6 +49,9 @@ class Vcpu {
   // Whether the vCPU sits in HLT with RFLAGS.IF clear, from which nothing here can wake it.
   virtual bool haltedWithInterruptsOff() = 0;
   virtual unsigned index() const = 0;
+  // After an emulation failure (KVM_EXIT_INTERNAL_ERROR): what the backend could not do, when
+  // it knows ("the software CPU does not implement fld1"); "" otherwise.
+  virtual std::string failure() const { return ""; }
 };
 
 class Accelerator {

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <set>
@@ -61,6 +62,19 @@ TEST(Differential, TinyGuestsEndTheSameUnderKvmAndEmu) {
     EXPECT_FALSE(results[0].out.empty());
     EXPECT_EQ(results[0].out, results[1].out);
   }
+}
+
+// What the software CPU cannot run ends the VM with one line naming the instruction, decoded.
+TEST(Emu, AnUnimplementedInstructionEndsTheVmWithOneLine) {
+  std::string path = ::testing::TempDir() + "/bulkhead-fld1.bin";
+  std::ofstream(path, std::ios::binary) << "\xd9\xe8\xf4";  // fld1; hlt
+  RunResult run = runBulkhead({"run", "--accel", "emu", "--flat", path, "--entry", "0x100000",
+                               "--mode", "64", "--serial", "none"});
+  EXPECT_EQ(run.status, 4) << run.err;
+  EXPECT_NE(run.err.find("the software CPU does not implement fld1 at RIP 0018:0x100000 (64-bit)"),
+            std::string::npos)
+      << run.err;
+  EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << run.err;
 }
 
 TEST(Guests, SixtyFourBitFlatGuestRunsInLongMode) {

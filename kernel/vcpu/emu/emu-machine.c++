@@ -75,7 +75,7 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
   }
   bool haltedWithInterruptsOff() override { return cpu.state().halted && !cpu.interruptsEnabled(); }
   unsigned index() const override { return vcpuIndex; }
-  std::string failure() const { return cpu.failure(); }
+  std::string failure() const override { return cpu.failure(); }
   uint64_t instructionCount() const { return cpu.instructions(); }
 
   void interruptRaised() {
