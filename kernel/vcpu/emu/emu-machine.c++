@@ -180,34 +180,36 @@ absl::Status EmuVcpu::setBootState(const BootState& state) {
 
 absl::StatusOr<bool> EmuVcpu::enter() {
   for (;;) {
+    // The timer first, with no lock held: its interrupt comes back through interruptRaised(),
+    // which takes waitLock (and the machine's vCPU list lock before it).
+    uint64_t due = vcpuIndex == 0 ? machine.pollTimer() : UINT64_MAX;
+    uint64_t now = due == UINT64_MAX ? 0 : machine.clockNs();
     {
       std::unique_lock<std::mutex> guard(waitLock);
       if (kicked) return false;
-      if (cpu.state().halted) {
-        // HLT: wait for an interrupt the CPU can take, or a kick (KVM's in-kernel HLT too), or
-        // the timer's next tick (vCPU 0 runs the PIT).
-        auto ready = [&]() { return kicked || (pendingInterrupt && cpu.interruptsEnabled()); };
-        uint64_t due = vcpuIndex == 0 ? machine.pollTimer() : UINT64_MAX;
+      // HLT: wait for an interrupt the CPU can take, or a kick (KVM's in-kernel HLT too), or
+      // the timer's next tick (vCPU 0 runs the PIT).
+      auto ready = [&]() { return kicked || (pendingInterrupt && cpu.interruptsEnabled()); };
+      if (cpu.state().halted && !ready()) {
+        bool skip = false;
         if (due == UINT64_MAX) {
           wake.wait(guard, ready);
         } else if (machine.deterministic()) {
           // Time moves with instructions; a halted CPU skips ahead to the timer's tick, which
           // depends only on what the guest did.
-          machine.skipClockTo(due);
-        } else {
-          uint64_t now = machine.clockNs();
-          if (due > now) wake.wait_for(guard, std::chrono::nanoseconds(due - now), ready);
+          skip = true;
+        } else if (due > now) {
+          wake.wait_for(guard, std::chrono::nanoseconds(due - now), ready);
         }
         if (kicked) return false;
         if (!ready()) {
           guard.unlock();
-          if (vcpuIndex == 0) machine.pollTimer();
-          continue;
+          if (skip) machine.skipClockTo(due);
+          continue;  // the timer is due: poll it
         }
       }
       pendingInterrupt = false;
     }
-    if (vcpuIndex == 0) machine.pollTimer();
     auto start = std::chrono::steady_clock::now();
     emu::StopReason reason = cpu.run(RUN_BUDGET);
     running += std::chrono::steady_clock::now() - start;
