@@ -56,18 +56,6 @@ class TestBus : public CpuBus {
   std::vector<std::pair<uint16_t, uint64_t>> written;
 };
 
-SegmentState flat(uint16_t selector, bool code, bool code64, unsigned dpl) {
-  return SegmentState{selector,
-                      0,
-                      0xffffffff,
-                      static_cast<uint8_t>(code ? 0xb : 0x3),
-                      true,
-                      false,
-                      code64,
-                      !code64,
-                      static_cast<uint8_t>(dpl)};
-}
-
 // A CPU in 64-bit mode: identity-mapped first 2 MiB with 4 KiB pages (so tests can unmap
 // single pages), flat segments, the stack at STACK_TOP.
 struct LongMode {
@@ -88,8 +76,8 @@ struct LongMode {
     s.cr3 = PAGE_TABLES;
     s.cr4 = CR4_PAE | CR4_OSFXSR;
     s.efer = EFER_LME | EFER_LMA | EFER_NXE;
-    for (SegmentState& segment : s.segment) segment = flat(0x10, false, false, 0);
-    s.segment[CS] = flat(0x08, true, true, 0);
+    for (SegmentState& segment : s.segment) segment = flatSegment(0x10, false, false, 0);
+    s.segment[CS] = flatSegment(0x08, true, true, 0);
     s.gpr[4] = STACK_TOP;
     s.rip = CODE;
     cpu.stateChanged();
@@ -382,8 +370,8 @@ struct ProtectedMode {
     s.idtBase = IDT;
     s.idtLimit = 0x7ff;
     s.cr0 = CR0_PE | CR0_ET;
-    for (SegmentState& segment : s.segment) segment = flat(0x10, false, false, 0);
-    s.segment[CS] = flat(0x08, true, false, 0);
+    for (SegmentState& segment : s.segment) segment = flatSegment(0x10, false, false, 0);
+    s.segment[CS] = flatSegment(0x08, true, false, 0);
     s.gpr[4] = 0x6000;
     cpu.stateChanged();
   }
@@ -425,8 +413,8 @@ TEST(EmuProtected, InterruptFromRingThreeSwitchesToTheTssStack) {
   pm.bus.put(CODE + 0x300, {0xf4});
   pm.bus.put(CODE + 0x400, {0xf4});
   CpuState& s = pm.cpu.state();
-  s.segment[CS] = flat(0x1b, true, false, 3);
-  s.segment[SS] = flat(0x23, false, false, 3);
+  s.segment[CS] = flatSegment(0x1b, true, false, 3);
+  s.segment[SS] = flatSegment(0x23, false, false, 3);
   s.gpr[4] = 0x5000;
   s.tr = SegmentState{0x28, ProtectedMode::TSS, 0x67, 0xb, true, true, false, false, 0};
   s.rflags = 2 | FLAG_IF;
@@ -456,8 +444,8 @@ TEST(EmuProtected, InterruptFromRingThreeSwitchesToTheTssStack) {
   EXPECT_EQ(s.rip, CODE + 0x401);
   EXPECT_EQ(pm.bus.load<uint32_t>(s.gpr[4]), 0x81u * 8 + 2);
   // Privileged instructions at ring 3: HLT is #GP(0) too.
-  s.segment[CS] = flat(0x1b, true, false, 3);
-  s.segment[SS] = flat(0x23, false, false, 3);
+  s.segment[CS] = flatSegment(0x1b, true, false, 3);
+  s.segment[SS] = flatSegment(0x23, false, false, 3);
   s.gpr[4] = 0x5000;
   pm.cpu.stateChanged();
   ASSERT_EQ(pm.run(CODE, {0xfa}), StopReason::HALTED) << "cli at IOPL 0 from ring 3";

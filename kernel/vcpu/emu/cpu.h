@@ -199,6 +199,10 @@ class Cpu {
   BlockCacheEntry blockCache[BLOCK_CACHE_SIZE];
 };
 
+// A present flat segment (base 0, limit 4 GiB): code execute/read or data read/write, accessed;
+// what boot states and SYSCALL, SYSRET, SYSENTER and SYSEXIT load.
+SegmentState flatSegment(uint16_t selector, bool code, bool code64, unsigned dpl);
+
 // The CPUID the software CPU offers (what --cpu models are applied to).
 std::vector<CpuidEntry> emuSupportedCpuid();
 

@@ -11,6 +11,8 @@
 #include "kernel/base/log.h"
 
 #include "kernel/base/status-macros.h"
+#include "kernel/boot/layout.h"
+#include "kernel/vcpu/emu/flags.h"
 
 namespace bulkhead {
 
@@ -133,9 +135,6 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
 
 absl::Status EmuVcpu::setBootState(const BootState& state) {
   emu::CpuState& s = cpu.state();
-  auto flat = [](uint16_t selector, uint8_t type, bool code64) {
-    return SegmentState{selector, 0, 0xffffffff, type, true, false, code64, !code64, 0};
-  };
   switch (state.mode) {
     case CpuMode::RESET:
       // As after power-on (SDM Vol. 3, 9.1.4): CS base 0xffff0000, IP 0xfff0.
@@ -153,17 +152,18 @@ absl::Status EmuVcpu::setBootState(const BootState& state) {
     case CpuMode::PROTECTED32:
     case CpuMode::LONG64: {
       bool long64 = state.mode == CpuMode::LONG64;
-      SegmentState data = flat(0x10, 0x3, false);
+      SegmentState data = emu::flatSegment(layout::DATA_SELECTOR, false, false, 0);
       for (SegmentState& segment : s.segment) segment = data;
-      s.segment[emu::CS] = flat(long64 ? 0x18 : 0x08, 0xb, long64);
+      s.segment[emu::CS] = emu::flatSegment(
+          long64 ? layout::CODE64_SELECTOR : layout::CODE32_SELECTOR, true, long64, 0);
       s.gdtBase = state.gdtBase;
       s.gdtLimit = state.gdtLimit;
-      s.cr0 = 0x11;  // PE, ET
+      s.cr0 = emu::CR0_PE | emu::CR0_ET;
       if (long64) {
-        s.cr0 |= 1ull << 31;
+        s.cr0 |= emu::CR0_PG;
         s.cr3 = state.cr3;
-        s.cr4 = 1 << 5;
-        s.efer = (1 << 8) | (1 << 10);
+        s.cr4 = emu::CR4_PAE;
+        s.efer = emu::EFER_LME | emu::EFER_LMA;
       }
       break;
     }

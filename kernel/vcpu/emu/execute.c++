@@ -297,6 +297,17 @@ struct Executor {
   }
 
   // --- Helpers ---
+  struct FarPointer {
+    uint16_t selector;
+    uint64_t offset;
+  };
+  // An immediate ptr16:xx, or the memory form: an `size`-byte offset then a 16-bit selector.
+  FarPointer farPointer(const Operand& o, unsigned size) {
+    if (o.kind == OperandKind::PTR) return {o.selector, static_cast<uint64_t>(o.value)};
+    uint64_t at = offset(o);
+    uint64_t target = c.read(segmentOf(o), at, size);
+    return {static_cast<uint16_t>(c.read(segmentOf(o), at + size, 2)), target};
+  }
   unsigned osize() const { return in.operandSize; }
   bool protectedMode() const { return s.cr0 & CR0_PE; }
   void requireCpl0() const {
@@ -1043,28 +1054,16 @@ bool Executor::run() {
       return true;
     case ZYDIS_MNEMONIC_JMP:
       if (in.far) {
-        if (op[0].kind == OperandKind::PTR) {
-          c.farJump(op[0].selector, static_cast<uint64_t>(op[0].value), osize());
-        } else {
-          uint64_t at = offset(op[0]);
-          uint64_t target = c.read(segmentOf(op[0]), at, osize());
-          uint16_t selector = static_cast<uint16_t>(c.read(segmentOf(op[0]), at + osize(), 2));
-          c.farJump(selector, target, osize());
-        }
+        FarPointer target = farPointer(op[0], osize());
+        c.farJump(target.selector, target.offset, osize());
         return true;
       }
       jumpTo(branchTarget());
       return true;
     case ZYDIS_MNEMONIC_CALL:
       if (in.far) {
-        if (op[0].kind == OperandKind::PTR) {
-          c.farCall(op[0].selector, static_cast<uint64_t>(op[0].value), osize());
-        } else {
-          uint64_t at = offset(op[0]);
-          uint64_t target = c.read(segmentOf(op[0]), at, osize());
-          uint16_t selector = static_cast<uint16_t>(c.read(segmentOf(op[0]), at + osize(), 2));
-          c.farCall(selector, target, osize());
-        }
+        FarPointer target = farPointer(op[0], osize());
+        c.farCall(target.selector, target.offset, osize());
         return true;
       } else {
         uint64_t target = branchTarget();
@@ -1259,11 +1258,9 @@ bool Executor::run() {
                             : m == ZYDIS_MNEMONIC_LSS ? SS
                             : m == ZYDIS_MNEMONIC_LFS ? FS
                                                       : GS;
-      uint64_t at = offset(op[1]);
-      uint64_t value = c.read(segmentOf(op[1]), at, op[0].size);
-      uint16_t selector = static_cast<uint16_t>(c.read(segmentOf(op[1]), at + op[0].size, 2));
-      c.loadSegment(target, selector);
-      setReg(op[0].reg, op[0].size, value);
+      FarPointer pointer = farPointer(op[1], op[0].size);
+      c.loadSegment(target, pointer.selector);
+      setReg(op[0].reg, op[0].size, pointer.offset);
       return true;
     }
     case ZYDIS_MNEMONIC_FNINIT:

@@ -28,20 +28,6 @@ SegmentState fromDescriptor(uint16_t selector, uint64_t d) {
   return segment;
 }
 
-// The flat segments SYSCALL, SYSRET, SYSENTER and SYSEXIT load (SDM Vol. 2, SYSCALL).
-SegmentState flat(uint16_t selector, bool code, unsigned dpl, bool code64) {
-  SegmentState segment{selector,
-                       0,
-                       0xffffffff,
-                       static_cast<uint8_t>(code ? 0xb : 0x3),
-                       true,
-                       false,
-                       code64,
-                       !code64 || !code,
-                       static_cast<uint8_t>(dpl)};
-  return segment;
-}
-
 constexpr uint32_t MSR_TSC = 0x10, MSR_APIC_BASE = 0x1b, MSR_FEATURE_CONTROL = 0x3a,
                    MSR_TSC_ADJUST = 0x3b, MSR_SYSENTER_CS = 0x174, MSR_SYSENTER_ESP = 0x175,
                    MSR_SYSENTER_EIP = 0x176, MSR_MISC_ENABLE = 0x1a0, MSR_PAT = 0x277,
@@ -410,14 +396,14 @@ void Cpu::syscall() {
   if (s.efer & EFER_LMA) {
     s.gpr[1] = s.rip;
     s.gpr[11] = s.rflags & ~FLAG_RF;
-    s.segment[CS] = flat(selector, true, 0, true);
-    s.segment[SS] = flat(selector + 8, false, 0, false);
+    s.segment[CS] = flatSegment(selector, true, true, 0);
+    s.segment[SS] = flatSegment(selector + 8, false, false, 0);
     s.rflags &= ~(s.sfmask | FLAG_RF);
     s.rip = modeKey == 2 ? s.lstar : s.cstar;
   } else {
     s.gpr[1] = s.rip & 0xffffffff;
-    s.segment[CS] = flat(selector, true, 0, false);
-    s.segment[SS] = flat(selector + 8, false, 0, false);
+    s.segment[CS] = flatSegment(selector, true, false, 0);
+    s.segment[SS] = flatSegment(selector + 8, false, false, 0);
     s.rflags &= ~(FLAG_VM | FLAG_IF | FLAG_RF);
     s.rip = s.star & 0xffffffff;
   }
@@ -434,15 +420,16 @@ void Cpu::sysret(unsigned operandSize) {
     if (to64 && !((static_cast<int64_t>(s.gpr[1] << 16) >> 16) == static_cast<int64_t>(s.gpr[1]))) {
       throw GuestFault{13, true, 0};
     }
-    s.segment[CS] = flat(static_cast<uint16_t>((to64 ? base + 16 : base) | 3), true, 3, to64);
+    s.segment[CS] =
+        flatSegment(static_cast<uint16_t>((to64 ? base + 16 : base) | 3), true, to64, 3);
     s.rip = to64 ? s.gpr[1] : s.gpr[1] & 0xffffffff;
     s.rflags = (s.gpr[11] & ~(FLAG_RF | FLAG_VM)) | 2;
   } else {
-    s.segment[CS] = flat(static_cast<uint16_t>(base | 3), true, 3, false);
+    s.segment[CS] = flatSegment(static_cast<uint16_t>(base | 3), true, false, 3);
     s.rip = s.gpr[1] & 0xffffffff;
     s.rflags |= FLAG_IF;
   }
-  s.segment[SS] = flat(static_cast<uint16_t>((base + 8) | 3), false, 3, false);
+  s.segment[SS] = flatSegment(static_cast<uint16_t>((base + 8) | 3), false, false, 3);
   modeChanged();
 }
 
@@ -451,8 +438,8 @@ void Cpu::sysenter() {
   bool long64 = s.efer & EFER_LMA;
   uint16_t selector = static_cast<uint16_t>(s.sysenterCs) & ~3u;
   s.rflags &= ~(FLAG_VM | FLAG_IF | FLAG_RF);
-  s.segment[CS] = flat(selector, true, 0, long64);
-  s.segment[SS] = flat(selector + 8, false, 0, false);
+  s.segment[CS] = flatSegment(selector, true, long64, 0);
+  s.segment[SS] = flatSegment(selector + 8, false, false, 0);
   s.rip = long64 ? s.sysenterEip : s.sysenterEip & 0xffffffff;
   s.gpr[4] = long64 ? s.sysenterEsp : s.sysenterEsp & 0xffffffff;
   modeChanged();
@@ -464,8 +451,8 @@ void Cpu::sysexit(unsigned operandSize) {
   }
   bool to64 = operandSize == 8;
   uint16_t selector = static_cast<uint16_t>(s.sysenterCs + (to64 ? 32 : 16));
-  s.segment[CS] = flat(selector | 3, true, 3, to64);
-  s.segment[SS] = flat(static_cast<uint16_t>((selector + 8) | 3), false, 3, false);
+  s.segment[CS] = flatSegment(selector | 3, true, to64, 3);
+  s.segment[SS] = flatSegment(static_cast<uint16_t>((selector + 8) | 3), false, false, 3);
   s.rip = to64 ? s.gpr[2] : s.gpr[2] & 0xffffffff;
   s.gpr[4] = to64 ? s.gpr[1] : s.gpr[1] & 0xffffffff;
   modeChanged();
@@ -641,6 +628,19 @@ void Cpu::cpuidInstruction() {
   s.gpr[3] = b;
   s.gpr[1] = c;
   s.gpr[2] = d;
+}
+
+SegmentState flatSegment(uint16_t selector, bool code, bool code64, unsigned dpl) {
+  return SegmentState{
+      selector,
+      0,
+      0xffffffff,
+      static_cast<uint8_t>(code ? 0xb : 0x3),  // execute/read or read/write, accessed
+      true,
+      false,
+      code64,
+      !code64 || !code,
+      static_cast<uint8_t>(dpl)};
 }
 
 std::vector<CpuidEntry> emuSupportedCpuid() {
