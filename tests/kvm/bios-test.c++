@@ -49,6 +49,7 @@ std::vector<uint8_t> readFile(const std::string& path) {
   } while (0)
 
 TEST(Bios, SeaBiosBootsTheBootSectorFromAVirtioDisk) {
+  SKIP_KNOWN_EMU_BUG("SeaBIOS debugcon lines are sometimes lost at its emu speed (docs/emu.md)");
   REQUIRE_KVM();
   REQUIRE_SEABIOS();
   std::vector<uint8_t> boot = readFile(guestDir() + "/mbr16.bin");
@@ -71,6 +72,7 @@ TEST(Bios, SeaBiosBootsTheBootSectorFromAVirtioDisk) {
 }
 
 TEST(Bios, SeaBiosBootsTheBootSectorFromAnIdeDisk) {
+  SKIP_KNOWN_EMU_BUG("SeaBIOS debugcon lines are sometimes lost at its emu speed (docs/emu.md)");
   REQUIRE_KVM();
   REQUIRE_SEABIOS();
   std::vector<uint8_t> boot = readFile(guestDir() + "/mbr16.bin");
@@ -88,6 +90,7 @@ TEST(Bios, SeaBiosBootsTheBootSectorFromAnIdeDisk) {
 }
 
 TEST(Bios, PlatformServersKilledDuringTheBootAreNotNoticed) {
+  SKIP_KNOWN_EMU_BUG("SeaBIOS debugcon lines are sometimes lost at its emu speed (docs/emu.md)");
   REQUIRE_KVM();
   REQUIRE_SEABIOS();
   std::vector<uint8_t> boot = readFile(guestDir() + "/mbr16.bin");
