@@ -203,6 +203,9 @@ class Cpu {
 // what boot states and SYSCALL, SYSRET, SYSENTER and SYSEXIT load.
 SegmentState flatSegment(uint16_t selector, bool code, bool code64, unsigned dpl);
 
+// The segment an 8-byte GDT or LDT descriptor describes (the low half of a 16-byte one).
+SegmentState fromDescriptor(uint16_t selector, uint64_t descriptor);
+
 // The CPUID the software CPU offers (what --cpu models are applied to).
 std::vector<CpuidEntry> emuSupportedCpuid();
 

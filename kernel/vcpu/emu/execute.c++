@@ -3,6 +3,7 @@
 // architectural state (the run loop then restores RIP and delivers it).
 #include <x86intrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #include <absl/strings/str_format.h>
@@ -680,6 +681,65 @@ struct Executor {
     target = loaded;
   }
 
+  // VERR, VERW, LAR, LSL: ZF says whether `selector` names a descriptor of a kind `accepts`
+  // that the current privilege may see (SDM Vol. 2 for each). A bad selector only clears ZF.
+  template <typename Accepts>
+  bool inspectSelector(uint16_t selector, Accepts accepts, SegmentState* found, uint64_t* raw) {
+    if (!protectedMode()) throw GuestFault{6, false, 0};
+    bool local = selector & 4;
+    uint64_t base = local ? s.ldtr.base : s.gdtBase;
+    uint32_t limit = local ? s.ldtr.limit : s.gdtLimit;
+    uint32_t offset = selector & ~7u;
+    bool visible = (selector & ~3u) != 0 && (!local || s.ldtr.present) && offset + 7 <= limit;
+    if (visible) {
+      *raw = c.readSystem(base + offset, 8);
+      *found = fromDescriptor(selector, *raw);
+      bool conformingCode = !found->system && (found->type & 0xc) == 0xc;
+      unsigned rpl = selector & 3;
+      visible = accepts(*found) && (conformingCode || (found->dpl >= c.cpl() && found->dpl >= rpl));
+    }
+    setFlags(visible ? FLAG_ZF : 0, FLAG_ZF);
+    return visible;
+  }
+  void verifySegment(bool write) {
+    SegmentState found;
+    uint64_t raw;
+    inspectSelector(
+        static_cast<uint16_t>(get(in.op[0])),
+        [&](const SegmentState& d) {
+          bool code = d.type & 8;
+          if (d.system) return false;
+          return write ? !code && (d.type & 2) : !code || (d.type & 2);
+        },
+        &found, &raw);
+  }
+  void segmentAccessOrLimit(bool limit) {
+    SegmentState found;
+    uint64_t raw;
+    auto accepts = [&](const SegmentState& d) {
+      if (!d.system) return true;
+      bool longMode = s.efer & EFER_LMA;
+      switch (d.type) {
+        case 2:
+        case 9:
+        case 11:
+          return true;  // LDT, TSS
+        case 1:
+        case 3:
+          return !longMode;  // 16-bit TSS
+        case 4:
+        case 5:
+          return !limit && !longMode;  // 16-bit call gate, task gate
+        case 12:
+          return !limit;  // call gate
+        default:
+          return false;
+      }
+    };
+    if (!inspectSelector(static_cast<uint16_t>(get(in.op[1])), accepts, &found, &raw)) return;
+    set(in.op[0], limit ? found.limit : (raw >> 32) & 0x00f0ff00);
+  }
+
   // --- SSE (128-bit registers; scalar and packed integer and floating point) ---
   struct Vec {
     uint64_t q[2] = {0, 0};
@@ -760,6 +820,40 @@ struct Executor {
     memcpy(&out, &r, sizeof(T));
     return out;
   }
+  // Element `i` of `width` bytes.
+  static uint64_t element(const Vec& v, unsigned i, unsigned width) {
+    unsigned bit = i * width * 8;
+    return (v.q[bit / 64] >> (bit % 64)) & mask(width);
+  }
+  static void setElement(Vec& v, unsigned i, unsigned width, uint64_t value) {
+    unsigned bit = i * width * 8;
+    uint64_t& q = v.q[bit / 64];
+    q = (q & ~(mask(width) << (bit % 64))) | ((value & mask(width)) << (bit % 64));
+  }
+  bool sse2(ZydisMnemonic m);
+  bool floatLanes(ZydisMnemonic m);
+  static double toDouble(uint64_t bits, bool single) {
+    if (single) {
+      float f;
+      uint32_t raw = static_cast<uint32_t>(bits);
+      memcpy(&f, &raw, 4);
+      return f;
+    }
+    double d;
+    memcpy(&d, &bits, 8);
+    return d;
+  }
+  static uint64_t fromDouble(double value, bool single) {
+    if (single) {
+      float f = static_cast<float>(value);
+      uint32_t raw;
+      memcpy(&raw, &f, 4);
+      return raw;
+    }
+    uint64_t raw;
+    memcpy(&raw, &value, 8);
+    return raw;
+  }
   bool sse(ZydisMnemonic m);
   void fxsave(bool restore);
 
@@ -787,6 +881,7 @@ bool Executor::run() {
     case ZYDIS_MNEMONIC_CLFLUSH:
       return true;
     case ZYDIS_MNEMONIC_MOV:
+    case ZYDIS_MNEMONIC_MOVNTI:
       set(op[0], get(op[1]));
       return true;
     case ZYDIS_MNEMONIC_MOVZX:
@@ -1175,6 +1270,18 @@ bool Executor::run() {
     case ZYDIS_MNEMONIC_LTR:
       loadSystemSegment(true);
       return true;
+    case ZYDIS_MNEMONIC_VERR:
+      verifySegment(false);
+      return true;
+    case ZYDIS_MNEMONIC_VERW:
+      verifySegment(true);
+      return true;
+    case ZYDIS_MNEMONIC_LAR:
+      segmentAccessOrLimit(false);
+      return true;
+    case ZYDIS_MNEMONIC_LSL:
+      segmentAccessOrLimit(true);
+      return true;
     case ZYDIS_MNEMONIC_SLDT:
       set(op[0], s.ldtr.selector);
       return true;
@@ -1540,8 +1647,416 @@ bool Executor::sse(ZydisMnemonic m) {
       set(op[0], s.mxcsr);
       return true;
     default:
+      return sse2(m);
+  }
+}
+
+// Shuffles, unpacks, shifts, saturating and min/max integer lanes, comparisons and conversions:
+// the rest of SSE and SSE2 that a kernel and glibc's baseline (x86-64 v1) code use.
+bool Executor::sse2(ZydisMnemonic m) {
+  const Operand* op = in.op;
+  auto source = [&]() { return getVec(op[1], 16, true); };
+  auto imm = [&](unsigned index) { return static_cast<unsigned>(get(op[index]) & 0xff); };
+  // A lane-wise operation on `width`-byte lanes of destination and source.
+  auto laneOp = [&](unsigned width, auto f) {
+    setVec(op[0], lanes(getVec(op[0], 16), source(), width, f), 16, true);
+  };
+  auto signedLane = [](uint64_t x, unsigned width) { return signExtend(x, width); };
+  auto saturate = [](int64_t x, int64_t low, int64_t high) {
+    return static_cast<uint64_t>(x < low ? low : x > high ? high : x);
+  };
+  switch (m) {
+    case ZYDIS_MNEMONIC_PUNPCKLBW:
+    case ZYDIS_MNEMONIC_PUNPCKLWD:
+    case ZYDIS_MNEMONIC_PUNPCKLDQ:
+    case ZYDIS_MNEMONIC_PUNPCKLQDQ:
+    case ZYDIS_MNEMONIC_PUNPCKHBW:
+    case ZYDIS_MNEMONIC_PUNPCKHWD:
+    case ZYDIS_MNEMONIC_PUNPCKHDQ:
+    case ZYDIS_MNEMONIC_PUNPCKHQDQ:
+    case ZYDIS_MNEMONIC_UNPCKLPS:
+    case ZYDIS_MNEMONIC_UNPCKLPD:
+    case ZYDIS_MNEMONIC_UNPCKHPS:
+    case ZYDIS_MNEMONIC_UNPCKHPD: {
+      unsigned width = (m == ZYDIS_MNEMONIC_PUNPCKLBW || m == ZYDIS_MNEMONIC_PUNPCKHBW)   ? 1
+                       : (m == ZYDIS_MNEMONIC_PUNPCKLWD || m == ZYDIS_MNEMONIC_PUNPCKHWD) ? 2
+                       : (m == ZYDIS_MNEMONIC_PUNPCKLDQ || m == ZYDIS_MNEMONIC_PUNPCKHDQ ||
+                          m == ZYDIS_MNEMONIC_UNPCKLPS || m == ZYDIS_MNEMONIC_UNPCKHPS)
+                           ? 4
+                           : 8;
+      bool high = m == ZYDIS_MNEMONIC_PUNPCKHBW || m == ZYDIS_MNEMONIC_PUNPCKHWD ||
+                  m == ZYDIS_MNEMONIC_PUNPCKHDQ || m == ZYDIS_MNEMONIC_PUNPCKHQDQ ||
+                  m == ZYDIS_MNEMONIC_UNPCKHPS || m == ZYDIS_MNEMONIC_UNPCKHPD;
+      Vec a = getVec(op[0], 16), b = source(), r;
+      unsigned half = 8 / width, base = high ? half : 0;
+      for (unsigned i = 0; i < half; ++i) {
+        setElement(r, 2 * i, width, element(a, base + i, width));
+        setElement(r, 2 * i + 1, width, element(b, base + i, width));
+      }
+      setVec(op[0], r, 16, true);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_PACKUSWB:
+    case ZYDIS_MNEMONIC_PACKSSWB:
+    case ZYDIS_MNEMONIC_PACKSSDW: {
+      unsigned width = m == ZYDIS_MNEMONIC_PACKSSDW ? 4 : 2;
+      int64_t low = m == ZYDIS_MNEMONIC_PACKUSWB ? 0 : m == ZYDIS_MNEMONIC_PACKSSWB ? -128 : -32768;
+      int64_t high = m == ZYDIS_MNEMONIC_PACKUSWB   ? 255
+                     : m == ZYDIS_MNEMONIC_PACKSSWB ? 127
+                                                    : 32767;
+      Vec in2[2] = {getVec(op[0], 16), source()}, r;
+      unsigned count = 16 / width;
+      for (unsigned i = 0; i < 2 * count; ++i) {
+        int64_t x = signExtend(element(in2[i / count], i % count, width), width);
+        setElement(r, i, width / 2, saturate(x, low, high));
+      }
+      setVec(op[0], r, 16, true);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_PSHUFD: {
+      Vec b = source(), r;
+      unsigned order = imm(2);
+      for (unsigned i = 0; i < 4; ++i) setElement(r, i, 4, element(b, (order >> (2 * i)) & 3, 4));
+      setVec(op[0], r, 16, true);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_PSHUFLW:
+    case ZYDIS_MNEMONIC_PSHUFHW: {
+      Vec b = source(), r = b;
+      unsigned order = imm(2), base = m == ZYDIS_MNEMONIC_PSHUFHW ? 4 : 0;
+      for (unsigned i = 0; i < 4; ++i) {
+        setElement(r, base + i, 2, element(b, base + ((order >> (2 * i)) & 3), 2));
+      }
+      setVec(op[0], r, 16, true);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_SHUFPS: {
+      Vec a = getVec(op[0], 16), b = source(), r;
+      unsigned order = imm(2);
+      for (unsigned i = 0; i < 4; ++i) {
+        setElement(r, i, 4, element(i < 2 ? a : b, (order >> (2 * i)) & 3, 4));
+      }
+      setVec(op[0], r, 16, true);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_SHUFPD: {
+      Vec a = getVec(op[0], 16), b = source(), r;
+      unsigned order = imm(2);
+      r.q[0] = a.q[order & 1];
+      r.q[1] = b.q[(order >> 1) & 1];
+      setVec(op[0], r, 16, true);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_PMINUB:
+      laneOp(1, [](uint64_t x, uint64_t y) { return x < y ? x : y; });
+      return true;
+    case ZYDIS_MNEMONIC_PMAXUB:
+      laneOp(1, [](uint64_t x, uint64_t y) { return x > y ? x : y; });
+      return true;
+    case ZYDIS_MNEMONIC_PMINSW:
+      laneOp(2,
+             [&](uint64_t x, uint64_t y) { return signedLane(x, 2) < signedLane(y, 2) ? x : y; });
+      return true;
+    case ZYDIS_MNEMONIC_PMAXSW:
+      laneOp(2,
+             [&](uint64_t x, uint64_t y) { return signedLane(x, 2) > signedLane(y, 2) ? x : y; });
+      return true;
+    case ZYDIS_MNEMONIC_PCMPGTB:
+    case ZYDIS_MNEMONIC_PCMPGTW:
+    case ZYDIS_MNEMONIC_PCMPGTD: {
+      unsigned width = m == ZYDIS_MNEMONIC_PCMPGTB ? 1 : m == ZYDIS_MNEMONIC_PCMPGTW ? 2 : 4;
+      laneOp(width, [&](uint64_t x, uint64_t y) {
+        return signedLane(x, width) > signedLane(y, width) ? ~0ull : 0;
+      });
+      return true;
+    }
+    case ZYDIS_MNEMONIC_PADDUSB:
+    case ZYDIS_MNEMONIC_PADDUSW:
+    case ZYDIS_MNEMONIC_PSUBUSB:
+    case ZYDIS_MNEMONIC_PSUBUSW:
+    case ZYDIS_MNEMONIC_PADDSB:
+    case ZYDIS_MNEMONIC_PADDSW:
+    case ZYDIS_MNEMONIC_PSUBSB:
+    case ZYDIS_MNEMONIC_PSUBSW: {
+      bool byte = m == ZYDIS_MNEMONIC_PADDUSB || m == ZYDIS_MNEMONIC_PSUBUSB ||
+                  m == ZYDIS_MNEMONIC_PADDSB || m == ZYDIS_MNEMONIC_PSUBSB;
+      bool add = m == ZYDIS_MNEMONIC_PADDUSB || m == ZYDIS_MNEMONIC_PADDUSW ||
+                 m == ZYDIS_MNEMONIC_PADDSB || m == ZYDIS_MNEMONIC_PADDSW;
+      bool isSigned = m == ZYDIS_MNEMONIC_PADDSB || m == ZYDIS_MNEMONIC_PADDSW ||
+                      m == ZYDIS_MNEMONIC_PSUBSB || m == ZYDIS_MNEMONIC_PSUBSW;
+      unsigned width = byte ? 1 : 2;
+      int64_t low = isSigned ? -static_cast<int64_t>(signBit(width)) : 0;
+      int64_t high = isSigned ? static_cast<int64_t>(signBit(width)) - 1 : mask(width);
+      laneOp(width, [&](uint64_t x, uint64_t y) {
+        int64_t a = isSigned ? signExtend(x, width) : static_cast<int64_t>(x);
+        int64_t b = isSigned ? signExtend(y, width) : static_cast<int64_t>(y);
+        return saturate(add ? a + b : a - b, low, high);
+      });
+      return true;
+    }
+    case ZYDIS_MNEMONIC_PAVGB:
+      laneOp(1, [](uint64_t x, uint64_t y) { return (x + y + 1) >> 1; });
+      return true;
+    case ZYDIS_MNEMONIC_PAVGW:
+      laneOp(2, [](uint64_t x, uint64_t y) { return (x + y + 1) >> 1; });
+      return true;
+    case ZYDIS_MNEMONIC_PMULLW:
+      laneOp(2, [](uint64_t x, uint64_t y) { return x * y; });
+      return true;
+    case ZYDIS_MNEMONIC_PMULHW:
+      laneOp(2, [&](uint64_t x, uint64_t y) {
+        return static_cast<uint64_t>(signedLane(x, 2) * signedLane(y, 2)) >> 16;
+      });
+      return true;
+    case ZYDIS_MNEMONIC_PMULHUW:
+      laneOp(2, [](uint64_t x, uint64_t y) { return (x * y) >> 16; });
+      return true;
+    case ZYDIS_MNEMONIC_PMULUDQ: {
+      Vec a = getVec(op[0], 16), b = source(), r;
+      for (unsigned i = 0; i < 2; ++i) r.q[i] = (a.q[i] & 0xffffffff) * (b.q[i] & 0xffffffff);
+      setVec(op[0], r, 16, true);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_PSADBW: {
+      Vec a = getVec(op[0], 16), b = source(), r;
+      for (unsigned i = 0; i < 16; ++i) {
+        uint64_t x = element(a, i, 1), y = element(b, i, 1);
+        r.q[i / 8] += x > y ? x - y : y - x;
+      }
+      setVec(op[0], r, 16, true);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_PSLLW:
+    case ZYDIS_MNEMONIC_PSLLD:
+    case ZYDIS_MNEMONIC_PSLLQ:
+    case ZYDIS_MNEMONIC_PSRLW:
+    case ZYDIS_MNEMONIC_PSRLD:
+    case ZYDIS_MNEMONIC_PSRLQ:
+    case ZYDIS_MNEMONIC_PSRAW:
+    case ZYDIS_MNEMONIC_PSRAD: {
+      unsigned width =
+          (m == ZYDIS_MNEMONIC_PSLLW || m == ZYDIS_MNEMONIC_PSRLW || m == ZYDIS_MNEMONIC_PSRAW) ? 2
+          : (m == ZYDIS_MNEMONIC_PSLLQ || m == ZYDIS_MNEMONIC_PSRLQ)                            ? 8
+                                                                                                : 4;
+      bool left =
+          m == ZYDIS_MNEMONIC_PSLLW || m == ZYDIS_MNEMONIC_PSLLD || m == ZYDIS_MNEMONIC_PSLLQ;
+      bool arithmetic = m == ZYDIS_MNEMONIC_PSRAW || m == ZYDIS_MNEMONIC_PSRAD;
+      uint64_t count = op[1].kind == OperandKind::IMM ? imm(1) : source().q[0];
+      unsigned bits = width * 8;
+      Vec a = getVec(op[0], 16), r;
+      for (unsigned i = 0; i < 16 / width; ++i) {
+        uint64_t x = element(a, i, width);
+        uint64_t y =
+            arithmetic
+                ? static_cast<uint64_t>(signExtend(x, width) >> (count >= bits ? bits - 1 : count))
+            : count >= bits ? 0
+            : left          ? x << count
+                            : x >> count;
+        setElement(r, i, width, y);
+      }
+      setVec(op[0], r, 16, true);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_PSLLDQ:
+    case ZYDIS_MNEMONIC_PSRLDQ: {
+      unsigned count = imm(1);
+      Vec a = getVec(op[0], 16), r;
+      for (unsigned i = 0; i < 16; ++i) {
+        int from = m == ZYDIS_MNEMONIC_PSLLDQ ? static_cast<int>(i) - static_cast<int>(count)
+                                              : static_cast<int>(i + count);
+        if (count < 16 && from >= 0 && from < 16) setElement(r, i, 1, element(a, from, 1));
+      }
+      setVec(op[0], r, 16, true);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_PEXTRW:
+      setReg(op[0].reg, op[0].size, element(getVec(op[1], 16), imm(2) & 7, 2));
+      return true;
+    case ZYDIS_MNEMONIC_PINSRW: {
+      Vec a = getVec(op[0], 16);
+      setElement(a, imm(2) & 7, 2, get(op[1]));
+      setVec(op[0], a, 16, true);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_MOVHLPS:
+    case ZYDIS_MNEMONIC_MOVLHPS: {
+      Vec a = getVec(op[0], 16), b = getVec(op[1], 16);
+      if (m == ZYDIS_MNEMONIC_MOVHLPS) {
+        a.q[0] = b.q[1];
+      } else {
+        a.q[1] = b.q[0];
+      }
+      setVec(op[0], a, 16, true);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_MOVHPS:
+    case ZYDIS_MNEMONIC_MOVHPD:
+    case ZYDIS_MNEMONIC_MOVLPS:
+    case ZYDIS_MNEMONIC_MOVLPD: {
+      bool high = m == ZYDIS_MNEMONIC_MOVHPS || m == ZYDIS_MNEMONIC_MOVHPD;
+      if (isXmm(op[0])) {
+        Vec a = getVec(op[0], 16);
+        a.q[high ? 1 : 0] = getVec(op[1], 8).q[0];
+        setVec(op[0], a, 16, true);
+      } else {
+        Vec r;
+        r.q[0] = getVec(op[1], 16).q[high ? 1 : 0];
+        setVec(op[0], r, 8, false);
+      }
+      return true;
+    }
+    case ZYDIS_MNEMONIC_MOVMSKPS:
+    case ZYDIS_MNEMONIC_MOVMSKPD: {
+      unsigned width = m == ZYDIS_MNEMONIC_MOVMSKPS ? 4 : 8;
+      Vec v = getVec(op[1], 16);
+      uint64_t bits = 0;
+      for (unsigned i = 0; i < 16 / width; ++i)
+        bits |= (element(v, i, width) >> (width * 8 - 1)) << i;
+      setReg(op[0].reg, op[0].size, bits);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_UCOMISS:
+    case ZYDIS_MNEMONIC_COMISS:
+    case ZYDIS_MNEMONIC_UCOMISD:
+    case ZYDIS_MNEMONIC_COMISD: {
+      bool single = m == ZYDIS_MNEMONIC_UCOMISS || m == ZYDIS_MNEMONIC_COMISS;
+      unsigned width = single ? 4 : 8;
+      double x = toDouble(getVec(op[0], width).q[0], single);
+      double y = toDouble(getVec(op[1], width).q[0], single);
+      uint64_t f = x != x || y != y ? FLAG_ZF | FLAG_PF | FLAG_CF
+                   : x < y          ? FLAG_CF
+                   : x == y         ? FLAG_ZF
+                                    : 0;
+      setFlags(f, FLAGS_ARITH);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_MINSS:
+    case ZYDIS_MNEMONIC_MINSD:
+    case ZYDIS_MNEMONIC_MINPS:
+    case ZYDIS_MNEMONIC_MINPD:
+    case ZYDIS_MNEMONIC_MAXSS:
+    case ZYDIS_MNEMONIC_MAXSD:
+    case ZYDIS_MNEMONIC_MAXPS:
+    case ZYDIS_MNEMONIC_MAXPD:
+    case ZYDIS_MNEMONIC_SQRTSS:
+    case ZYDIS_MNEMONIC_SQRTSD:
+    case ZYDIS_MNEMONIC_SQRTPS:
+    case ZYDIS_MNEMONIC_SQRTPD:
+    case ZYDIS_MNEMONIC_SUBPS:
+    case ZYDIS_MNEMONIC_SUBPD:
+    case ZYDIS_MNEMONIC_DIVPS:
+    case ZYDIS_MNEMONIC_DIVPD:
+    case ZYDIS_MNEMONIC_CMPSS:
+    case ZYDIS_MNEMONIC_CMPSD:
+    case ZYDIS_MNEMONIC_CMPPS:
+    case ZYDIS_MNEMONIC_CMPPD:
+      return floatLanes(m);
+    case ZYDIS_MNEMONIC_CVTSS2SD:
+    case ZYDIS_MNEMONIC_CVTSD2SS: {
+      bool widen = m == ZYDIS_MNEMONIC_CVTSS2SD;
+      double value = toDouble(getVec(op[1], widen ? 4 : 8).q[0], widen);
+      Vec r;
+      r.q[0] = fromDouble(value, !widen);
+      setVec(op[0], r, widen ? 8 : 4, false);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_CVTSD2SI:
+    case ZYDIS_MNEMONIC_CVTSS2SI: {
+      bool single = m == ZYDIS_MNEMONIC_CVTSS2SI;
+      double value = std::nearbyint(toDouble(getVec(op[1], single ? 4 : 8).q[0], single));
+      unsigned size = op[0].size;
+      double limit = size == 8 ? 9223372036854775808.0 : 2147483648.0;
+      setReg(op[0].reg, size,
+             value != value || value >= limit || value < -limit
+                 ? signBit(size)
+                 : static_cast<uint64_t>(static_cast<int64_t>(value)));
+      return true;
+    }
+    case ZYDIS_MNEMONIC_CVTDQ2PD:
+    case ZYDIS_MNEMONIC_CVTDQ2PS: {
+      bool toPd = m == ZYDIS_MNEMONIC_CVTDQ2PD;
+      Vec b = getVec(op[1], toPd ? 8 : 16), r;
+      for (unsigned i = 0; i < (toPd ? 2u : 4u); ++i) {
+        double value = static_cast<double>(signExtend(element(b, i, 4), 4));
+        setElement(r, i, toPd ? 8 : 4, fromDouble(value, !toPd));
+      }
+      setVec(op[0], r, 16, true);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_CVTPS2PD:
+    case ZYDIS_MNEMONIC_CVTPD2PS: {
+      bool widen = m == ZYDIS_MNEMONIC_CVTPS2PD;
+      Vec b = getVec(op[1], widen ? 8 : 16, !widen), r;
+      for (unsigned i = 0; i < 2; ++i) {
+        double value = toDouble(element(b, i, widen ? 4 : 8), widen);
+        setElement(r, i, widen ? 8 : 4, fromDouble(value, !widen));
+      }
+      setVec(op[0], r, 16, true);
+      return true;
+    }
+    default:
       return false;
   }
+}
+
+// Scalar and packed min, max, square root, subtract, divide and compare (the SDM's rules for
+// NaN and zero operands: MIN and MAX return the second operand; CMP's eight predicates).
+bool Executor::floatLanes(ZydisMnemonic m) {
+  const Operand* op = in.op;
+  const char* name = ZydisMnemonicGetString(m);
+  size_t length = strlen(name);
+  bool packed = name[length - 2] == 'p';
+  bool single = name[length - 1] == 's';
+  unsigned width = single ? 4 : 8;
+  Vec a = getVec(op[0], 16), b = getVec(op[1], packed ? 16 : width, packed), r = a;
+  unsigned predicate = m == ZYDIS_MNEMONIC_CMPSS || m == ZYDIS_MNEMONIC_CMPSD ||
+                               m == ZYDIS_MNEMONIC_CMPPS || m == ZYDIS_MNEMONIC_CMPPD
+                           ? static_cast<unsigned>(get(op[2]) & 7)
+                           : 0;
+  for (unsigned i = 0; i < (packed ? 16 / width : 1); ++i) {
+    double x = toDouble(element(a, i, width), single), y = toDouble(element(b, i, width), single);
+    uint64_t bx = element(a, i, width), by = element(b, i, width);
+    bool unordered = x != x || y != y;
+    uint64_t out;
+    switch (m) {
+      case ZYDIS_MNEMONIC_MINSS:
+      case ZYDIS_MNEMONIC_MINSD:
+      case ZYDIS_MNEMONIC_MINPS:
+      case ZYDIS_MNEMONIC_MINPD:
+        out = x < y ? bx : by;
+        break;
+      case ZYDIS_MNEMONIC_MAXSS:
+      case ZYDIS_MNEMONIC_MAXSD:
+      case ZYDIS_MNEMONIC_MAXPS:
+      case ZYDIS_MNEMONIC_MAXPD:
+        out = x > y ? bx : by;
+        break;
+      case ZYDIS_MNEMONIC_SQRTSS:
+      case ZYDIS_MNEMONIC_SQRTSD:
+      case ZYDIS_MNEMONIC_SQRTPS:
+      case ZYDIS_MNEMONIC_SQRTPD:
+        out = fromDouble(single ? std::sqrt(static_cast<float>(y)) : std::sqrt(y), single);
+        break;
+      case ZYDIS_MNEMONIC_SUBPS:
+      case ZYDIS_MNEMONIC_SUBPD:
+        out = fromDouble(single ? static_cast<float>(x) - static_cast<float>(y) : x - y, single);
+        break;
+      case ZYDIS_MNEMONIC_DIVPS:
+      case ZYDIS_MNEMONIC_DIVPD:
+        out = fromDouble(single ? static_cast<float>(x) / static_cast<float>(y) : x / y, single);
+        break;
+      default: {  // CMPxx: EQ, LT, LE, UNORD, NEQ, NLT, NLE, ORD
+        bool results[8] = {
+            !unordered && x == y, !unordered && x < y,   !unordered && x <= y,   unordered,
+            unordered || x != y,  unordered || !(x < y), unordered || !(x <= y), !unordered};
+        out = results[predicate] ? ~0ull : 0;
+        break;
+      }
+    }
+    setElement(r, i, width, out);
+  }
+  setVec(op[0], r, 16, true);
+  return true;
 }
 
 void Executor::fxsave(bool restore) {

@@ -12,6 +12,16 @@ namespace bulkhead::emu {
 
 namespace {
 
+constexpr uint32_t MSR_TSC = 0x10, MSR_APIC_BASE = 0x1b, MSR_FEATURE_CONTROL = 0x3a,
+                   MSR_TSC_ADJUST = 0x3b, MSR_SYSENTER_CS = 0x174, MSR_SYSENTER_ESP = 0x175,
+                   MSR_SYSENTER_EIP = 0x176, MSR_MISC_ENABLE = 0x1a0, MSR_PAT = 0x277,
+                   MSR_EFER = 0xc0000080, MSR_STAR = 0xc0000081, MSR_LSTAR = 0xc0000082,
+                   MSR_CSTAR = 0xc0000083, MSR_SFMASK = 0xc0000084, MSR_FS_BASE = 0xc0000100,
+                   MSR_GS_BASE = 0xc0000101, MSR_KERNEL_GS_BASE = 0xc0000102,
+                   MSR_TSC_AUX = 0xc0000103;
+
+}  // namespace
+
 SegmentState fromDescriptor(uint16_t selector, uint64_t d) {
   SegmentState segment;
   segment.selector = selector;
@@ -27,16 +37,6 @@ SegmentState fromDescriptor(uint16_t selector, uint64_t d) {
   segment.big = (d >> 54) & 1;
   return segment;
 }
-
-constexpr uint32_t MSR_TSC = 0x10, MSR_APIC_BASE = 0x1b, MSR_FEATURE_CONTROL = 0x3a,
-                   MSR_TSC_ADJUST = 0x3b, MSR_SYSENTER_CS = 0x174, MSR_SYSENTER_ESP = 0x175,
-                   MSR_SYSENTER_EIP = 0x176, MSR_MISC_ENABLE = 0x1a0, MSR_PAT = 0x277,
-                   MSR_EFER = 0xc0000080, MSR_STAR = 0xc0000081, MSR_LSTAR = 0xc0000082,
-                   MSR_CSTAR = 0xc0000083, MSR_SFMASK = 0xc0000084, MSR_FS_BASE = 0xc0000100,
-                   MSR_GS_BASE = 0xc0000101, MSR_KERNEL_GS_BASE = 0xc0000102,
-                   MSR_TSC_AUX = 0xc0000103;
-
-}  // namespace
 
 // --- Segments -----------------------------------------------------------------------------
 
