@@ -210,22 +210,25 @@ absl::Status loadGuest(Vm& vm, const Options& options, std::vector<uint8_t>& ker
     }
     state = *loaded;
   } else {
-    if (isBzImage(kj::arrayPtr(kernelImage.data(), kernelImage.size()))) {
+    auto kernel = kj::arrayPtr(kernelImage.data(), kernelImage.size());
+    if (isBzImage(kernel) || isElf64(kernel)) {
       if (!options.modules.empty()) {
         return absl::InvalidArgumentError(absl::StrFormat(
-            "kernel %s is a Linux bzImage, which takes --initrd, not --module", options.kernel));
+            "kernel %s is a Linux kernel, which takes --initrd, not --module", options.kernel));
       }
       std::vector<uint8_t> initrd;
       if (!options.initrd.empty()) {
         ASSIGN_OR_RETURN(initrd, readImage(options.initrd, "initrd"));
       }
+      auto initrdBytes = kj::arrayPtr(initrd.data(), initrd.size());
       absl::StatusOr<BootState> loaded =
-          loadLinux(vm.memory(), kj::arrayPtr(kernelImage.data(), kernelImage.size()),
-                    kj::arrayPtr(initrd.data(), initrd.size()), options.cmdline);
+          isBzImage(kernel) ? loadLinux(vm.memory(), kernel, initrdBytes, options.cmdline)
+                            : loadLinuxElf(vm.memory(), kernel, initrdBytes, options.cmdline);
       if (!loaded.ok()) {
         return absl::InvalidArgumentError(
             absl::StrFormat("kernel %s: %s", options.kernel, loaded.status().message()));
       }
+      RETURN_IF_ERROR(vm.createPit());  // Linux calibrates its clocks with it
       return vm.setBootState(*loaded);
     }
     if (!options.initrd.empty()) {
@@ -314,8 +317,12 @@ int run(Options options) {
                : EXIT_HOST_FAILURE;
   }
   std::vector<DeviceSpec> specs;
-  if (!options.bios.empty()) {
-    // The PC platform a BIOS expects, each in its own process like any device.
+  auto kernel = kj::arrayPtr(kernelImage.data(), kernelImage.size());
+  bool linuxGuest =
+      options.bios.empty() && options.flat.empty() && (isBzImage(kernel) || isElf64(kernel));
+  if (!options.bios.empty() || linuxGuest) {
+    // The PC platform a BIOS expects (Linux uses its clock and reset line too), each in its
+    // own process like any device.
     DeviceSpec cmos;
     cmos.kind = "cmos";
     uint64_t low = (*vm)->memory().lowSize();
@@ -323,6 +330,12 @@ int run(Options options) {
                     {"high", std::to_string((*vm)->memory().size() - low)},
                     {"cpus", std::to_string(options.cpus)}};
     specs.push_back(std::move(cmos));
+    DeviceSpec keyboard;
+    keyboard.kind = "i8042";
+    keyboard.mayExit = true;  // its reset line ends the VM
+    specs.push_back(std::move(keyboard));
+  }
+  if (!options.bios.empty()) {
     DeviceSpec firmware;
     firmware.kind = "fw-cfg";
     std::string e820;
@@ -334,10 +347,6 @@ int run(Options options) {
                         {"cpus", std::to_string(options.cpus)},
                         {"e820", e820}};
     specs.push_back(std::move(firmware));
-    DeviceSpec keyboard;
-    keyboard.kind = "i8042";
-    keyboard.mayExit = true;  // its reset line ends the VM
-    specs.push_back(std::move(keyboard));
   }
   if (options.serial != Options::Serial::NONE) {
     absl::StatusOr<DeviceSpec> serial = serialSpec(options);
@@ -385,7 +394,7 @@ int run(Options options) {
       return EXIT_BAD_INPUT;
     }
   }
-  if (isBzImage(kj::arrayPtr(kernelImage.data(), kernelImage.size()))) {
+  if (linuxGuest) {
     // Linux finds its CPUs, the IOAPIC and the PCI interrupt wiring here; the devices are
     // known only now.
     std::vector<PciInterruptRoute> routes;

@@ -1,5 +1,6 @@
-// The Linux boot protocol loader on synthetic bzImages: what lands where in guest RAM, the zero
-// page's fields and e820 map, and each malformed image refused with a reason; and the MP table.
+// The Linux boot protocol loader on synthetic bzImages and vmlinux files: what lands where in guest
+// RAM, the zero page's fields and e820 map, and each malformed image refused with a reason; and the
+// MP table.
 #include "kernel/boot/linux.h"
 
 #include <gtest/gtest.h>
@@ -132,6 +133,104 @@ TEST(LinuxBoot, ACommandLineOrInitrdThatDoesNotFitIsRefused) {
                     kj::arrayPtr(initrd.data(), initrd.size()), "");
   ASSERT_FALSE(state.ok());
   EXPECT_NE(state.status().message().find("initrd"), std::string::npos);
+}
+
+// A vmlinux as far as the loader reads one: an ELF64 header, a PT_NOTE with a "Linux" note and
+// one PT_LOAD (16 KiB of text at 16 MiB physical, a higher-half virtual address, 8 KiB of bss),
+// entered at its physical start as vmlinux's phys_startup_64 is.
+constexpr uint64_t VMLINUX_PHYSICAL = 16 * MIB, VMLINUX_VIRTUAL = 0xffffffff81000000;
+std::vector<uint8_t> vmlinux() {
+  constexpr size_t NOTE = 0x100, TEXT = 0x1000, TEXT_BYTES = 0x4000;
+  std::vector<uint8_t> image(TEXT + TEXT_BYTES);
+  memcpy(&image[0],
+         "\x7f"
+         "ELF",
+         4);
+  image[4] = 2;             // ELFCLASS64
+  image[5] = 1;             // little-endian
+  put(image, 0x10, 2, 2);   // ET_EXEC
+  put(image, 0x12, 62, 2);  // EM_X86_64
+  put(image, 0x18, VMLINUX_PHYSICAL, 8);
+  put(image, 0x20, 0x40, 8);  // e_phoff
+  put(image, 0x36, 56, 2);
+  put(image, 0x38, 2, 2);
+  size_t note = 0x40, load = 0x40 + 56;
+  put(image, note, 4, 4);  // PT_NOTE
+  put(image, note + 8, NOTE, 8);
+  put(image, note + 32, 24, 8);
+  put(image, NOTE, 6, 4);  // name size ("Linux\0"), descriptor size, type
+  put(image, NOTE + 4, 4, 4);
+  memcpy(&image[NOTE + 12], "Linux", 6);
+  put(image, load, 1, 4);  // PT_LOAD
+  put(image, load + 8, TEXT, 8);
+  put(image, load + 16, VMLINUX_VIRTUAL, 8);
+  put(image, load + 24, VMLINUX_PHYSICAL, 8);
+  put(image, load + 32, TEXT_BYTES, 8);
+  put(image, load + 40, TEXT_BYTES + 0x2000, 8);
+  for (size_t i = 0; i < TEXT_BYTES; ++i) image[TEXT + i] = i * 7 + 1;
+  return image;
+}
+
+TEST(LinuxBoot, AVmlinuxLoadsAtItsPhysicalAddressesWithASynthesizedHeader) {
+  auto memory = ram();
+  memset(memory->span(VMLINUX_PHYSICAL, 0x7000), 0xee, 0x7000);  // the bss must be cleared
+  std::vector<uint8_t> image = vmlinux();
+  std::vector<uint8_t> initrd(5000, 0x5a);
+  auto state = loadLinuxElf(*memory, kj::arrayPtr(image.data(), image.size()),
+                            kj::arrayPtr(initrd.data(), initrd.size()), "console=ttyS0");
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->mode, CpuMode::LONG64);
+  EXPECT_EQ(state->rip, VMLINUX_PHYSICAL);
+  EXPECT_EQ(state->rsi, LINUX_ZERO_PAGE);
+  EXPECT_EQ(memcmp(memory->span(VMLINUX_PHYSICAL, 0x4000), &image[0x1000], 0x4000), 0);
+  EXPECT_EQ(memory->span(VMLINUX_PHYSICAL + 0x4000, 1)[0], 0);
+  EXPECT_EQ(memory->span(VMLINUX_PHYSICAL + 0x5fff, 1)[0], 0);
+  EXPECT_EQ(memory->span(VMLINUX_PHYSICAL + 0x6000, 1)[0], 0xee);  // past the segment
+  const uint8_t* zero = memory->span(LINUX_ZERO_PAGE, 4096);
+  EXPECT_EQ(get(zero + 0x1fe, 2), 0xaa55u);
+  EXPECT_EQ(memcmp(zero + 0x202, "HdrS", 4), 0);
+  EXPECT_EQ(zero[0x210], 0xff);
+  EXPECT_EQ(get(zero + 0x228, 4), LINUX_CMDLINE);
+  EXPECT_STREQ(reinterpret_cast<const char*>(memory->span(LINUX_CMDLINE, 14)), "console=ttyS0");
+  uint64_t initrdAt = get(zero + 0x218, 4);
+  EXPECT_EQ(get(zero + 0x21c, 4), initrd.size());
+  EXPECT_GE(initrdAt, VMLINUX_PHYSICAL + 0x6000);
+  EXPECT_EQ(memory->span(initrdAt, 1)[0], 0x5a);
+  EXPECT_GT(zero[0x1e8], 0);  // e820 entries
+}
+
+TEST(LinuxBoot, AVirtualEntryPointIsTranslatedThroughItsSegment) {
+  auto memory = ram();
+  std::vector<uint8_t> image = vmlinux();
+  put(image, 0x18, VMLINUX_VIRTUAL + 0x40, 8);
+  auto state = loadLinuxElf(*memory, kj::arrayPtr(image.data(), image.size()), {}, "");
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->rip, VMLINUX_PHYSICAL + 0x40);
+}
+
+TEST(LinuxBoot, MalformedVmlinuxFilesAreRefusedWithAReason) {
+  constexpr size_t LOAD = 0x40 + 56;
+  struct Case {
+    std::function<void(std::vector<uint8_t>&)> spoil;
+    const char* says;
+  } cases[] = {
+      {[](auto& image) { image[5] = 2; }, "little-endian 64-bit ELF"},
+      {[](auto& image) { put(image, 0x12, 3, 2); }, "x86-64 executable"},
+      {[](auto& image) { put(image, 0x38, 2000, 2); }, "program headers lie beyond"},
+      {[](auto& image) { put(image, LOAD + 32, 1 << 20, 8); }, "segment 1 lies beyond"},
+      {[](auto& image) { put(image, LOAD + 24, 0x1000, 8); }, "does not fit in RAM"},
+      {[](auto& image) { put(image, LOAD + 40, 100 * MIB, 8); }, "does not fit in RAM"},
+      {[](auto& image) { image[0x100 + 12] = 'X'; }, "without Linux's ELF notes"},
+      {[](auto& image) { put(image, 0x18, 0x12345, 8); }, "entry point 0x12345 lies outside"},
+  };
+  for (const Case& c : cases) {
+    auto memory = ram();
+    std::vector<uint8_t> image = vmlinux();
+    c.spoil(image);
+    auto state = loadLinuxElf(*memory, kj::arrayPtr(image.data(), image.size()), {}, "");
+    ASSERT_FALSE(state.ok()) << c.says;
+    EXPECT_NE(state.status().message().find(c.says), std::string::npos) << state.status();
+  }
 }
 
 TEST(MpTable, ChecksumsAndEntries) {

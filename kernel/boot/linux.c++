@@ -55,64 +55,34 @@ bool isBzImage(kj::ArrayPtr<const uint8_t> image) {
   return image.size() > HEADER_MAGIC + 4 && memcmp(image.begin() + HEADER_MAGIC, "HdrS", 4) == 0;
 }
 
-absl::StatusOr<BootState> loadLinux(GuestMemory& memory, kj::ArrayPtr<const uint8_t> image,
-                                    kj::ArrayPtr<const uint8_t> initrd,
-                                    const std::string& cmdline) {
-  if (image.size() < 0x1000 || !isBzImage(image)) {
-    return bad("not a bzImage (no \"HdrS\" setup header at 0x202)");
-  }
-  if (get(image, BOOT_FLAG, 2) != 0xaa55) return bad("the setup header has no 0xaa55 boot flag");
-  uint16_t version = get(image, VERSION, 2);
-  if (version < MINIMUM_VERSION || !(get(image, XLOADFLAGS, 2) & XLF_KERNEL_64)) {
-    return bad(absl::StrFormat(
-        "boot protocol %u.%02u without a 64-bit entry point; bulkhead boots x86-64 kernels "
-        "(protocol 2.12 or later with XLF_KERNEL_64)",
-        version >> 8, version & 0xff));
-  }
-  size_t setupSectors = image[SETUP_SECTS] == 0 ? 4 : image[SETUP_SECTS];
-  size_t kernelOffset = (setupSectors + 1) * 512;
-  size_t headerEnd = HEADER_MAGIC + image[HEADER_END_BYTE];
-  if (kernelOffset >= image.size() || headerEnd > kernelOffset || headerEnd > PAGE) {
-    return bad(absl::StrFormat("truncated: %u setup sectors but %u bytes in all", setupSectors,
-                               image.size()));
-  }
-  uint64_t kernelBytes = image.size() - kernelOffset;
-  uint64_t initSize = get(image, INIT_SIZE, 4);
-  uint64_t low = memory.lowSize();
-  // The kernel decompresses itself to 16 MiB (the usual LOAD_PHYSICAL_ADDR) and needs
-  // init_size bytes there.
-  uint64_t needed = std::max(LINUX_KERNEL + kernelBytes, (16 * MIB) + initSize);
-  if (needed > low) {
-    return bad(absl::StrFormat("the kernel needs at least %u MiB of RAM below 3 GiB; use --memory",
-                               (needed + MIB - 1) / MIB));
-  }
-  uint64_t cmdlineMax = std::min<uint64_t>(get(image, CMDLINE_SIZE, 4), LINUX_CMDLINE_MAX - 1);
+namespace {
+
+// What a bzImage and a vmlinux share once the kernel is in RAM and `zero` holds the setup header:
+// the command line, the initrd (above `kernelEnd`), the e820 map, and vCPU 0 in 64-bit mode at
+// `entry` with RSI at the zero page.
+absl::StatusOr<BootState> finishZeroPage(GuestMemory& memory, uint8_t* zero,
+                                         kj::ArrayPtr<const uint8_t> initrd,
+                                         const std::string& cmdline, uint64_t kernelEnd,
+                                         uint64_t entry) {
+  auto header = kj::arrayPtr(static_cast<const uint8_t*>(zero), PAGE);
+  uint64_t cmdlineMax = std::min<uint64_t>(get(header, CMDLINE_SIZE, 4), LINUX_CMDLINE_MAX - 1);
   if (cmdline.size() > cmdlineMax) {
     return bad(absl::StrFormat("the command line has %u bytes; this kernel takes at most %u",
                                cmdline.size(), cmdlineMax));
-  }
-
-  if (!memory.write(LINUX_KERNEL, image.slice(kernelOffset, image.size()))) {
-    return absl::InternalError("guest RAM has no room for the kernel at 1 MiB");
   }
   std::vector<uint8_t> text(cmdline.begin(), cmdline.end());
   text.push_back(0);
   if (!memory.write(LINUX_CMDLINE, kj::arrayPtr(text.data(), text.size()))) {
     return absl::InternalError("guest RAM has no room for the command line");
   }
-
-  uint8_t* zero = memory.span(LINUX_ZERO_PAGE, PAGE);
-  if (zero == nullptr) return absl::InternalError("guest RAM has no room for the zero page");
-  memset(zero, 0, PAGE);
-  memcpy(zero + SETUP_SECTS, image.begin() + SETUP_SECTS, headerEnd - SETUP_SECTS);
   zero[TYPE_OF_LOADER] = 0xff;  // a loader without an assigned ID
   zero[LOADFLAGS] |= CAN_USE_HEAP;
   put(zero, HEAP_END_PTR, 0xfe00 - 0x200, 2);
   put(zero, CMD_LINE_PTR, LINUX_CMDLINE, 4);
 
   if (initrd.size() > 0) {
-    uint64_t ceiling = std::min<uint64_t>(get(image, INITRD_ADDR_MAX, 4), low - 1) + 1;
-    uint64_t kernelEnd = std::max(LINUX_KERNEL + kernelBytes, (16 * MIB) + initSize);
+    uint64_t ceiling =
+        std::min<uint64_t>(get(header, INITRD_ADDR_MAX, 4), memory.lowSize() - 1) + 1;
     if (initrd.size() > ceiling || ((ceiling - initrd.size()) & ~(PAGE - 1)) < kernelEnd) {
       return bad(absl::StrFormat(
           "the initrd (%u bytes) does not fit between the kernel and %#x; use more --memory",
@@ -136,12 +106,159 @@ absl::StatusOr<BootState> loadLinux(GuestMemory& memory, kj::ArrayPtr<const uint
 
   BootState state;
   state.mode = CpuMode::LONG64;
-  state.rip = LINUX_KERNEL + 0x200;  // startup_64
+  state.rip = entry;
   state.rsi = LINUX_ZERO_PAGE;
   state.rsp = LINUX_ZERO_PAGE;  // the kernel sets up its own stack at once
   absl::Status prepared = prepareCpuMode(memory, state);
   if (!prepared.ok()) return prepared;
   return state;
+}
+
+uint8_t* clearZeroPage(GuestMemory& memory) {
+  uint8_t* zero = memory.span(LINUX_ZERO_PAGE, PAGE);
+  if (zero != nullptr) memset(zero, 0, PAGE);
+  return zero;
+}
+
+uint64_t get64(kj::ArrayPtr<const uint8_t> bytes, size_t at) {
+  return get(bytes, at, 4) | (static_cast<uint64_t>(get(bytes, at + 4, 4)) << 32);
+}
+
+// ELF64 (the System V ABI's gABI): header and program header fields used here.
+constexpr size_t ELF_TYPE = 0x10, ELF_MACHINE = 0x12, ELF_ENTRY = 0x18, ELF_PHOFF = 0x20,
+                 ELF_PHENTSIZE = 0x36, ELF_PHNUM = 0x38, ELF_HEADER_SIZE = 0x40;
+constexpr size_t PH_TYPE = 0, PH_OFFSET = 8, PH_VADDR = 16, PH_PADDR = 24, PH_FILESZ = 32,
+                 PH_MEMSZ = 40, PH_SIZE = 56;
+constexpr uint32_t PT_LOAD = 1, PT_NOTE = 4;
+constexpr uint16_t ET_EXEC = 2, EM_X86_64 = 62;
+
+// Whether a PT_NOTE segment holds a note named "Linux" (every vmlinux has them: LINUX_ELFNOTE).
+bool hasLinuxNote(kj::ArrayPtr<const uint8_t> image, uint64_t offset, uint64_t size) {
+  uint64_t at = offset, end = offset + size;
+  while (at + 12 <= end) {
+    uint64_t nameSize = get(image, at, 4), descSize = get(image, at + 4, 4);
+    uint64_t name = at + 12;
+    if (name + nameSize > end) return false;
+    if (nameSize == 6 && memcmp(image.begin() + name, "Linux", 6) == 0) return true;
+    at = name + ((nameSize + 3) & ~3ull) + ((descSize + 3) & ~3ull);
+  }
+  return false;
+}
+
+}  // namespace
+
+bool isElf64(kj::ArrayPtr<const uint8_t> image) {
+  return image.size() >= ELF_HEADER_SIZE &&
+         memcmp(image.begin(),
+                "\x7f"
+                "ELF",
+                4) == 0 &&
+         image[4] == 2;
+}
+
+absl::StatusOr<BootState> loadLinux(GuestMemory& memory, kj::ArrayPtr<const uint8_t> image,
+                                    kj::ArrayPtr<const uint8_t> initrd,
+                                    const std::string& cmdline) {
+  if (image.size() < 0x1000 || !isBzImage(image)) {
+    return bad("not a bzImage (no \"HdrS\" setup header at 0x202)");
+  }
+  if (get(image, BOOT_FLAG, 2) != 0xaa55) return bad("the setup header has no 0xaa55 boot flag");
+  uint16_t version = get(image, VERSION, 2);
+  if (version < MINIMUM_VERSION || !(get(image, XLOADFLAGS, 2) & XLF_KERNEL_64)) {
+    return bad(absl::StrFormat(
+        "boot protocol %u.%02u without a 64-bit entry point; bulkhead boots x86-64 kernels "
+        "(protocol 2.12 or later with XLF_KERNEL_64)",
+        version >> 8, version & 0xff));
+  }
+  size_t setupSectors = image[SETUP_SECTS] == 0 ? 4 : image[SETUP_SECTS];
+  size_t kernelOffset = (setupSectors + 1) * 512;
+  size_t headerEnd = HEADER_MAGIC + image[HEADER_END_BYTE];
+  if (kernelOffset >= image.size() || headerEnd > kernelOffset || headerEnd > PAGE) {
+    return bad(absl::StrFormat("truncated: %u setup sectors but %u bytes in all", setupSectors,
+                               image.size()));
+  }
+  uint64_t kernelBytes = image.size() - kernelOffset;
+  uint64_t initSize = get(image, INIT_SIZE, 4);
+  // The kernel decompresses itself to 16 MiB (the usual LOAD_PHYSICAL_ADDR) and needs
+  // init_size bytes there.
+  uint64_t kernelEnd = std::max(LINUX_KERNEL + kernelBytes, (16 * MIB) + initSize);
+  if (kernelEnd > memory.lowSize()) {
+    return bad(absl::StrFormat("the kernel needs at least %u MiB of RAM below 3 GiB; use --memory",
+                               (kernelEnd + MIB - 1) / MIB));
+  }
+  if (!memory.write(LINUX_KERNEL, image.slice(kernelOffset, image.size()))) {
+    return absl::InternalError("guest RAM has no room for the kernel at 1 MiB");
+  }
+  uint8_t* zero = clearZeroPage(memory);
+  if (zero == nullptr) return absl::InternalError("guest RAM has no room for the zero page");
+  memcpy(zero + SETUP_SECTS, image.begin() + SETUP_SECTS, headerEnd - SETUP_SECTS);
+  return finishZeroPage(memory, zero, initrd, cmdline, kernelEnd, LINUX_KERNEL + 0x200);
+}
+
+absl::StatusOr<BootState> loadLinuxElf(GuestMemory& memory, kj::ArrayPtr<const uint8_t> image,
+                                       kj::ArrayPtr<const uint8_t> initrd,
+                                       const std::string& cmdline) {
+  if (!isElf64(image) || image[5] != 1) return bad("not a little-endian 64-bit ELF file");
+  if (get(image, ELF_MACHINE, 2) != EM_X86_64 || get(image, ELF_TYPE, 2) != ET_EXEC) {
+    return bad("not an x86-64 executable ELF file (e_machine must be 62, e_type ET_EXEC)");
+  }
+  uint64_t phoff = get64(image, ELF_PHOFF);
+  uint64_t phnum = get(image, ELF_PHNUM, 2);
+  if (get(image, ELF_PHENTSIZE, 2) != PH_SIZE || phoff > image.size() ||
+      phnum * PH_SIZE > image.size() - phoff) {
+    return bad("truncated: the program headers lie beyond the end of the file");
+  }
+  uint64_t entry = get64(image, ELF_ENTRY), physicalEntry = UINT64_MAX, kernelEnd = 0;
+  bool linux = false, loaded = false;
+  for (uint64_t i = 0; i < phnum; ++i) {
+    size_t header = phoff + i * PH_SIZE;
+    uint32_t type = get(image, header + PH_TYPE, 4);
+    uint64_t offset = get64(image, header + PH_OFFSET), fileSize = get64(image, header + PH_FILESZ);
+    if ((type == PT_LOAD || type == PT_NOTE) &&
+        (offset > image.size() || fileSize > image.size() - offset)) {
+      return bad(absl::StrFormat("truncated: segment %u lies beyond the end of the file", i));
+    }
+    if (type == PT_NOTE) linux = linux || hasLinuxNote(image, offset, fileSize);
+    if (type != PT_LOAD) continue;
+    uint64_t physical = get64(image, header + PH_PADDR),
+             memorySize = get64(image, header + PH_MEMSZ);
+    uint64_t virtualAddress = get64(image, header + PH_VADDR);
+    if (fileSize > memorySize || physical < LINUX_KERNEL || physical > memory.lowSize() ||
+        memorySize > memory.lowSize() - physical) {
+      return bad(absl::StrFormat(
+          "segment %u [%#x, +%#x) does not fit in RAM between 1 MiB and %#x; use more --memory", i,
+          physical, memorySize, memory.lowSize()));
+    }
+    uint8_t* target = memory.span(physical, memorySize);
+    if (target == nullptr) return absl::InternalError("guest RAM has no room for a kernel segment");
+    memcpy(target, image.begin() + offset, fileSize);
+    memset(target + fileSize, 0, memorySize - fileSize);
+    // The entry point is physical (vmlinux's phys_startup_64), or virtual in the segment.
+    if (entry - physical < memorySize) physicalEntry = entry;
+    if (entry - virtualAddress < memorySize) physicalEntry = physical + (entry - virtualAddress);
+    kernelEnd = std::max(kernelEnd, physical + memorySize);
+    loaded = true;
+  }
+  if (!linux) {
+    return bad(
+        "a 64-bit ELF file without Linux's ELF notes: not a vmlinux (Multiboot kernels "
+        "are 32-bit ELF)");
+  }
+  if (!loaded) return bad("no loadable segment");
+  if (physicalEntry == UINT64_MAX) {
+    return bad(absl::StrFormat("the entry point %#x lies outside every loaded segment", entry));
+  }
+  uint8_t* zero = clearZeroPage(memory);
+  if (zero == nullptr) return absl::InternalError("guest RAM has no room for the zero page");
+  // A vmlinux has no setup header: write the fields the kernel reads (as Firecracker does).
+  put(zero, BOOT_FLAG, 0xaa55, 2);
+  memcpy(zero + HEADER_MAGIC, "HdrS", 4);
+  put(zero, VERSION, 0x020f, 2);
+  put(zero, INITRD_ADDR_MAX, 0x7fffffff, 4);
+  put(zero, CMDLINE_SIZE, 2047, 4);  // x86's COMMAND_LINE_SIZE, less the NUL
+  zero[LOADFLAGS] = 1;               // LOADED_HIGH
+  put(zero, XLOADFLAGS, XLF_KERNEL_64, 2);
+  return finishZeroPage(memory, zero, initrd, cmdline, kernelEnd, physicalEntry);
 }
 
 }  // namespace bulkhead
