@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -35,8 +36,10 @@ class TestBus : public CpuBus {
   void portWrite(uint16_t port, unsigned, uint64_t value) override {
     written.push_back({port, value});
   }
-  int acknowledgeInterrupt() override { return -1; }
+  int acknowledgeInterrupt() override { return std::exchange(pendingVector, -1); }
   uint64_t timestamp() override { return 1000; }
+
+  int pendingVector = -1;  // what the interrupt controller answers next
 
   void put(uint64_t at, const std::vector<uint8_t>& bytes) {
     memcpy(ram.data() + at, bytes.data(), bytes.size());
@@ -706,6 +709,27 @@ TEST(EmuSse, ShufflesShiftsComparesAndConversionsMatchThisHostsCpu) {
   }
   munmap(page, 4096);
   EXPECT_EQ(compared, cases.size() * 200);
+}
+
+// The kernel's idle loop: interrupts off, an interrupt arrives, then STI; HLT. The interrupt must
+// be taken once the HLT has run (the STI shadow covers only the HLT), not left pending while the
+// CPU sleeps: its wake-up was already spent, so nothing else would ever deliver it.
+TEST(EmuCpu, AnInterruptRaisedBeforeStiHltIsTakenAfterTheHlt) {
+  LongMode emu;
+  constexpr uint64_t IDT = 0x9000, HANDLER = 0x3000;
+  uint64_t gate =
+      (HANDLER & 0xffff) | (0x08ull << 16) | (0x8eull << 40) | ((HANDLER >> 16 & 0xffff) << 48);
+  emu.bus.store<uint64_t>(IDT + 0x20 * 16, gate);
+  emu.bus.store<uint64_t>(IDT + 0x20 * 16 + 8, HANDLER >> 32);
+  emu.cpu.state().idtBase = IDT;
+  emu.cpu.state().idtLimit = 0x21 * 16 - 1;
+  emu.bus.put(HANDLER, {0xb8, 0x77, 0, 0, 0, 0xf4});  // mov eax, 0x77; hlt
+  emu.reg(0) = 0;
+  emu.bus.pendingVector = 0x20;
+  emu.cpu.interruptRaised();                 // while IF is clear
+  ASSERT_TRUE(emu.run({0xfa, 0x90, 0xfb}));  // cli; nop; sti; (hlt)
+  EXPECT_EQ(emu.reg(0), 0x77u) << "the interrupt was left pending in HLT";
+  EXPECT_EQ(emu.bus.pendingVector, -1);
 }
 
 TEST(EmuCpu, UnimplementedInstructionsAreReportedNotGuessed) {

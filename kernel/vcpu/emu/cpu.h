@@ -105,6 +105,8 @@ class Cpu {
   // The interrupt controller has something pending (any thread): run() looks at the next
   // block boundary, and a halted CPU wakes if RFLAGS.IF allows.
   void interruptRaised() { interruptPoke.store(true, std::memory_order_release); }
+  // Whether an interrupt may be waiting (raised and not yet looked at by the CPU).
+  bool interruptWaiting() const { return interruptPoke.load(std::memory_order_acquire); }
   // Whether an interrupt can be taken now (IF set, not in an interrupt shadow).
   bool interruptsEnabled() const;
 

@@ -82,10 +82,8 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
 
   void interruptRaised() {
     cpu.interruptRaised();
-    {
-      std::lock_guard<std::mutex> guard(waitLock);
-      pendingInterrupt = true;
-    }
+    // Under waitLock, so that a vCPU between its look at the CPU and its wait sees the raise.
+    { std::lock_guard<std::mutex> guard(waitLock); }
     wake.notify_all();
   }
 
@@ -129,7 +127,6 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
   std::mutex waitLock;
   std::condition_variable wake;
   bool kicked = false;
-  bool pendingInterrupt = false;
   std::chrono::steady_clock::duration running{};
 };
 
@@ -189,7 +186,10 @@ absl::StatusOr<bool> EmuVcpu::enter() {
       if (kicked) return false;
       // HLT: wait for an interrupt the CPU can take, or a kick (KVM's in-kernel HLT too), or
       // the timer's next tick (vCPU 0 runs the PIT).
-      auto ready = [&]() { return kicked || (pendingInterrupt && cpu.interruptsEnabled()); };
+      // The CPU's own flag, which only taking the interrupt clears: a flag of our own, cleared
+      // before a run that returned early (a stale stop request), once lost the PIT's one-shot
+      // tick and left Linux asleep for ever.
+      auto ready = [&]() { return kicked || (cpu.interruptWaiting() && cpu.interruptsEnabled()); };
       if (cpu.state().halted && !ready()) {
         bool skip = false;
         if (due == UINT64_MAX) {
@@ -208,7 +208,6 @@ absl::StatusOr<bool> EmuVcpu::enter() {
           continue;  // the timer is due: poll it
         }
       }
-      pendingInterrupt = false;
     }
     auto start = std::chrono::steady_clock::now();
     emu::StopReason reason = cpu.run(RUN_BUDGET);
