@@ -20,6 +20,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -144,6 +145,9 @@ class Cpu {
 
   // Segments and control transfers (system.c++).
   void loadSegment(SegmentIndex index, uint16_t selector);
+  // The linear address of `selector`'s descriptor when its first `bytes` lie inside the GDT or
+  // the (present) LDT; nothing otherwise.
+  std::optional<uint64_t> descriptorSlot(uint16_t selector, unsigned bytes) const;
   SegmentState descriptorAt(uint16_t selector, uint64_t* descriptorAddress, uint32_t* high);
   void loadRealSegment(SegmentIndex index, uint16_t selector);
   void farJump(uint16_t selector, uint64_t offset, unsigned operandSize);

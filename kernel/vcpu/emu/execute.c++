@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include <absl/strings/str_format.h>
 
@@ -686,13 +687,11 @@ struct Executor {
   template <typename Accepts>
   bool inspectSelector(uint16_t selector, Accepts accepts, SegmentState* found, uint64_t* raw) {
     if (!protectedMode()) throw GuestFault{6, false, 0};
-    bool local = selector & 4;
-    uint64_t base = local ? s.ldtr.base : s.gdtBase;
-    uint32_t limit = local ? s.ldtr.limit : s.gdtLimit;
-    uint32_t offset = selector & ~7u;
-    bool visible = (selector & ~3u) != 0 && (!local || s.ldtr.present) && offset + 7 <= limit;
+    std::optional<uint64_t> slot =
+        (selector & ~3u) != 0 ? c.descriptorSlot(selector, 8) : std::nullopt;
+    bool visible = slot.has_value();
     if (visible) {
-      *raw = c.readSystem(base + offset, 8);
+      *raw = c.readSystem(*slot, 8);
       *found = fromDescriptor(selector, *raw);
       bool conformingCode = !found->system && (found->type & 0xc) == 0xc;
       unsigned rpl = selector & 3;
@@ -1618,18 +1617,14 @@ bool Executor::sse(ZydisMnemonic m) {
       return true;
     }
     case ZYDIS_MNEMONIC_CVTTSD2SI:
-    case ZYDIS_MNEMONIC_CVTTSS2SI: {
+    case ZYDIS_MNEMONIC_CVTTSS2SI:
+    case ZYDIS_MNEMONIC_CVTSD2SI:
+    case ZYDIS_MNEMONIC_CVTSS2SI: {
+      bool single = m == ZYDIS_MNEMONIC_CVTTSS2SI || m == ZYDIS_MNEMONIC_CVTSS2SI;
+      bool truncate = m == ZYDIS_MNEMONIC_CVTTSD2SI || m == ZYDIS_MNEMONIC_CVTTSS2SI;
+      double value = toDouble(getVec(op[1], single ? 4 : 8).q[0], single);
+      if (!truncate) value = std::nearbyint(value);  // MXCSR's default: round to nearest
       unsigned size = op[0].size;
-      double value;
-      if (m == ZYDIS_MNEMONIC_CVTTSD2SI) {
-        uint64_t raw = getVec(op[1], 8).q[0];
-        memcpy(&value, &raw, 8);
-      } else {
-        uint32_t raw = static_cast<uint32_t>(getVec(op[1], 4).q[0]);
-        float f;
-        memcpy(&f, &raw, 4);
-        value = f;
-      }
       double limit = size == 8 ? 9223372036854775808.0 : 2147483648.0;
       uint64_t result = (value != value || value >= limit || value < -limit)
                             ? signBit(size)  // the "integer indefinite" value
@@ -1958,18 +1953,6 @@ bool Executor::sse2(ZydisMnemonic m) {
       Vec r;
       r.q[0] = fromDouble(value, !widen);
       setVec(op[0], r, widen ? 8 : 4, false);
-      return true;
-    }
-    case ZYDIS_MNEMONIC_CVTSD2SI:
-    case ZYDIS_MNEMONIC_CVTSS2SI: {
-      bool single = m == ZYDIS_MNEMONIC_CVTSS2SI;
-      double value = std::nearbyint(toDouble(getVec(op[1], single ? 4 : 8).q[0], single));
-      unsigned size = op[0].size;
-      double limit = size == 8 ? 9223372036854775808.0 : 2147483648.0;
-      setReg(op[0].reg, size,
-             value != value || value >= limit || value < -limit
-                 ? signBit(size)
-                 : static_cast<uint64_t>(static_cast<int64_t>(value)));
       return true;
     }
     case ZYDIS_MNEMONIC_CVTDQ2PD:

@@ -40,18 +40,23 @@ SegmentState fromDescriptor(uint16_t selector, uint64_t d) {
 
 // --- Segments -----------------------------------------------------------------------------
 
-SegmentState Cpu::descriptorAt(uint16_t selector, uint64_t* descriptorAddress, uint32_t* high) {
+std::optional<uint64_t> Cpu::descriptorSlot(uint16_t selector, unsigned bytes) const {
   bool local = selector & 4;
-  uint64_t base = local ? s.ldtr.base : s.gdtBase;
+  if (local && !s.ldtr.present) return std::nullopt;
   uint32_t limit = local ? s.ldtr.limit : s.gdtLimit;
-  uint32_t offset = selector & ~7u;
-  if (local && !s.ldtr.present) throw GuestFault{13, true, static_cast<uint32_t>(selector & ~3u)};
-  if (offset + 7 > limit) throw GuestFault{13, true, static_cast<uint32_t>(selector & ~3u)};
-  uint64_t raw = readSystem(base + offset, 8);
-  if (descriptorAddress != nullptr) *descriptorAddress = base + offset;
+  uint64_t offset = selector & ~7u;
+  if (offset + bytes - 1 > limit) return std::nullopt;
+  return (local ? s.ldtr.base : s.gdtBase) + offset;
+}
+
+SegmentState Cpu::descriptorAt(uint16_t selector, uint64_t* descriptorAddress, uint32_t* high) {
+  std::optional<uint64_t> slot = descriptorSlot(selector, 8);
+  if (!slot) throw GuestFault{13, true, static_cast<uint32_t>(selector & ~3u)};
+  uint64_t raw = readSystem(*slot, 8);
+  if (descriptorAddress != nullptr) *descriptorAddress = *slot;
   if (high != nullptr) {
     *high = 0;
-    if (offset + 15 <= limit) *high = static_cast<uint32_t>(readSystem(base + offset + 8, 4));
+    if (descriptorSlot(selector, 16)) *high = static_cast<uint32_t>(readSystem(*slot + 8, 4));
   }
   return fromDescriptor(selector, raw);
 }
