@@ -12,7 +12,9 @@
 
 #include "kernel/base/status-macros.h"
 #include "kernel/boot/layout.h"
+#include "kernel/boot/mp-table.h"
 #include "kernel/vcpu/emu/flags.h"
+#include "kernel/vcpu/emu/lapic.h"
 
 namespace bulkhead {
 
@@ -30,7 +32,12 @@ constexpr uint64_t NS_PER_INSTRUCTION = 1;
 class EmuVcpu final : public Vcpu, private emu::CpuBus {
  public:
   EmuVcpu(EmuMachine& machine, unsigned index, std::vector<CpuidEntry> cpuid)
-      : machine(machine), vcpuIndex(index), cpu(*this, std::move(cpuid)) {}
+      : machine(machine),
+        vcpuIndex(index),
+        cpu(*this, std::move(cpuid)),
+        lapic(
+            index, [&machine]() { return machine.clockNs(); }, [this]() { interruptRaised(); },
+            [&machine](uint8_t vector) { machine.ioapic().endOfInterrupt(vector); }) {}
   ~EmuVcpu() override {
     std::lock_guard<std::mutex> guard(machine.vcpusLock);
     std::erase(machine.vcpus, this);
@@ -80,6 +87,9 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
   std::string failure() const override { return cpu.failure(); }
   uint64_t instructionCount() const { return cpu.instructions(); }
 
+  // An interrupt message from the IOAPIC.
+  void accept(uint8_t vector, bool level) { lapic.accept(vector, level); }
+
   void interruptRaised() {
     cpu.interruptRaised();
     // Under waitLock, so that a vCPU between its look at the CPU and its wait sees the raise.
@@ -90,12 +100,27 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
  private:
   // emu::CpuBus.
   uint8_t* page(uint64_t physical, bool write) override { return machine.page(physical, write); }
+  // The local APIC's page, when the APIC base MSR enables it (bit 11).
+  bool apicPage(uint64_t physical) {
+    uint64_t base = cpu.state().apicBase;
+    return (base & (1u << 11)) && (physical & ~0xfffull) == (base & ~0xfffull);
+  }
   uint64_t mmioRead(uint64_t physical, unsigned size) override {
+    if (apicPage(physical)) {
+      uint32_t offset = physical & 0xfff;
+      uint64_t value = lapic.read(offset & ~3u) >> ((offset & 3) * 8);
+      return size >= 4 ? value : value & ((1ull << (size * 8)) - 1);
+    }
     uint64_t value = machine.bus().read(Space::MMIO, physical, size);
     if (machine.exitTrace) trace(describeMmio(false, physical, size, value));
     return value;
   }
   void mmioWrite(uint64_t physical, unsigned size, uint64_t value) override {
+    if (apicPage(physical)) {
+      // Only aligned 32-bit writes mean anything to an APIC register.
+      if (size >= 4 && (physical & 3) == 0) lapic.write(physical & 0xfff, value & 0xffffffff);
+      return;
+    }
     if (machine.exitTrace) trace(describeMmio(true, physical, size, value));
     if (machine.ringDoorbell(false, physical, size, value)) return;
     machine.bus().write(Space::MMIO, physical, size, value);
@@ -115,7 +140,16 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
     machine.exitTrace->record(vcpuIndex, access,
                               "next " + bulkhead::describeLocation(cpu.snapshot(), machine.memory));
   }
-  int acknowledgeInterrupt() override { return vcpuIndex == 0 ? machine.pic().acknowledge() : -1; }
+  // INTA: the PIC's vector when it reaches this CPU (vCPU 0 with the local APIC off, in
+  // virtual-wire mode, or through an ExtINT IOAPIC pin), else the local APIC's.
+  int acknowledgeInterrupt() override {
+    bool apicOn = cpu.state().apicBase & (1u << 11);
+    if (vcpuIndex == 0 && (!apicOn || lapic.acceptsPic() || machine.takeExtint())) {
+      int vector = machine.pic().acknowledge();
+      if (vector >= 0) return vector;
+    }
+    return apicOn ? lapic.acknowledge() : -1;
+  }
   uint64_t timestamp() override {
     return machine.deterministic() ? cpu.instructions() * TICKS_PER_INSTRUCTION : __rdtsc();
   }
@@ -128,6 +162,7 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
   std::condition_variable wake;
   bool kicked = false;
   std::chrono::steady_clock::duration running{};
+  emu::Lapic lapic;
 };
 
 absl::Status EmuVcpu::setBootState(const BootState& state) {
@@ -179,13 +214,13 @@ absl::StatusOr<bool> EmuVcpu::enter() {
   for (;;) {
     // The timer first, with no lock held: its interrupt comes back through interruptRaised(),
     // which takes waitLock (and the machine's vCPU list lock before it).
-    uint64_t due = vcpuIndex == 0 ? machine.pollTimer() : UINT64_MAX;
+    uint64_t due = std::min(vcpuIndex == 0 ? machine.pollTimer() : UINT64_MAX, lapic.poll());
     uint64_t now = due == UINT64_MAX ? 0 : machine.clockNs();
     {
       std::unique_lock<std::mutex> guard(waitLock);
       if (kicked) return false;
       // HLT: wait for an interrupt the CPU can take, or a kick (KVM's in-kernel HLT too), or
-      // the timer's next tick (vCPU 0 runs the PIT).
+      // the next timer tick (the local APIC's, or the PIT's: vCPU 0 runs the PIT).
       // The CPU's own flag, which only taking the interrupt clears: a flag of our own, cleared
       // before a run that returned early (a stale stop request), once lost the PIT's one-shot
       // tick and left Linux asleep for ever.
@@ -234,7 +269,12 @@ EmuMachine::EmuMachine(GuestMemory& memory, IoBus& bus, bool deterministic)
     : memory(memory),
       ioBus(bus),
       virtualClock(deterministic),
-      interrupts([this]() { interruptRaised(); }) {}
+      interrupts([this]() { interruptRaised(); }),
+      router([this](uint8_t vector, bool level) { deliver(vector, level); },
+             [this]() {
+               extint = true;
+               interruptRaised();
+             }) {}
 
 EmuMachine::~EmuMachine() = default;
 
@@ -242,6 +282,7 @@ absl::StatusOr<std::unique_ptr<EmuMachine>> EmuMachine::create(GuestMemory& memo
                                                                bool deterministic) {
   std::unique_ptr<EmuMachine> machine(new EmuMachine(memory, bus, deterministic));
   RETURN_IF_ERROR(machine->interrupts.attach(bus));
+  RETURN_IF_ERROR(machine->router.attach(bus, IOAPIC_ADDRESS));
   return machine;
 }
 
@@ -274,8 +315,8 @@ absl::Status EmuMachine::createPit() {
   if (timer != nullptr) return absl::OkStatus();
   timer = std::make_unique<emu::Pit>([this]() { return clockNs(); },
                                      [this]() {
-                                       interrupts.setLine(0, true);
-                                       interrupts.setLine(0, false);
+                                       setIrqLine(0, true).IgnoreError();
+                                       setIrqLine(0, false).IgnoreError();
                                      });
   return timer->attach(ioBus);
 }
@@ -300,6 +341,9 @@ absl::StatusOr<std::unique_ptr<Vcpu>> EmuMachine::createVcpu(unsigned index,
   std::vector<std::string> notes;
   ASSIGN_OR_RETURN(std::vector<CpuidEntry> cpuid,
                    applyCpuModel(model, emu::emuSupportedCpuid(), &notes));
+  for (CpuidEntry& entry : cpuid) {
+    if (entry.function == 1) entry.ebx = (entry.ebx & 0xffffff) | index << 24;  // APIC ID
+  }
   auto vcpu = std::make_unique<EmuVcpu>(*this, index, std::move(cpuid));
   std::lock_guard<std::mutex> guard(vcpusLock);
   vcpus.push_back(vcpu.get());
@@ -311,12 +355,18 @@ void EmuMachine::interruptRaised() {
   if (!vcpus.empty()) vcpus[0]->interruptRaised();  // the PIC's output goes to vCPU 0
 }
 
+void EmuMachine::deliver(uint8_t vector, bool level) {
+  std::lock_guard<std::mutex> guard(vcpusLock);
+  if (!vcpus.empty()) vcpus[0]->accept(vector, level);  // docs/emu.md: one vCPU takes them
+}
+
 absl::Status EmuMachine::setIrqLine(uint32_t line, bool level) {
-  if (line >= 16) {
-    return absl::UnimplementedError(
-        absl::StrFormat("GSI %u needs an IOAPIC, which the software CPU does not have yet", line));
+  if (line >= emu::Ioapic::PINS) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("GSI %u is beyond the IOAPIC's %u pins", line, emu::Ioapic::PINS));
   }
-  interrupts.setLine(line, level);
+  if (line < 16) interrupts.setLine(line, level);
+  router.setLine(line, level);
   return absl::OkStatus();
 }
 

@@ -1,12 +1,15 @@
 // The `emu` backend: the software CPU (cpu.h) behind the core's Accelerator and Vcpu
-// interfaces, with the PC interrupt controller it needs (pic.h).
+// interfaces, with the interrupt controllers KVM would have in the kernel: the PIC (pic.h),
+// the IOAPIC (ioapic.h), a local APIC per vCPU (lapic.h) and, when asked for, the PIT (pit.h).
 //
 // Contract: the guest sees the same RAM, ROMs, I/O bus and device servers as under KVM. Port
-// I/O and MMIO are handled on the vCPU's thread by calling the bus directly; interrupt lines
-// reach the PIC from any thread. What KVM does in the kernel and this backend does not have
-// yet (the local APIC and IOAPIC; irqfd, for which the core falls back to the channel) is
-// listed in docs/emu.md. Doorbells (ioeventfd) work as under KVM: a matching guest write
-// signals the device's eventfd instead of going through the channel.
+// I/O and MMIO are handled on the vCPU's thread by calling the bus directly (a vCPU's own
+// local APIC page never reaches the bus); interrupt lines reach the PIC and IOAPIC from any
+// thread, wired as KVM wires them: GSIs 0-15 go to both, 16-23 to the IOAPIC alone. What KVM
+// does in the kernel and this backend does not (interrupts on vCPUs other than 0; irqfd, for
+// which the core falls back to the channel) is listed in docs/emu.md. Doorbells (ioeventfd) work as
+// under KVM: a matching guest write signals the device's eventfd instead of going through the
+// channel.
 #pragma once
 
 #include <atomic>
@@ -18,6 +21,7 @@
 
 #include "kernel/bus/io-bus.h"
 #include "kernel/vcpu/emu/cpu.h"
+#include "kernel/vcpu/emu/ioapic.h"
 #include "kernel/vcpu/emu/pic.h"
 #include "kernel/vcpu/emu/pit.h"
 #include "kernel/vcpu/vcpu.h"
@@ -47,6 +51,9 @@ class EmuMachine final : public Accelerator {
   uint8_t* page(uint64_t physical, bool write);
   IoBus& bus() { return ioBus; }
   emu::Pic& pic() { return interrupts; }
+  emu::Ioapic& ioapic() { return router; }
+  // Whether an IOAPIC pin in ExtINT mode fired since the last call (the PIC gives the vector).
+  bool takeExtint() { return extint.exchange(false); }
   bool deterministic() const { return virtualClock; }
   // Fires the PIT's interrupt if due; returns when to look again (clockNs() time).
   uint64_t pollTimer() { return timer == nullptr ? UINT64_MAX : timer->poll(); }
@@ -61,12 +68,15 @@ class EmuMachine final : public Accelerator {
  private:
   EmuMachine(GuestMemory& memory, IoBus& bus, bool deterministic);
   void interruptRaised();
+  void deliver(uint8_t vector, bool level);
 
   GuestMemory& memory;
   IoBus& ioBus;
   bool virtualClock;
   ExitTrace* exitTrace = nullptr;
   emu::Pic interrupts;
+  emu::Ioapic router;
+  std::atomic<bool> extint{false};
   std::unique_ptr<emu::Pit> timer;
   std::atomic<uint64_t> skipped{0};
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();

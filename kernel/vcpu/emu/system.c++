@@ -655,11 +655,11 @@ std::vector<CpuidEntry> emuSupportedCpuid() {
     return value;
   };
   const char* vendor = "GenuineIntel";
-  // Family 15 model 6 (as QEMU's kvm64): FPU PSE TSC MSR PAE CX8 SEP PGE CMOV PAT CLFSH MMX FXSR
-  // SSE SSE2; ECX: the hypervisor bit. No APIC until the software CPU has one.
-  uint32_t edx1 = (1 << 0) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 8) | (1 << 11) |
-                  (1 << 13) | (1 << 15) | (1 << 16) | (1 << 19) | (1 << 23) | (1 << 24) |
-                  (1 << 25) | (1 << 26);
+  // Family 15 model 6 (as QEMU's kvm64): FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH
+  // MMX FXSR SSE SSE2; ECX: the hypervisor bit.
+  uint32_t edx1 = (1 << 0) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 8) | (1 << 9) |
+                  (1 << 11) | (1 << 13) | (1 << 15) | (1 << 16) | (1 << 19) | (1 << 23) |
+                  (1 << 24) | (1 << 25) | (1 << 26);
   std::vector<CpuidEntry> entries = {
       {0, 0, 0, 1, text(vendor, 0), text(vendor, 2), text(vendor, 1)},
       {1, 0, 0, 0xf61, 0x00010800, (1u << 13) | (1u << 31), edx1},  // CX16, hypervisor
