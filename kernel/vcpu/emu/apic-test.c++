@@ -19,8 +19,12 @@ struct LapicFixture {
   uint64_t now = 0;
   unsigned pokes = 0;
   std::vector<uint8_t> levelEois;
+  std::vector<std::pair<uint32_t, uint8_t>> ipis;
   Lapic apic{0, [this]() { return now; }, [this]() { ++pokes; },
-             [this](uint8_t vector) { levelEois.push_back(vector); }};
+             [this](uint8_t vector) { levelEois.push_back(vector); },
+             [this](uint32_t low, uint8_t destination) {
+               ipis.push_back({low, destination});
+             }};
   void enable() { apic.write(SVR, 0x1ff); }
   bool irr(uint8_t vector) { return apic.read(IRR + (vector / 32) * 0x10) & (1u << (vector % 32)); }
   bool isr(uint8_t vector) { return apic.read(ISR + (vector / 32) * 0x10) & (1u << (vector % 32)); }
@@ -122,24 +126,43 @@ TEST(Lapic, PeriodicTimerReloadsAndMaskedTimerCountsSilently) {
   EXPECT_EQ(f.apic.poll(), UINT64_MAX);
 }
 
-TEST(Lapic, SelfIpiArrivesAndIpisToOtherCpusDoNot) {
+TEST(Lapic, SelfIpiArrivesAtOnceAndOtherIpisGoToTheOwnerWithTheirDestination) {
   LapicFixture f;
   f.enable();
   f.apic.write(ICR_LOW, (1u << 18) | 0xf6);  // shorthand: self
   EXPECT_TRUE(f.irr(0xf6));
+  EXPECT_TRUE(f.ipis.empty());
   EXPECT_EQ(f.apic.read(ICR_LOW) & (1u << 12), 0u) << "delivery status reads idle";
-  f.apic.write(0x310, 1u << 24);  // destination: APIC 1
-  f.apic.write(ICR_LOW, 0xf7);
-  EXPECT_FALSE(f.irr(0xf7));
-  f.apic.write(ICR_LOW, (3u << 18) | 0xf8);  // all excluding self
-  EXPECT_FALSE(f.irr(0xf8));
+  f.apic.write(0x310, 1u << 24);            // destination: APIC 1
+  f.apic.write(ICR_LOW, (6u << 8) | 0x9a);  // start-up at 0x9a000
+  ASSERT_EQ(f.ipis.size(), 1u);
+  EXPECT_EQ(f.ipis[0], (std::pair<uint32_t, uint8_t>{(6u << 8) | 0x9a, 1}));
+  EXPECT_FALSE(f.irr(0x9a));
+}
+
+TEST(Lapic, MatchesPhysicalAndFlatAndClusterLogicalDestinations) {
+  Lapic apic{2, []() { return 0; }, []() {}, [](uint8_t) {}};
+  EXPECT_TRUE(apic.matches(2, false));
+  EXPECT_TRUE(apic.matches(0xff, false)) << "broadcast";
+  EXPECT_FALSE(apic.matches(1, false));
+  apic.write(0xd0, 0x04u << 24);  // LDR: bit 2, flat model (DFR reset value)
+  EXPECT_TRUE(apic.matches(0x0c, true));
+  EXPECT_FALSE(apic.matches(0x03, true));
+  apic.write(0xe0, 0x0fffffff);   // cluster model
+  apic.write(0xd0, 0x12u << 24);  // cluster 1, bit 1
+  EXPECT_TRUE(apic.matches(0x13, true));
+  EXPECT_FALSE(apic.matches(0x23, true)) << "another cluster";
 }
 
 struct IoapicFixture {
   std::vector<std::pair<uint8_t, bool>> delivered;
+  uint8_t lastDestination = 0;
+  bool lastLogical = false;
   unsigned extints = 0;
-  Ioapic ioapic{[this](uint8_t vector, bool level) {
+  Ioapic ioapic{[this](uint8_t vector, bool level, uint8_t destination, bool logical) {
                   delivered.push_back({vector, level});
+                  lastDestination = destination;
+                  lastLogical = logical;
                 },
                 [this]() { ++extints; }};
   uint32_t reg(uint8_t index) {
@@ -170,15 +193,18 @@ TEST(Ioapic, ReportsTwentyFourPinsAllMaskedAtReset) {
   EXPECT_EQ(f.reg(0), 5u << 24);
 }
 
-TEST(Ioapic, EdgePinSendsOncePerRisingEdge) {
+TEST(Ioapic, EdgePinSendsOncePerRisingEdgeToItsDestination) {
   IoapicFixture f;
-  f.route(2, 0x31);
-  EXPECT_EQ(f.reg(0x14), 0x31u);
+  f.route(2, (3ull << 56) | (1ull << 11) | 0x31);
+  EXPECT_EQ(f.reg(0x14), 0x831u);
+  EXPECT_EQ(f.reg(0x15), 3u << 24);
   f.ioapic.setLine(2, true);
   f.ioapic.setLine(2, true);
   f.ioapic.setLine(2, false);
   f.ioapic.setLine(2, true);
   EXPECT_EQ(f.delivered, (std::vector<std::pair<uint8_t, bool>>{{0x31, false}, {0x31, false}}));
+  EXPECT_EQ(f.lastDestination, 3);
+  EXPECT_TRUE(f.lastLogical);
 }
 
 TEST(Ioapic, LevelPinWaitsForEndOfInterruptAndResendsWhileAsserted) {
@@ -217,7 +243,8 @@ TEST(ApicWiring, ALevelLineGoesThroughTheLocalApicAndComesBackAfterItsEoi) {
   Ioapic* router = nullptr;
   Lapic apic{0, [&]() { return now; }, []() {},
              [&](uint8_t vector) { router->endOfInterrupt(vector); }};
-  Ioapic ioapic{[&](uint8_t vector, bool level) { apic.accept(vector, level); }, []() {}};
+  Ioapic ioapic{[&](uint8_t vector, bool level, uint8_t, bool) { apic.accept(vector, level); },
+                []() {}};
   router = &ioapic;
   IoBus bus;
   ASSERT_TRUE(ioapic.attach(bus, IOAPIC).ok());

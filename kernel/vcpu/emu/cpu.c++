@@ -134,6 +134,13 @@ bool endsBlock(const ZydisDecodedInstruction& in) {
 }  // namespace
 
 Cpu::Cpu(CpuBus& bus, std::vector<CpuidEntry> cpuid) : bus(bus), cpuidTable(std::move(cpuid)) {
+  reset();
+}
+
+void Cpu::reset() {
+  s = CpuState{};
+  shadow = false;
+  faultDepth = 0;
   for (SegmentState& segment : s.segment) {
     segment = SegmentState{0, 0, 0xffff, 3, true, false, false, false, 0};
   }

@@ -96,6 +96,8 @@ class Cpu {
   ~Cpu();
 
   CpuState& state() { return s; }
+  // The state after power-on or INIT (SDM Vol. 3, 9.1.1): real mode at 0:0, as constructed.
+  void reset();
   // After changing segment registers or control registers in state() from outside.
   void stateChanged();
 

@@ -37,7 +37,13 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
         cpu(*this, std::move(cpuid)),
         lapic(
             index, [&machine]() { return machine.clockNs(); }, [this]() { interruptRaised(); },
-            [&machine](uint8_t vector) { machine.ioapic().endOfInterrupt(vector); }) {}
+            [&machine](uint8_t vector) { machine.ioapic().endOfInterrupt(vector); },
+            [&machine, index](uint32_t low, uint8_t destination) {
+              machine.sendIpi(index, low, destination);
+            }),
+        waitingForStartup(index != 0) {
+    if (index != 0) cpu.state().apicBase &= ~0x100ull;  // not the bootstrap processor
+  }
   ~EmuVcpu() override {
     std::lock_guard<std::mutex> guard(machine.vcpusLock);
     std::erase(machine.vcpus, this);
@@ -87,8 +93,33 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
   std::string failure() const override { return cpu.failure(); }
   uint64_t instructionCount() const { return cpu.instructions(); }
 
-  // An interrupt message from the IOAPIC.
-  void accept(uint8_t vector, bool level) { lapic.accept(vector, level); }
+  emu::Lapic& apic() { return lapic; }
+  // INIT: the vCPU stops and waits for a start-up IPI (the bootstrap processor ignores it).
+  void init() {
+    if (vcpuIndex == 0) return;
+    {
+      std::lock_guard<std::mutex> guard(waitLock);
+      waitingForStartup = true;
+    }
+    cpu.stop();
+    wake.notify_all();
+  }
+  // A start-up IPI: a waiting vCPU starts in real mode at vector * 4096.
+  void startup(uint8_t vector) {
+    {
+      std::lock_guard<std::mutex> guard(waitLock);
+      if (!waitingForStartup) return;
+      waitingForStartup = false;
+      cpu.reset();
+      emu::CpuState& s = cpu.state();
+      s.apicBase &= ~0x100ull;
+      s.segment[emu::CS].selector = static_cast<uint16_t>(vector << 8);
+      s.segment[emu::CS].base = static_cast<uint64_t>(vector) << 12;
+      s.rip = 0;
+      cpu.stateChanged();
+    }
+    wake.notify_all();
+  }
 
   void interruptRaised() {
     cpu.interruptRaised();
@@ -163,6 +194,7 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
   bool kicked = false;
   std::chrono::steady_clock::duration running{};
   emu::Lapic lapic;
+  bool waitingForStartup;  // an application processor before its start-up IPI (waitLock)
 };
 
 absl::Status EmuVcpu::setBootState(const BootState& state) {
@@ -219,6 +251,10 @@ absl::StatusOr<bool> EmuVcpu::enter() {
     {
       std::unique_lock<std::mutex> guard(waitLock);
       if (kicked) return false;
+      if (waitingForStartup) {
+        wake.wait(guard, [&]() { return kicked || !waitingForStartup; });
+        if (kicked) return false;
+      }
       // HLT: wait for an interrupt the CPU can take, or a kick (KVM's in-kernel HLT too), or
       // the next timer tick (the local APIC's, or the PIT's: vCPU 0 runs the PIT).
       // The CPU's own flag, which only taking the interrupt clears: a flag of our own, cleared
@@ -245,7 +281,9 @@ absl::StatusOr<bool> EmuVcpu::enter() {
       }
     }
     auto start = std::chrono::steady_clock::now();
+    machine.turn.lock();
     emu::StopReason reason = cpu.run(RUN_BUDGET);
+    machine.turn.unlock();
     running += std::chrono::steady_clock::now() - start;
     switch (reason) {
       case emu::StopReason::BUDGET:
@@ -270,7 +308,8 @@ EmuMachine::EmuMachine(GuestMemory& memory, IoBus& bus, bool deterministic)
       ioBus(bus),
       virtualClock(deterministic),
       interrupts([this]() { interruptRaised(); }),
-      router([this](uint8_t vector, bool level) { deliver(vector, level); },
+      router([this](uint8_t vector, bool level, uint8_t destination,
+                    bool logical) { deliver(vector, level, destination, logical); },
              [this]() {
                extint = true;
                interruptRaised();
@@ -355,9 +394,56 @@ void EmuMachine::interruptRaised() {
   if (!vcpus.empty()) vcpus[0]->interruptRaised();  // the PIC's output goes to vCPU 0
 }
 
-void EmuMachine::deliver(uint8_t vector, bool level) {
+void EmuMachine::deliver(uint8_t vector, bool level, uint8_t destination, bool logical) {
   std::lock_guard<std::mutex> guard(vcpusLock);
-  if (!vcpus.empty()) vcpus[0]->accept(vector, level);  // docs/emu.md: one vCPU takes them
+  for (EmuVcpu* vcpu : vcpus) {
+    if (vcpu->apic().matches(destination, logical)) {
+      vcpu->apic().accept(vector, level);
+      return;
+    }
+  }
+}
+
+void EmuMachine::sendIpi(unsigned from, uint32_t icrLow, uint8_t destination) {
+  unsigned shorthand = (icrLow >> 18) & 3;  // 0: by destination; 2: all; 3: all but self
+  unsigned mode = (icrLow >> 8) & 7;
+  uint8_t vector = static_cast<uint8_t>(icrLow);
+  bool logical = icrLow & (1u << 11);
+  bool deassert = !(icrLow & (1u << 14)) && (icrLow & (1u << 15));  // INIT level de-assert
+  std::lock_guard<std::mutex> guard(vcpusLock);
+  for (EmuVcpu* vcpu : vcpus) {
+    bool self = vcpu->index() == from;
+    if (shorthand == 3 && self) continue;
+    if (shorthand == 0 && !vcpu->apic().matches(destination, logical)) continue;
+    switch (mode) {
+      case 0:  // fixed
+      case 1:  // lowest priority (to each named: not arbitrated)
+        vcpu->apic().accept(vector, false);
+        break;
+      case 5:  // INIT
+        if (!deassert) vcpu->init();
+        break;
+      case 6:  // start-up
+        vcpu->startup(vector);
+        break;
+      default:  // NMI, SMI and the reserved modes: dropped (docs/emu.md)
+        break;
+    }
+  }
+}
+
+void EmuMachine::Turn::lock() {
+  std::unique_lock<std::mutex> guard(mutex);
+  uint64_t ticket = next++;
+  changed.wait(guard, [&]() { return serving == ticket; });
+}
+
+void EmuMachine::Turn::unlock() {
+  {
+    std::lock_guard<std::mutex> guard(mutex);
+    ++serving;
+  }
+  changed.notify_all();
 }
 
 absl::Status EmuMachine::setIrqLine(uint32_t line, bool level) {

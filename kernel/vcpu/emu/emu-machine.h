@@ -5,9 +5,11 @@
 // Contract: the guest sees the same RAM, ROMs, I/O bus and device servers as under KVM. Port
 // I/O and MMIO are handled on the vCPU's thread by calling the bus directly (a vCPU's own
 // local APIC page never reaches the bus); interrupt lines reach the PIC and IOAPIC from any
-// thread, wired as KVM wires them: GSIs 0-15 go to both, 16-23 to the IOAPIC alone. What KVM
-// does in the kernel and this backend does not (interrupts on vCPUs other than 0; irqfd, for
-// which the core falls back to the channel) is listed in docs/emu.md. Doorbells (ioeventfd) work as
+// thread, wired as KVM wires them: GSIs 0-15 go to both, 16-23 to the IOAPIC alone. vCPUs
+// other than 0 wait for INIT and a start-up IPI, as on a PC. vCPUs run one at a time, in turn
+// (`turn`), so that every guest instruction, locked or not, is atomic to the others. What KVM
+// does and this backend does not (irqfd, for which the core falls back to the channel) is
+// listed in docs/emu.md. Doorbells (ioeventfd) work as
 // under KVM: a matching guest write signals the device's eventfd instead of going through the
 // channel.
 #pragma once
@@ -68,7 +70,23 @@ class EmuMachine final : public Accelerator {
  private:
   EmuMachine(GuestMemory& memory, IoBus& bus, bool deterministic);
   void interruptRaised();
-  void deliver(uint8_t vector, bool level);
+  // An IOAPIC message: to the first vCPU whose local APIC matches.
+  void deliver(uint8_t vector, bool level, uint8_t destination, bool logical);
+  // An IPI vCPU `from` wrote to its ICR (Lapic's contract).
+  void sendIpi(unsigned from, uint32_t icrLow, uint8_t destination);
+
+  // A first-come first-served lock: the vCPU that holds it runs guest instructions.
+  class Turn {
+   public:
+    void lock();
+    void unlock();
+
+   private:
+    std::mutex mutex;
+    std::condition_variable changed;
+    uint64_t next = 0, serving = 0;
+  };
+  Turn turn;
 
   GuestMemory& memory;
   IoBus& ioBus;

@@ -38,7 +38,8 @@ void Ioapic::service(unsigned pin) {
   if (mode == MODE_EXTINT) {
     extint();
   } else if (mode <= 1) {  // fixed, lowest priority
-    deliver(static_cast<uint8_t>(entry), level);
+    deliver(static_cast<uint8_t>(entry), level, static_cast<uint8_t>(entry >> 56),
+            entry & (1ull << 11));
   }
 }
 

@@ -9,9 +9,8 @@
 // and must not call back into it. A guest can write anything: reserved bits read back as
 // written except the read-only ones (delivery status, remote IRR); a redirection entry with a
 // vector below 16 is taken as written (a real APIC would flag an illegal vector; Linux never
-// programs one); NMI, SMI and INIT messages are dropped. The destination is not decoded: every
-// message goes to vCPU 0's local APIC, the only one the software CPU runs interrupts on
-// (docs/emu.md).
+// programs one); NMI, SMI and INIT messages are dropped. The owner delivers each message to
+// the first local APIC its destination matches (lowest priority is not arbitrated).
 #pragma once
 
 #include <cstdint>
@@ -28,9 +27,12 @@ class Ioapic final : public IoHandler {
   // Delivery modes (bits 8-10 of an entry) the software CPU tells apart.
   static constexpr unsigned MODE_EXTINT = 7;
 
-  // `deliver(vector, level)`: a fixed or lowest-priority message; `extint()`: an ExtINT pin
-  // fired (the vector comes from the PIC when the CPU acknowledges).
-  Ioapic(std::function<void(uint8_t vector, bool level)> deliver, std::function<void()> extint)
+  // `deliver(vector, level, destination, logical)`: a fixed or lowest-priority message for the
+  // APIC(s) `destination` names (Lapic::matches()); `extint()`: an ExtINT pin fired (the vector
+  // comes from the PIC when the CPU acknowledges).
+  using Deliver =
+      std::function<void(uint8_t vector, bool level, uint8_t destination, bool logical)>;
+  Ioapic(Deliver deliver, std::function<void()> extint)
       : deliver(std::move(deliver)), extint(std::move(extint)) {
     for (uint64_t& entry : entries) entry = MASKED;
   }
@@ -53,7 +55,7 @@ class Ioapic final : public IoHandler {
   void service(unsigned pin);  // with the lock held
 
   std::mutex lock;
-  std::function<void(uint8_t, bool)> deliver;
+  Deliver deliver;
   std::function<void()> extint;
   uint64_t base = 0;
   uint8_t select = 0;

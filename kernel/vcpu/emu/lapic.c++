@@ -15,8 +15,11 @@ constexpr uint32_t LVT_BITS = 0x1a7ff, LVT_TIMER_BITS = 0x700ff;
 }  // namespace
 
 Lapic::Lapic(unsigned id, std::function<uint64_t()> clock, std::function<void()> poke,
-             std::function<void(uint8_t)> levelEoi)
-    : clock(std::move(clock)), poke(std::move(poke)), levelEoi(std::move(levelEoi)) {
+             std::function<void(uint8_t)> levelEoi, std::function<void(uint32_t, uint8_t)> sendIpi)
+    : clock(std::move(clock)),
+      poke(std::move(poke)),
+      levelEoi(std::move(levelEoi)),
+      sendIpi(std::move(sendIpi)) {
   reg(ID) = id << 24;
   reg(VERSION) = 0x14 | (5u << 16);  // integrated APIC; six LVT entries
   reg(DFR) = 0xffffffff;
@@ -85,6 +88,7 @@ void Lapic::write(uint32_t offset, uint32_t value) {
   if (offset >= REGISTERS * 0x10 || (offset & 0xf) != 0) return;
   int ended = -1;  // a level-triggered vector the guest ended
   bool wake = false;
+  bool ipi = false;
   uint64_t now = offset == TIMER_INITIAL ? clock() : 0;  // before the lock, as in read()
   {
     std::lock_guard<std::mutex> guard(lock);
@@ -124,22 +128,10 @@ void Lapic::write(uint32_t offset, uint32_t value) {
       case ICR_HIGH:
         reg(ICR_HIGH) = value & 0xff000000;
         break;
-      case ICR_LOW: {
+      case ICR_LOW:
         reg(ICR_LOW) = value & ~(1u << 12);  // delivery status: sent at once
-        unsigned shorthand = (value >> 18) & 3;
-        uint32_t destination = reg(ICR_HIGH) >> 24;
-        bool logical = value & (1u << 11);
-        bool self = shorthand == 1 || shorthand == 2 ||
-                    (shorthand == 0 && (logical ? (destination & (reg(LDR) >> 24)) != 0
-                                                : destination == reg(ID) >> 24));
-        uint8_t vector = static_cast<uint8_t>(value);
-        if (self && (value & DELIVERY_MODE) <= (1u << 8) && vector >= 16 && softwareEnabled()) {
-          setBit(IRR, vector, true);
-          setBit(TMR, vector, false);
-          wake = true;
-        }
+        ipi = true;
         break;
-      }
       case TIMER_INITIAL: {
         reg(TIMER_INITIAL) = value;
         timerStart = now;
@@ -163,6 +155,24 @@ void Lapic::write(uint32_t offset, uint32_t value) {
   }
   if (ended >= 0) levelEoi(static_cast<uint8_t>(ended));
   if (wake) poke();
+  if (ipi) {
+    uint32_t low = value & ~(1u << 12);
+    if (((low >> 18) & 3) == 1) {  // shorthand: self
+      if ((low & DELIVERY_MODE) == 0) accept(static_cast<uint8_t>(low), false);
+    } else {
+      sendIpi(low, static_cast<uint8_t>(read(ICR_HIGH) >> 24));
+    }
+  }
+}
+
+bool Lapic::matches(uint8_t destination, bool logical) {
+  std::lock_guard<std::mutex> guard(lock);
+  if (!logical) return destination == 0xff || destination == reg(ID) >> 24;
+  // Flat model (DFR 0xffffffff): a bit per APIC; cluster model: a 4-bit cluster, 4 bits each.
+  uint8_t mine = static_cast<uint8_t>(reg(LDR) >> 24);
+  if ((reg(DFR) >> 28) == 0xf) return (destination & mine) != 0;
+  return ((destination >> 4) == 0xf || (destination >> 4) == (mine >> 4)) &&
+         (destination & mine & 0xf) != 0;
 }
 
 void Lapic::accept(uint8_t vector, bool level) {

@@ -7,12 +7,12 @@
 // Contract: accept() may be called from any thread; the register accessors, acknowledge() and
 // poll() run on the vCPU's thread. `poke` is called, with no lock held, whenever an interrupt
 // may have become deliverable; `levelEoi(vector)` when the guest ends a level-triggered
-// interrupt (the IOAPIC's remote IRR). As KVM does: a software-disabled APIC drops fixed
-// interrupts and masks its LVT entries; vCPU 0's LINT0 starts as unmasked ExtINT, so the PIC
-// reaches a CPU whose guest never touches the APIC. IPIs reach only this APIC (self, all
-// including self, or its own ID); INIT, SIPI, NMI and IPIs to other CPUs are dropped: the
-// software CPU runs one vCPU's interrupts (docs/emu.md). TSC-deadline mode and x2APIC are
-// not offered in CPUID, and CR8 is not tied to the task priority register.
+// interrupt (the IOAPIC's remote IRR); `sendIpi(icrLow, destination)` for an IPI the guest
+// writes to the ICR, which the owner delivers to every APIC it names (this one included) with
+// matches(). As KVM does: a software-disabled APIC drops fixed interrupts and masks its LVT
+// entries; vCPU 0's LINT0 starts as unmasked ExtINT, so the PIC reaches a CPU whose guest
+// never touches the APIC. TSC-deadline mode and x2APIC are not offered in CPUID, and CR8 is
+// not tied to the task priority register.
 #pragma once
 
 #include <cstdint>
@@ -23,8 +23,10 @@ namespace bulkhead::emu {
 
 class Lapic {
  public:
-  Lapic(unsigned id, std::function<uint64_t()> clock, std::function<void()> poke,
-        std::function<void(uint8_t)> levelEoi);
+  Lapic(
+      unsigned id, std::function<uint64_t()> clock, std::function<void()> poke,
+      std::function<void(uint8_t)> levelEoi,
+      std::function<void(uint32_t, uint8_t)> sendIpi = [](uint32_t, uint8_t) {});
 
   // The 4 KiB register page; `offset` is within it. Accesses other than aligned 32-bit ones
   // read the dword that holds them and write nothing, as on hardware (where they are undefined).
@@ -35,6 +37,9 @@ class Lapic {
   void accept(uint8_t vector, bool level);
   // INTA: the vector the CPU takes now (moved from IRR to ISR), or -1.
   int acknowledge();
+  // Whether a message for `destination` (an APIC ID, 0xff for all, or with `logical` a
+  // flat-model bit mask against the logical destination register) is for this APIC.
+  bool matches(uint8_t destination, bool logical);
   // Whether the PIC's INTR reaches the CPU: LINT0 unmasked in ExtINT mode.
   bool acceptsPic();
   // Fires the timer if due; returns when to call again (clock nanoseconds), or UINT64_MAX.
@@ -64,6 +69,7 @@ class Lapic {
   std::function<uint64_t()> clock;
   std::function<void()> poke;
   std::function<void(uint8_t)> levelEoi;
+  std::function<void(uint32_t, uint8_t)> sendIpi;
   uint32_t regs[REGISTERS] = {};
   uint64_t divisor = 2;            // bus-clock nanoseconds per timer tick
   uint64_t timerStart = 0;         // when the initial count was written
