@@ -210,9 +210,19 @@ absl::StatusOr<std::unique_ptr<DeviceProcess>> DeviceProcess::start(kj::AsyncIoC
   });
   RETURN_IF_ERROR(process->spawn());
   std::string failure;
-  KJ_IF_MAYBE (exception, kj::runCatchingExceptions(
-                              [&]() { failure = process->attach(true).wait(io.waitScope); })) {
-    failure = cleanDescription(*exception);
+  for (unsigned attempt = 0;; ++attempt) {
+    KJ_IF_MAYBE (exception, kj::runCatchingExceptions(
+                                [&]() { failure = process->attach(true).wait(io.waitScope); })) {
+      failure = cleanDescription(*exception);
+    }
+    // A server killed (or crashed) while it started is started again, within its restart
+    // budget, as one that dies later would be; a server that refused stays refused.
+    if (failure.empty() || s.policy.onFailure == RestartPolicy::OnFailure::ERROR ||
+        attempt >= s.policy.maxRestarts || !process->diedFromSignal()) {
+      break;
+    }
+    logf("device %s: its server died while starting (%s); starting it again", s.kind, failure);
+    RETURN_IF_ERROR(process->spawn());
   }
   if (!failure.empty()) {
     process->stop();
@@ -574,6 +584,15 @@ std::string DeviceProcess::reap() {
   pid_t done = waitpid(childPid, &status, 0);
   childPid = -1;
   return done < 0 ? "vanished" : describeWaitStatus(status);
+}
+
+bool DeviceProcess::diedFromSignal() {
+  pollfd exited{pidfd.get(), POLLIN, 0};
+  if (childPid <= 0 || poll(&exited, 1, 200) <= 0) return false;
+  int status = 0;
+  if (waitpid(childPid, &status, 0) != childPid) return false;
+  childPid = -1;
+  return WIFSIGNALED(status);
 }
 
 void DeviceProcess::dropIncarnation() {

@@ -124,6 +124,9 @@ class DeviceProcess {
   kj::Promise<std::string> wire();
   kj::Promise<void> whenServerExits();
   std::string reap();
+  // After a failed first attach: whether the server died from a signal (killed, or crashed)
+  // rather than refusing. Waits up to 200 ms for it to exit, and reaps it.
+  bool diedFromSignal();
   void killServer();
   // True when the signal reached a live server.
   bool signalServer(int signal);

@@ -4,7 +4,8 @@
 //
 // Attacks on the host (the sandbox must refuse or kill): open, kvm, socket, ptrace, execve,
 // memory. Attacks on the core through the channel (the core must fence the device): garbage,
-// oversize, future, index, irq, exit.
+// oversize, future, index, irq, exit. And abort-at-start: the server dies (SIGABRT) while it
+// attaches, every time, for the core's restart of a server that dies while starting.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
@@ -73,6 +74,7 @@ class HostileDevice final : public sdk::Device {
     auto it = config.options.find("attack");
     KJ_REQUIRE(it != config.options.end(), "bulkhead-hostile needs attack=NAME");
     attack = it->second;
+    if (attack == "abort-at-start") abort();
   }
   std::vector<sdk::IoRange> ranges() override { return {{sdk::Space::PIO, 0x510, 4}}; }
 

@@ -68,5 +68,25 @@ TEST(Hostile, LyingMessagesFenceTheDevice) {
   }
 }
 
+TEST(Hostile, AServerThatDiesWhileStartingIsStartedAgainWithinItsBudgetThenRefused) {
+  // Needs no guest code to run: the servers start before the first instruction.
+  RunResult run = runBulkhead({"run", "--kernel", guestDir() + "/probe.elf", "--device",
+                               "hostile,attack=abort-at-start,restarts=2/60s"});
+  EXPECT_EQ(run.status, 2) << run.err;
+  size_t again = 0;
+  for (size_t at = 0; (at = run.err.find("died while starting", at)) != std::string::npos; ++at)
+    ++again;
+  EXPECT_EQ(again, 2u) << "started again twice (restarts=2), then given up: " << run.err;
+  EXPECT_NE(run.err.find("device server hostile refused to start"), std::string::npos) << run.err;
+}
+
+TEST(Hostile, AServerThatRefusesItsOptionsIsNotStartedAgain) {
+  RunResult run = runBulkhead({"run", "--kernel", guestDir() + "/probe.elf", "--device",
+                               "hostile,restarts=2/60s"});  // no attack=: the server refuses
+  EXPECT_EQ(run.status, 2) << run.err;
+  EXPECT_NE(run.err.find("needs attack=NAME"), std::string::npos) << run.err;
+  EXPECT_EQ(run.err.find("died while starting"), std::string::npos) << run.err;
+}
+
 }  // namespace
 }  // namespace bulkhead::testing
