@@ -280,11 +280,13 @@ absl::StatusOr<bool> EmuVcpu::enter() {
         }
       }
     }
-    auto start = std::chrono::steady_clock::now();
-    machine.turn.lock();
-    emu::StopReason reason = cpu.run(RUN_BUDGET);
-    machine.turn.unlock();
-    running += std::chrono::steady_clock::now() - start;
+    emu::StopReason reason;
+    {
+      std::lock_guard<EmuMachine::Turn> myTurn(machine.turn);
+      auto start = std::chrono::steady_clock::now();
+      reason = cpu.run(RUN_BUDGET);
+      running += std::chrono::steady_clock::now() - start;
+    }
     switch (reason) {
       case emu::StopReason::BUDGET:
       case emu::StopReason::HALTED:
