@@ -79,6 +79,11 @@ class Runtime final : public DeviceHost {
     uint64_t size;
   };
   std::vector<PendingWindow> dmaWindows;  // received with attach, mapped by start()
+  // The device's host files (DeviceConfig::backends). Owned here, not by the RPC object that
+  // received them: a device may watch one (watchReadable), and the watcher must go before the
+  // descriptor closes. Held by the RPC object, they once closed first when the connection
+  // ended, and the watcher's removal from epoll then failed (EBADF) and aborted the server.
+  std::vector<kj::AutoCloseFd> backendFds;
 
   Runtime(kj::StringPtr name, kj::AsyncIoContext& io, DeviceFactory factory, bool sandboxed,
           SandboxNeeds needs)
@@ -727,7 +732,7 @@ class DeviceImpl final : public protocol::Device::Server {
           constexpr size_t CHANNEL_FDS = 4;
           for (size_t i = CHANNEL_FDS; i < CHANNEL_FDS + backendCount; ++i) {
             config.backends.push_back(owned[i].get());
-            backends.add(kj::mv(owned[i]));
+            runtime.backendFds.push_back(kj::mv(owned[i]));
           }
           for (size_t i = 0; i < runtime.dmaWindows.size(); ++i) {
             runtime.dmaWindows[i].fd = kj::mv(owned[CHANNEL_FDS + backendCount + i]);
@@ -795,7 +800,6 @@ class DeviceImpl final : public protocol::Device::Server {
   Runtime& runtime;
   kj::StringPtr name;
   bool attached = false;
-  kj::Vector<kj::AutoCloseFd> backends;
 };
 
 }  // namespace
