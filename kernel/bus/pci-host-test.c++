@@ -84,6 +84,14 @@ TEST_F(PciHostTest, EmulatesTheHeaderFromTheDescription) {
   EXPECT_TRUE(device.reads.empty());     // the header never asks the server
 }
 
+// Firmware writes its own IRQ choice (SeaBIOS: 10 or 11) and builds its MP table from what it
+// reads back: the register must keep reporting the GSI the function is really wired to.
+TEST_F(PciHostTest, TheInterruptLineReportsTheWiringWhateverTheGuestWrites) {
+  ASSERT_TRUE(pci.add(spec()).ok());
+  setConfig(1, 0x3c, 0x10a);
+  EXPECT_EQ(config(1, 0x3c), 0x100u | PciHost::gsiForSlot(1));
+}
+
 TEST_F(PciHostTest, ByteReadsOfTheDataPort) {
   ASSERT_TRUE(pci.add(spec()).ok());
   bus.write(Space::PIO, 0xcf8, 4, 0x80000000u | 1 << 11);

@@ -185,9 +185,10 @@ void PciHost::writeConfigDword(Function& function, unsigned offset, uint32_t val
     uint32_t mask = ~static_cast<uint32_t>(function.barSize[bar] - 1);
     function.barValue[bar] = (value & mask) | (io ? 1 : 0);
     moveDoorbells(function, true);
-  } else if (offset == 0x3c) {
-    function.interruptLine = value & 0xff;
   }
+  // Interrupt Line (0x3c) is read-only here: it reports the GSI the function's INTA# is wired to,
+  // which no guest write can change. Firmware that writes its own choice and reads it back
+  // (SeaBIOS for its MP table) then describes the wiring that is (docs/virtio.md).
 }
 
 uint64_t PciHost::read(Space space, uint64_t address, unsigned size) {
