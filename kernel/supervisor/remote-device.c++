@@ -1,6 +1,7 @@
 #include "kernel/supervisor/remote-device.h"
 
 #include <poll.h>
+#include <sched.h>
 #include <unistd.h>
 #include <cerrno>
 
@@ -17,6 +18,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr auto SPIN_FOR_REPLY = std::chrono::microseconds(300);
+constexpr auto PURE_SPIN = std::chrono::microseconds(20);
 constexpr auto ROUND_TRIP_TIMEOUT = std::chrono::milliseconds(5000);
 constexpr auto FULL_RING_TIMEOUT = std::chrono::milliseconds(5000);
 
@@ -184,9 +186,17 @@ std::optional<uint64_t> RemoteDevice::await(std::chrono::milliseconds timeout) {
   auto done = [&]() { return answered.load(std::memory_order_acquire) || fenced(); };
   // The reply usually comes within microseconds: poll the ring first.
   Clock::time_point start = Clock::now();
-  while (!done() && Clock::now() - start < SPIN_FOR_REPLY) {
+  for (Clock::duration waited{}; !done() && waited < SPIN_FOR_REPLY;
+       waited = Clock::now() - start) {
     serviceReplies();
-    __builtin_ia32_pause();
+    // A pure spin first (the usual reply comes within it); then give the core away between
+    // looks, in case the server is waiting for it (a 2-core host with the server on this core
+    // waited the whole spin, then 1 ms more below: 1.4 ms reads in 2 runs of 12 here).
+    if (waited < PURE_SPIN) {
+      __builtin_ia32_pause();
+    } else {
+      sched_yield();
+    }
   }
   // Then sleep on toCore. The event loop may take the reply instead of us, so wake up every
   // millisecond to look.
