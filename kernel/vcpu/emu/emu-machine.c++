@@ -26,6 +26,8 @@ constexpr uint64_t RUN_BUDGET = 1 << 16;
 constexpr uint64_t TICKS_PER_INSTRUCTION = 1;
 // And for the timers: one nanosecond per instruction, a 1 GHz machine at one instruction a cycle.
 constexpr uint64_t NS_PER_INSTRUCTION = 1;
+// The APIC base MSR's flags: this is the bootstrap processor; the local APIC is on.
+constexpr uint64_t APIC_BASE_BSP = 1 << 8, APIC_BASE_ENABLE = 1 << 11;
 }  // namespace
 
 // One software vCPU: the interpreter, and the wait for an interrupt while halted.
@@ -42,7 +44,7 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
               machine.sendIpi(index, low, destination);
             }),
         waitingForStartup(index != 0) {
-    if (index != 0) cpu.state().apicBase &= ~0x100ull;  // not the bootstrap processor
+    if (index != 0) cpu.state().apicBase &= ~APIC_BASE_BSP;
   }
   ~EmuVcpu() override {
     std::lock_guard<std::mutex> guard(machine.vcpusLock);
@@ -112,7 +114,7 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
       waitingForStartup = false;
       cpu.reset();
       emu::CpuState& s = cpu.state();
-      s.apicBase &= ~0x100ull;
+      s.apicBase &= ~APIC_BASE_BSP;
       s.segment[emu::CS].selector = static_cast<uint16_t>(vector << 8);
       s.segment[emu::CS].base = static_cast<uint64_t>(vector) << 12;
       s.rip = 0;
@@ -131,10 +133,10 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
  private:
   // emu::CpuBus.
   uint8_t* page(uint64_t physical, bool write) override { return machine.page(physical, write); }
-  // The local APIC's page, when the APIC base MSR enables it (bit 11).
+  bool apicEnabled() { return cpu.state().apicBase & APIC_BASE_ENABLE; }
+  // The local APIC's page, when the APIC base MSR enables it.
   bool apicPage(uint64_t physical) {
-    uint64_t base = cpu.state().apicBase;
-    return (base & (1u << 11)) && (physical & ~0xfffull) == (base & ~0xfffull);
+    return apicEnabled() && (physical & ~0xfffull) == (cpu.state().apicBase & ~0xfffull);
   }
   uint64_t mmioRead(uint64_t physical, unsigned size) override {
     if (apicPage(physical)) {
@@ -174,12 +176,11 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
   // INTA: the PIC's vector when it reaches this CPU (vCPU 0 with the local APIC off, in
   // virtual-wire mode, or through an ExtINT IOAPIC pin), else the local APIC's.
   int acknowledgeInterrupt() override {
-    bool apicOn = cpu.state().apicBase & (1u << 11);
-    if (vcpuIndex == 0 && (!apicOn || lapic.acceptsPic() || machine.takeExtint())) {
+    if (vcpuIndex == 0 && (!apicEnabled() || lapic.acceptsPic() || machine.takeExtint())) {
       int vector = machine.pic().acknowledge();
       if (vector >= 0) return vector;
     }
-    return apicOn ? lapic.acknowledge() : -1;
+    return apicEnabled() ? lapic.acknowledge() : -1;
   }
   uint64_t timestamp() override {
     return machine.deterministic() ? cpu.instructions() * TICKS_PER_INSTRUCTION : __rdtsc();

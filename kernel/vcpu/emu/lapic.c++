@@ -1,6 +1,8 @@
 #include "kernel/vcpu/emu/lapic.h"
 
 #include <algorithm>
+#include <iterator>
+#include <optional>
 
 namespace bulkhead::emu {
 
@@ -24,8 +26,7 @@ Lapic::Lapic(unsigned id, std::function<uint64_t()> clock, std::function<void()>
   reg(VERSION) = 0x14 | (5u << 16);  // integrated APIC; six LVT entries
   reg(DFR) = 0xffffffff;
   reg(SVR) = 0xff;
-  for (uint32_t lvt : {LVT_CMCI, LVT_TIMER, LVT_THERMAL, LVT_PERF, LVT_LINT0, LVT_LINT1, LVT_ERROR})
-    reg(lvt) = MASKED;
+  for (uint32_t lvt : LVTS) reg(lvt) = MASKED;
   if (id == 0) reg(LVT_LINT0) = EXTINT;  // virtual wire: the PIC reaches the BSP
 }
 
@@ -43,14 +44,24 @@ int Lapic::highest(uint32_t base) {
   return -1;
 }
 
+uint32_t Lapic::processorPriority() {
+  int inService = highest(ISR);
+  uint32_t tpr = reg(TPR);
+  return inService >= 0 && (static_cast<uint32_t>(inService) & 0xf0) > (tpr & 0xf0)
+             ? inService & 0xf0
+             : tpr;
+}
+
 int Lapic::deliverable() {
   if (!softwareEnabled()) return -1;
   int vector = highest(IRR);
   if (vector < 0) return -1;
-  int inService = highest(ISR);
-  uint32_t priority = reg(TPR) & 0xf0;
-  if (inService >= 0) priority = std::max<uint32_t>(priority, inService & 0xf0);
-  return (static_cast<uint32_t>(vector) & 0xf0) > priority ? vector : -1;
+  return (static_cast<uint32_t>(vector) & 0xf0) > (processorPriority() & 0xf0) ? vector : -1;
+}
+
+void Lapic::pend(uint8_t vector, bool level) {
+  setBit(IRR, vector, true);
+  setBit(TMR, vector, level);
 }
 
 uint32_t Lapic::currentCount(uint64_t now) {
@@ -68,13 +79,8 @@ uint32_t Lapic::read(uint32_t offset) {
   uint64_t now = offset == TIMER_CURRENT ? clock() : 0;
   std::lock_guard<std::mutex> guard(lock);
   switch (offset) {
-    case PPR: {
-      int inService = highest(ISR);
-      uint32_t tpr = reg(TPR);
-      return inService >= 0 && (static_cast<uint32_t>(inService) & 0xf0) > (tpr & 0xf0)
-                 ? inService & 0xf0
-                 : tpr;
-    }
+    case PPR:
+      return processorPriority();
     case TIMER_CURRENT:
       return currentCount(now);
     case EOI:
@@ -88,11 +94,11 @@ void Lapic::write(uint32_t offset, uint32_t value) {
   if (offset >= REGISTERS * 0x10 || (offset & 0xf) != 0) return;
   int ended = -1;  // a level-triggered vector the guest ended
   bool wake = false;
-  bool ipi = false;
+  std::optional<uint8_t> ipiDestination;  // an IPI the guest sent, and its ICR destination
   uint64_t now = offset == TIMER_INITIAL ? clock() : 0;  // before the lock, as in read()
   {
     std::lock_guard<std::mutex> guard(lock);
-    bool lvt = offset == LVT_CMCI || (offset >= LVT_TIMER && offset <= LVT_ERROR);
+    bool lvt = std::find(std::begin(LVTS), std::end(LVTS), offset) != std::end(LVTS);
     switch (offset) {
       case ID:
       case LDR:
@@ -117,8 +123,7 @@ void Lapic::write(uint32_t offset, uint32_t value) {
       case SVR:
         reg(SVR) = value & 0x13ff;
         if (!softwareEnabled()) {
-          for (uint32_t entry = LVT_TIMER; entry <= LVT_ERROR; entry += 0x10) reg(entry) |= MASKED;
-          reg(LVT_CMCI) |= MASKED;
+          for (uint32_t entry : LVTS) reg(entry) |= MASKED;
         }
         wake = true;
         break;
@@ -130,7 +135,7 @@ void Lapic::write(uint32_t offset, uint32_t value) {
         break;
       case ICR_LOW:
         reg(ICR_LOW) = value & ~(1u << 12);  // delivery status: sent at once
-        ipi = true;
+        ipiDestination = static_cast<uint8_t>(reg(ICR_HIGH) >> 24);
         break;
       case TIMER_INITIAL: {
         reg(TIMER_INITIAL) = value;
@@ -155,12 +160,11 @@ void Lapic::write(uint32_t offset, uint32_t value) {
   }
   if (ended >= 0) levelEoi(static_cast<uint8_t>(ended));
   if (wake) poke();
-  if (ipi) {
-    uint32_t low = value & ~(1u << 12);
-    if (((low >> 18) & 3) == 1) {  // shorthand: self
-      if ((low & DELIVERY_MODE) == 0) accept(static_cast<uint8_t>(low), false);
+  if (ipiDestination) {
+    if (((value >> 18) & 3) == 1) {  // shorthand: self
+      if ((value & DELIVERY_MODE) == 0) accept(static_cast<uint8_t>(value), false);
     } else {
-      sendIpi(low, static_cast<uint8_t>(read(ICR_HIGH) >> 24));
+      sendIpi(value & ~(1u << 12), *ipiDestination);
     }
   }
 }
@@ -179,8 +183,7 @@ void Lapic::accept(uint8_t vector, bool level) {
   {
     std::lock_guard<std::mutex> guard(lock);
     if (!softwareEnabled() || vector < 16) return;  // as KVM: dropped
-    setBit(IRR, vector, true);
-    setBit(TMR, vector, level);
+    pend(vector, level);
   }
   poke();
 }
@@ -217,8 +220,7 @@ uint64_t Lapic::poll() {
       timerDue = UINT64_MAX;
     }
     if (!(lvt & MASKED) && softwareEnabled() && static_cast<uint8_t>(lvt) >= 16) {
-      setBit(IRR, static_cast<uint8_t>(lvt), true);
-      setBit(TMR, static_cast<uint8_t>(lvt), false);
+      pend(static_cast<uint8_t>(lvt), false);
       fired = true;
     }
     due = timerDue;

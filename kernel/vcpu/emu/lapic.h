@@ -37,8 +37,8 @@ class Lapic {
   void accept(uint8_t vector, bool level);
   // INTA: the vector the CPU takes now (moved from IRR to ISR), or -1.
   int acknowledge();
-  // Whether a message for `destination` (an APIC ID, 0xff for all, or with `logical` a
-  // flat-model bit mask against the logical destination register) is for this APIC.
+  // Whether a message for `destination` (an APIC ID, 0xff for all, or with `logical` a mask
+  // against the logical destination register, flat or cluster model) is for this APIC.
   bool matches(uint8_t destination, bool logical);
   // Whether the PIC's INTR reaches the CPU: LINT0 unmasked in ExtINT mode.
   bool acceptsPic();
@@ -52,8 +52,10 @@ class Lapic {
     return reg(base + (vector >> 5) * 0x10) & (1u << (vector & 31));
   }
   void setBit(uint32_t base, uint8_t vector, bool on);
-  int highest(uint32_t base);  // the highest vector set in IRR/ISR/TMR, or -1
-  int deliverable();           // the IRR vector the CPU may take now, or -1
+  int highest(uint32_t base);             // the highest vector set in IRR/ISR/TMR, or -1
+  int deliverable();                      // the IRR vector the CPU may take now, or -1
+  uint32_t processorPriority();           // PPR: the task priority or the in-service class
+  void pend(uint8_t vector, bool level);  // sets IRR, and TMR for a level interrupt
   bool softwareEnabled() { return reg(SVR) & 0x100; }
   uint32_t currentCount(uint64_t now);
 
@@ -64,6 +66,8 @@ class Lapic {
                             LVT_PERF = 0x340, LVT_LINT0 = 0x350, LVT_LINT1 = 0x360,
                             LVT_ERROR = 0x370, TIMER_INITIAL = 0x380, TIMER_CURRENT = 0x390,
                             TIMER_DIVIDE = 0x3e0;
+  static constexpr uint32_t LVTS[] = {LVT_CMCI,  LVT_TIMER, LVT_THERMAL, LVT_PERF,
+                                      LVT_LINT0, LVT_LINT1, LVT_ERROR};
 
   std::mutex lock;
   std::function<uint64_t()> clock;
