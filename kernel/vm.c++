@@ -440,6 +440,7 @@ kj::Promise<void> Vm::watchDevices() {
       process->checkWatchdog(now);
       process->device().drainOutput();  // a safety net for a lost output notification
     }
+    flushLog(/*all=*/false);
     return watchDevices();
   });
 }
@@ -545,6 +546,7 @@ int Vm::run() {
   for (std::thread& thread : threads) thread.join();
   threads.clear();
   shutDownDevices();
+  flushLog(/*all=*/true);
   if (!config.controlPath.empty()) unlink(config.controlPath.c_str());
   if (!reason.empty()) logLine(reason);
   return status;

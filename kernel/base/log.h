@@ -1,14 +1,25 @@
 // The core's log: one line per event on stderr, prefixed with "bulkhead: ".
 // `RateLimitedLog` keeps a guest that repeats an odd access from flooding it.
+//
+// Device output may go to the same file as the log (debugcon writes to stderr; serial output
+// does too when stdout and stderr are one terminal or pipe). Such output is written with
+// `writeBesideLog`, and a log line that comes while one of its lines is unfinished waits for
+// the line's end, so neither ever splits the other. A line that stays unfinished holds the log
+// back for at most LOG_HOLD: `flushLog` (called periodically and when the VM ends) writes what
+// waited that long.
 #pragma once
 
 #include <absl/strings/string_view.h>
 #include <atomic>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 
 #include <absl/strings/str_format.h>
 
 namespace bulkhead {
+
+constexpr std::chrono::milliseconds LOG_HOLD{100};
 
 void logLine(absl::string_view line);
 
@@ -16,6 +27,14 @@ template <typename... Args>
 void logf(const absl::FormatSpec<Args...>& format, const Args&... args) {
   logLine(absl::StrFormat(format, args...));
 }
+
+// Whether writing to `fd` writes where the log goes (the same file as standard error).
+bool sharesLogFile(int fd);
+// Writes device output to `fd`, which shares the log's file. False when the file is gone.
+bool writeBesideLog(int fd, const uint8_t* bytes, size_t count);
+// Writes the log lines that have waited LOG_HOLD for a device's line to end. With `all` (the
+// devices are done) writes every held line, and later lines go out at once.
+void flushLog(bool all);
 
 // Lets the first `burst` events through, then only the 2^k-th ones, counting all of them, so a
 // guest that repeats an odd access a million times costs about thirty lines.

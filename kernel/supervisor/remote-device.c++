@@ -41,6 +41,7 @@ RemoteDevice::RemoteDevice(std::string name, ChannelMapping mappingIn, kj::AutoC
       replies(mapping.replies(), mapping.slotCount()),
       state(state),
       output(kj::mv(output)) {
+  outputBesideLog = this->output != nullptr && sharesLogFile(this->output.get());
   state->header.outputWanted.store(1, std::memory_order_release);
 }
 
@@ -361,12 +362,17 @@ void RemoteDevice::drainOutput() {
       for (size_t i = 0; i < count; ++i) {
         chunk[i] = state->outputLog[(outputTaken + i) & (OUTPUT_LOG_BYTES - 1)];
       }
-      size_t done = 0;
-      while (output != nullptr && done < count) {
-        ssize_t n = ::write(output.get(), chunk + done, count - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;  // the host side is gone; the bytes have nowhere to go
-        done += n;
+      // If the host side is gone, the bytes have nowhere to go.
+      if (outputBesideLog) {
+        writeBesideLog(output.get(), chunk, count);
+      } else {
+        size_t done = 0;
+        while (output != nullptr && done < count) {
+          ssize_t n = ::write(output.get(), chunk + done, count - done);
+          if (n < 0 && errno == EINTR) continue;
+          if (n <= 0) break;
+          done += n;
+        }
       }
       outputTaken += count;
       available -= count;

@@ -143,6 +143,7 @@ class RemoteDevice final : public IoHandler {
   std::function<void()> fenceAction;
   StateRegionLayout* state;
   kj::AutoCloseFd output;
+  bool outputBesideLog = false;  // `output` is the log's file (kernel/base/log.h)
   std::mutex outputLock;
   uint64_t outputTaken = 0;
   uint64_t watchedTail = 0;

@@ -49,7 +49,6 @@ std::vector<uint8_t> readFile(const std::string& path) {
   } while (0)
 
 TEST(Bios, SeaBiosBootsTheBootSectorFromAVirtioDisk) {
-  SKIP_KNOWN_EMU_BUG("SeaBIOS debugcon lines are sometimes lost at its emu speed (docs/emu.md)");
   REQUIRE_KVM();
   REQUIRE_SEABIOS();
   std::vector<uint8_t> boot = readFile(guestDir() + "/mbr16.bin");
@@ -72,7 +71,6 @@ TEST(Bios, SeaBiosBootsTheBootSectorFromAVirtioDisk) {
 }
 
 TEST(Bios, SeaBiosBootsTheBootSectorFromAnIdeDisk) {
-  SKIP_KNOWN_EMU_BUG("SeaBIOS debugcon lines are sometimes lost at its emu speed (docs/emu.md)");
   REQUIRE_KVM();
   REQUIRE_SEABIOS();
   std::vector<uint8_t> boot = readFile(guestDir() + "/mbr16.bin");
@@ -90,7 +88,6 @@ TEST(Bios, SeaBiosBootsTheBootSectorFromAnIdeDisk) {
 }
 
 TEST(Bios, PlatformServersKilledDuringTheBootAreNotNoticed) {
-  SKIP_KNOWN_EMU_BUG("SeaBIOS debugcon lines are sometimes lost at its emu speed (docs/emu.md)");
   REQUIRE_KVM();
   REQUIRE_SEABIOS();
   std::vector<uint8_t> boot = readFile(guestDir() + "/mbr16.bin");
