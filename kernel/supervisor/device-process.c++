@@ -212,7 +212,7 @@ absl::StatusOr<std::unique_ptr<DeviceProcess>> DeviceProcess::start(kj::AsyncIoC
   std::string failure;
   for (unsigned attempt = 0;; ++attempt) {
     KJ_IF_MAYBE (exception, kj::runCatchingExceptions(
-                                [&]() { failure = process->attach(true).wait(io.waitScope); })) {
+                                [&]() { failure = process->attach().wait(io.waitScope); })) {
       failure = cleanDescription(*exception);
     }
     // A server killed (or crashed) while it started is started again, within its restart
@@ -301,7 +301,7 @@ absl::Status DeviceProcess::spawn() {
   return absl::OkStatus();
 }
 
-kj::Promise<std::string> DeviceProcess::attach(bool first) {
+kj::Promise<std::string> DeviceProcess::attach() {
   capnp::word scratch[8];
   memset(scratch, 0, sizeof(scratch));
   capnp::MallocMessageBuilder vatMessage(scratch);
@@ -341,7 +341,7 @@ kj::Promise<std::string> DeviceProcess::attach(bool first) {
   return io.provider->getTimer()
       .timeoutAfter(ATTACH_TIMEOUT, request.send())
       .then(
-          [this, first](capnp::Response<protocol::Device::AttachResults> response) -> std::string {
+          [this](capnp::Response<protocol::Device::AttachResults> response) -> std::string {
             std::vector<std::tuple<Space, uint64_t, uint64_t, bool>> asked;
             for (auto range : response.getRanges()) {
               asked.emplace_back(
@@ -353,7 +353,7 @@ kj::Promise<std::string> DeviceProcess::attach(bool first) {
               shape = kj::str(response.getPci()).cStr();
               for (auto bell : response.getDoorbells()) shape += kj::str(bell).cStr();
             }
-            if (!first) {
+            if (placed) {
               if (asked != ranges) return "a restarted server asked for other ranges";
               if (shape != pciShape) return "a restarted server is another PCI function";
               return "";
@@ -382,6 +382,8 @@ kj::Promise<std::string> DeviceProcess::attach(bool first) {
             if (spec.faults != nullptr) {
               remote->setFaultRules(spec.faults->getRoot<protocol::FaultPlan>().asReader());
             }
+            // A server that dies from here on while starting is started again as a restart.
+            placed = true;
             return "";
           },
           [](kj::Exception&& exception) { return cleanDescription(exception); })
@@ -511,7 +513,7 @@ kj::Promise<void> DeviceProcess::supervise() {
       remote->fence(absl::StrCat("a new server could not be started: ", spawned.message()));
       return kj::READY_NOW;
     }
-    return attach(false).then([this](std::string failure) -> kj::Promise<void> {
+    return attach().then([this](std::string failure) -> kj::Promise<void> {
       if (!failure.empty()) {
         // Treat it as a crash: kill it, and the next round counts it against the limit.
         if (restartLog.admit())

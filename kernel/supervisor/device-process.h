@@ -115,8 +115,9 @@ class DeviceProcess {
       : io(io), spec(std::move(spec)), bus(bus) {}
 
   absl::Status spawn();
-  // Attaches the current incarnation; resolves to "" or to why it failed.
-  kj::Promise<std::string> attach(bool first);
+  // Attaches the current incarnation; resolves to "" or to why it failed. The first attach that
+  // gets its answer places the device (its ranges, its PCI function); later ones must match it.
+  kj::Promise<std::string> attach();
   // The first incarnation's PCI function: put it on the bus, make its doorbells and interrupt.
   std::string addPciFunction(protocol::PciFunction::Reader pci,
                              capnp::List<protocol::Doorbell>::Reader doorbells);
@@ -144,6 +145,7 @@ class DeviceProcess {
   std::unique_ptr<RemoteDevice> remote;
   std::vector<std::tuple<Space, uint64_t, uint64_t, bool>> ranges;  // as first attached
   std::string pciShape;  // the first incarnation's PCI function and doorbells, to compare
+  bool placed = false;   // `ranges` and the PCI function are on the buses
   std::vector<kj::AutoCloseFd> doorbellFds;
   kj::AutoCloseFd interruptFd, resampleFd;  // null when the interrupt travels the channel
   uint32_t pciInterruptGsi = 0;

@@ -390,7 +390,12 @@ bool RemoteDevice::stalled(std::chrono::steady_clock::time_point now,
     std::lock_guard<std::mutex> lock(producerLock);
     pending = requests.pending();
   }
-  if (pending == 0 || tail != watchedTail) {
+  // Work waits while a request is in the ring, or while a vCPU awaits the answer to one the
+  // server took: a server stopped between taking a request and answering it leaves the ring
+  // empty, and without this the vCPU would wait out its round-trip limit and fence the device.
+  bool answerAwaited =
+      awaiting.load(std::memory_order_acquire) && !answered.load(std::memory_order_acquire);
+  if ((pending == 0 && !answerAwaited) || tail != watchedTail) {
     watchedTail = tail;
     lastProgress = now;
     return false;

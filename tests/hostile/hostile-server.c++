@@ -4,8 +4,11 @@
 //
 // Attacks on the host (the sandbox must refuse or kill): open, kvm, socket, ptrace, execve,
 // memory. Attacks on the core through the channel (the core must fence the device): garbage,
-// oversize, future, index, irq, exit. And abort-at-start: the server dies (SIGABRT) while it
-// attaches, every time, for the core's restart of a server that dies while starting.
+// oversize, future, index, irq, exit. A hang the core's watchdog must end: take-and-hang (the
+// server takes the request off the ring, never answers, and hangs). And for the core's restart
+// of a server that dies while starting: abort-at-start (the server dies (SIGABRT) while it
+// attaches, every time) and abort-at-wire (it is a PCI function, and its first incarnation dies
+// when the core wires it, after the core has placed it on the buses).
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
@@ -30,8 +33,8 @@ constexpr uint64_t WORKED = 0xaa;
 
 uint64_t outcome(int result) { return result >= 0 ? WORKED : static_cast<uint64_t>(errno); }
 
-// The reply ring, found the way a compromised server would: among its own descriptors.
-char* replyRing() {
+// A ring of the channel, found the way a compromised server would: among its own descriptors.
+char* channelRing(bool reply) {
   for (int fd = 3; fd < 64; ++fd) {
     struct stat info;
     if (fstat(fd, &info) != 0 ||
@@ -40,14 +43,14 @@ char* replyRing() {
     }
     void* base = mmap(nullptr, info.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base != MAP_FAILED)
-      return static_cast<char*>(base) + channelReplyOffset(DEFAULT_RING_SLOTS);
+      return static_cast<char*>(base) + (reply ? channelReplyOffset(DEFAULT_RING_SLOTS) : 0);
   }
   return nullptr;
 }
 
 // Writes a slot by hand: `words` as payload, `claimedWords` as its length, then publishes it.
 void forge(kj::ArrayPtr<const uint64_t> words, uint32_t claimedWords) {
-  char* base = replyRing();
+  char* base = channelRing(/*reply=*/true);
   KJ_REQUIRE(base != nullptr, "no reply ring among the server's descriptors");
   auto* header = reinterpret_cast<RingHeader*>(base);
   auto* slots = reinterpret_cast<RingSlot*>(base + sizeof(RingHeader));
@@ -77,6 +80,14 @@ class HostileDevice final : public sdk::Device {
     if (attack == "abort-at-start") abort();
   }
   std::vector<sdk::IoRange> ranges() override { return {{sdk::Space::PIO, 0x510, 4}}; }
+  std::optional<sdk::PciIdentity> pciIdentity() override {
+    if (attack != "abort-at-wire") return std::nullopt;
+    return sdk::PciIdentity{.vendorId = 0x1234, .deviceId = 0xbad0, .classCode = 0xff0000};
+  }
+  void stateRestored() override { restarted = true; }
+  void doorbellsReady(std::vector<int>) override {
+    if (attack == "abort-at-wire" && !restarted) abort();
+  }
 
   uint64_t read(sdk::Space, uint64_t, unsigned) override {
     if (attack == "open") return outcome(open("/etc/passwd", O_RDONLY));
@@ -88,6 +99,15 @@ class HostileDevice final : public sdk::Device {
       return outcome(execve("/bin/sh", argv, nullptr));
     }
     if (attack == "memory") return *reinterpret_cast<volatile uint64_t*>(0x10000);
+    if (attack == "abort-at-wire") return 0x5a;  // a running server answers honestly
+    if (attack == "take-and-hang") {
+      // Takes every request off the ring, answers none, and hangs: only a vCPU waits now. (Not
+      // SIGSTOP: the server is its PID namespace's init, which ignores signals it sends itself.)
+      auto* requests = reinterpret_cast<RingHeader*>(channelRing(/*reply=*/false));
+      KJ_REQUIRE(requests != nullptr, "no request ring among the server's descriptors");
+      requests->tail.store(requests->head.load());
+      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
     attackChannel();
     // Give the core time to see the forged message before the honest answer follows.
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -111,7 +131,7 @@ class HostileDevice final : public sdk::Device {
         done.setValue(1);
       });
     } else if (attack == "index") {
-      char* base = replyRing();
+      char* base = channelRing(/*reply=*/true);
       KJ_REQUIRE(base != nullptr, "no reply ring among the server's descriptors");
       auto* header = reinterpret_cast<RingHeader*>(base);
       header->head.store(header->tail.load() + 100000);
@@ -129,6 +149,7 @@ class HostileDevice final : public sdk::Device {
   }
 
   std::string attack;
+  bool restarted = false;
 };
 
 }  // namespace

@@ -78,7 +78,6 @@ TEST(CrashIsolation, TwoHundredKillsLoseNoByteAndRepeatNone) {
 }
 
 TEST(CrashIsolation, AFrozenServerIsRestartedByTheWatchdog) {
-  SKIP_KNOWN_EMU_BUG("the watchdog test sometimes fences the serial server (docs/emu.md)");
   REQUIRE_KVM();
   int stops = 0;
   Capture run = streamWhileDisturbing(

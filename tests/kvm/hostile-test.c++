@@ -80,6 +80,32 @@ TEST(Hostile, AServerThatDiesWhileStartingIsStartedAgainWithinItsBudgetThenRefus
   EXPECT_NE(run.err.find("device server hostile refused to start"), std::string::npos) << run.err;
 }
 
+TEST(Hostile, AServerThatDiesAfterItWasPlacedIsStartedAgainInItsPlace) {
+  // The first incarnation answers its attach (the core puts its ports and PCI function on the
+  // buses), then dies when the core hands it its interrupt and doorbells. The next one must be
+  // checked against that placement, not placed a second time (which the buses refuse).
+  REQUIRE_KVM();
+  RunResult run = attack("abort-at-wire,restarts=2/60s");
+  EXPECT_NE(run.err.find("died while starting"), std::string::npos) << run.err;
+  EXPECT_EQ(run.err.find("already registered"), std::string::npos) << run.err;
+  // The guest ran and read the second incarnation's answers.
+  EXPECT_EQ(run.status, 1) << run.err;
+  EXPECT_EQ(run.out, "value=0x5a\nvalue=0x5a\nvalue=0x5a\nvalue=0x5a\n") << run.err;
+}
+
+TEST(Hostile, AServerThatTakesARequestAndHangsIsKilledByTheWatchdog) {
+  // The ring is empty, yet a vCPU waits for an answer: that is a hang too. The watchdog kills
+  // the server; its successors refuse the ring it left (or hang the same way), so after two
+  // restarts the device is fenced for dying, not for the 5 s round-trip limit the vCPU would
+  // otherwise wait out.
+  REQUIRE_KVM();
+  RunResult run = attack("take-and-hang,restarts=2/60s,watchdog=100ms");
+  EXPECT_NE(run.err.find("left a request waiting for over 100 ms"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("fenced: its server died 3 times"), std::string::npos) << run.err;
+  EXPECT_EQ(run.err.find("within its time limit"), std::string::npos) << run.err;
+  EXPECT_NE(run.out.find(ALL_ONES), std::string::npos) << run.out;
+}
+
 TEST(Hostile, AServerThatRefusesItsOptionsIsNotStartedAgain) {
   RunResult run = runBulkhead({"run", "--kernel", guestDir() + "/probe.elf", "--device",
                                "hostile,restarts=2/60s"});  // no attack=: the server refuses
