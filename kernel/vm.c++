@@ -143,6 +143,27 @@ void Vm::setIrqLine(uint32_t line, bool level) {
   if (!status.ok() && irqFailures.admit()) logf("interrupt line %u: %s", line, status.message());
 }
 
+absl::StatusOr<uint32_t> Vm::reserveMsiGsis(unsigned count) {
+  std::lock_guard<std::mutex> lock(msiGsiLock);
+  if (count > MSI_GSI_END - nextMsiGsi) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "no GSIs left for %u more MSI-X vectors (%u in all)", count, MSI_GSI_END - MSI_GSI_BASE));
+  }
+  uint32_t first = nextMsiGsi;
+  nextMsiGsi += count;
+  return first;
+}
+
+void Vm::setMsiRoute(uint32_t gsi, uint64_t address, uint32_t data) {
+  absl::Status status = accel->setMsiRoute(gsi, address, data);
+  if (!status.ok() && irqFailures.admit()) logf("MSI route for GSI %u: %s", gsi, status.message());
+}
+
+void Vm::signalMsi(uint64_t address, uint32_t data) {
+  absl::Status status = accel->signalMsi(address, data);
+  if (!status.ok() && irqFailures.admit()) logf("MSI: %s", status.message());
+}
+
 void Vm::requestExit(int exitStatus, const std::string& why) {
   std::call_once(exitOnce, [&]() {
     status = exitStatus;

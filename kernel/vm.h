@@ -99,9 +99,12 @@ class Vm final : public DeviceSink, public DevicePlatform {
   // DevicePlatform.
   std::vector<DmaGrant> dmaGrants() override;
   absl::Status addIrqfd(uint32_t gsi, int fd, int resampleFd) override;
+  absl::StatusOr<uint32_t> reserveMsiGsis(unsigned count) override;
 
   // DeviceSink: may be called from any thread.
   void setIrqLine(uint32_t line, bool level) override;
+  void setMsiRoute(uint32_t gsi, uint64_t address, uint32_t data) override;
+  void signalMsi(uint64_t address, uint32_t data) override;
   void requestExit(int status, const std::string& why) override;
   void faultFired(const std::string& device, const std::string& rule, const std::string& action,
                   uint64_t event) override;
@@ -142,6 +145,8 @@ class Vm final : public DeviceSink, public DevicePlatform {
   bool debugStopPending = false;  // a vCPU stopped for the debugger; tell the event loop
   kj::AutoCloseFd debugEvent;
   RateLimitedLog irqFailures;
+  std::mutex msiGsiLock;
+  uint32_t nextMsiGsi = MSI_GSI_BASE;
   std::mutex faultLogLock;
   kj::AutoCloseFd faultLogFd;
   RateLimitedLog faultLines;

@@ -63,6 +63,15 @@ struct PciFunction {
   capabilities @6 :UInt8;  # offset of the first capability in 0x40..0xfc, or 0 for none
   interruptPin @7 :Bool;   # uses INTA# (raised as `pciInterruptLine`)
   bars @8 :List(Bar);
+  msix :group {
+    # MSI-X, when `vectors` > 0. The server serves the capability (in its config space) and the
+    # table and pending bits (in BAR `bar`); the core only needs to know where the table is,
+    # so that the guest's writes to it are synchronous (the route a write makes is in place
+    # before the guest goes on), and how many vectors to route.
+    vectors @9 :UInt16;      # at most 32
+    bar @10 :UInt8;
+    tableOffset @11 :UInt64; # the table's offset in the BAR (16 bytes per vector)
+  }
 }
 
 struct Bar {
@@ -109,13 +118,15 @@ interface Device {
   # Replaces the device's fault rules on a running VM (bulkhead-ctl faults load/clear).
 
   wire @2 (doorbells :List(FileDescriptor), interrupt :FileDescriptor,
-           resample :FileDescriptor) -> ();
+           resample :FileDescriptor, vectors :List(FileDescriptor)) -> ();
   # After attach, for a device that asked for doorbells or is a PCI function with an interrupt
   # pin: one eventfd per doorbell (signalled by the guest's write), and for INTx an irqfd the
   # server signals to raise the line and the resample eventfd KVM signals when the guest ends
   # the interrupt (the server raises again if it is still pending). `interrupt` is absent where
   # the host has no irqfd; the server then uses `irq` replies on `pciInterruptLine`. The core
   # keeps these across restarts: a doorbell rung while the server was down is still counted.
+  # `vectors`: for MSI-X, one irqfd per vector, which sends the message the core last routed
+  # for it (`msiRoute`); empty where the host has no irqfd, and the server sends `msi` replies.
 }
 
 struct Access {
@@ -160,6 +171,17 @@ struct Reply {
       # A fault rule fired on the device's `event`th event (for counters, logs and replay).
       rule @7 :UInt16;
       event @8 :UInt64;
+    }
+    msiRoute :group {
+      # The guest programmed MSI-X table entry `vector`: its message is now this (an address
+      # 0xfeeXXXXX, else the vector sends nothing).
+      vector @9 :UInt16;
+      address @10 :UInt64;
+      data @11 :UInt32;
+    }
+    msi :group {
+      # Send vector `vector`'s message (where the host has no irqfd for it).
+      vector @12 :UInt16;
     }
   }
 }

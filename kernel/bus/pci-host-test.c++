@@ -17,9 +17,12 @@ class RecordingDevice final : public IoHandler {
     reads.emplace_back(space, address, size);
     return 0x5a;
   }
-  void write(Space space, uint64_t address, unsigned size, uint64_t value, bool) override {
+  void write(Space space, uint64_t address, unsigned size, uint64_t value,
+             bool synchronous) override {
     writes.emplace_back(space, address, value);
+    synchronousWrites.push_back(synchronous);
   }
+  std::vector<bool> synchronousWrites;
   std::vector<std::tuple<Space, uint64_t, unsigned>> reads;
   std::vector<std::tuple<Space, uint64_t, uint64_t>> writes;
 };
@@ -157,6 +160,31 @@ TEST_F(PciHostTest, RefusesBadBarsAndDoorbells) {
   EXPECT_FALSE(pci.add(s).ok());
   s = spec();
   s.bars = {{0, 2ull << 30, false}};
+  EXPECT_FALSE(pci.add(s).ok());
+}
+
+TEST_F(PciHostTest, WritesToTheMsixTableAreSynchronousAndOnlyThose) {
+  PciFunctionSpec s = spec();
+  s.msix = {3, 0, 0x2000};  // 3 vectors: 0x2000-0x202f of BAR 0
+  ASSERT_TRUE(pci.add(s).ok());
+  uint64_t bar0 = pci.barAddress(1, 0);
+  for (uint64_t offset : {0x1ffcull, 0x2000ull, 0x202cull, 0x2030ull}) {
+    bus.write(Space::MMIO, bar0 + offset, 4, 1);
+  }
+  EXPECT_EQ(device.synchronousWrites, (std::vector<bool>{false, true, true, false}));
+}
+
+TEST_F(PciHostTest, RefusesAnMsixTableThatDoesNotFit) {
+  PciFunctionSpec s = spec();
+  s.msix = {3, 0, 0x3ff0};  // runs past BAR 0's 16 KiB
+  EXPECT_FALSE(pci.add(s).ok());
+  s.msix = {3, 2, 0};  // BAR 2 is an I/O BAR
+  EXPECT_FALSE(pci.add(s).ok());
+  s.msix = {3, 1, 0};  // there is no BAR 1
+  EXPECT_FALSE(pci.add(s).ok());
+  s.msix = {33, 0, 0};
+  EXPECT_FALSE(pci.add(s).ok());
+  s.msix = {3, 0, 0x2004};  // misaligned
   EXPECT_FALSE(pci.add(s).ok());
 }
 

@@ -93,6 +93,16 @@ absl::StatusOr<unsigned> PciHost::add(PciFunctionSpec spec) {
                           bell.bar, bell.offset));
     }
   }
+  const PciMsixSpec& msix = spec.msix;
+  if (msix.vectors > 0 &&
+      (msix.vectors > MAX_MSIX_VECTORS || msix.bar >= 6 || function.barSize[msix.bar] == 0 ||
+       function.barIo[msix.bar] || msix.tableOffset % 8 != 0 ||
+       msix.tableOffset + 16ull * msix.vectors > function.barSize[msix.bar])) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: an MSI-X table of %u vectors at BAR %u offset %#x does not fit a memory BAR (at "
+        "most %u vectors)",
+        spec.owner, msix.vectors, msix.bar, msix.tableOffset, MAX_MSIX_VECTORS));
+  }
   nextMmio = mmio;
   nextIo = io;
   function.command = COMMAND_IO | COMMAND_MEMORY;
@@ -246,7 +256,10 @@ void PciHost::write(Space space, uint64_t address, unsigned size, uint64_t value
     std::lock_guard<std::mutex> guard(lock);
     target = findBar(space == Space::PIO, address);
   }
-  if (target) target->handler->write(target->space, target->address, size, value, synchronous);
+  if (target) {
+    target->handler->write(target->space, target->address, size, value,
+                           synchronous || target->synchronous);
+  }
 }
 
 std::optional<PciHost::Target> PciHost::findBar(bool io, uint64_t address) {
@@ -257,7 +270,11 @@ std::optional<PciHost::Target> PciHost::findBar(bool io, uint64_t address) {
       if (function.barIo[bar] != io) continue;
       auto base = decoded(function, bar);
       if (base && address >= *base && address - *base < function.barSize[bar]) {
-        return Target{function.spec.handler, barSpace(bar), address - *base};
+        uint64_t offset = address - *base;
+        const PciMsixSpec& msix = function.spec.msix;
+        bool table = msix.vectors > 0 && msix.bar == bar && offset >= msix.tableOffset &&
+                     offset - msix.tableOffset < 16ull * msix.vectors;
+        return Target{function.spec.handler, barSpace(bar), offset, table};
       }
     }
   }

@@ -48,6 +48,15 @@ struct PciDoorbellSpec {
   int fd;  // eventfd the guest's write signals
 };
 
+// MSI-X: the function serves its table itself; the core makes the guest's writes to it
+// synchronous, so the route each makes is in place before the guest goes on.
+constexpr unsigned MAX_MSIX_VECTORS = 32;
+struct PciMsixSpec {
+  uint16_t vectors = 0;  // 0: no MSI-X
+  uint8_t bar = 0;
+  uint64_t tableOffset = 0;
+};
+
 struct PciFunctionSpec {
   std::string owner;
   IoHandler* handler;  // gets PCI_CONFIG and BARn accesses
@@ -59,6 +68,7 @@ struct PciFunctionSpec {
   bool interruptPin;
   std::vector<PciBarSpec> bars;
   std::vector<PciDoorbellSpec> doorbells;
+  PciMsixSpec msix;
 };
 
 class PciHost final : public IoHandler {
@@ -100,6 +110,7 @@ class PciHost final : public IoHandler {
     IoHandler* handler;
     Space space;
     uint64_t address;
+    bool synchronous = false;  // a write into the MSI-X table
   };
 
   uint32_t readConfigDword(const Function& function, unsigned offset);

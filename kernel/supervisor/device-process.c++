@@ -1,3 +1,7 @@
+// GCC 12 warns, wrongly, that kj's resolved Promise<std::string> (attach()'s continuation) may
+// hold an uninitialized string; which inlining decision exposes it changes with unrelated code.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #include "kernel/supervisor/device-process.h"
 
 #include <fcntl.h>
@@ -378,7 +382,7 @@ kj::Promise<std::string> DeviceProcess::attach() {
               }
               lines.insert(line);
             }
-            remote->allow(std::move(lines), spec.mayExit, pciGsi);
+            remote->allow(std::move(lines), spec.mayExit, pciGsi, msiGsis);
             if (spec.faults != nullptr) {
               remote->setFaultRules(spec.faults->getRoot<protocol::FaultPlan>().asReader());
             }
@@ -415,6 +419,8 @@ std::string DeviceProcess::addPciFunction(protocol::PciFunction::Reader pci,
   for (auto bar : pci.getBars()) {
     function.bars.push_back(PciBarSpec{bar.getIndex(), bar.getSize(), bar.getIo()});
   }
+  auto msix = pci.getMsix();
+  function.msix = PciMsixSpec{msix.getVectors(), msix.getBar(), msix.getTableOffset()};
   for (auto bell : doorbells) {
     auto fd = makeEventfd();
     if (!fd.ok()) return std::string(fd.status().message());
@@ -424,6 +430,10 @@ std::string DeviceProcess::addPciFunction(protocol::PciFunction::Reader pci,
   }
   auto slot = spec.platform->pci().add(std::move(function));
   if (!slot.ok()) return std::string(slot.status().message());
+  if (msix.getVectors() > 0) {
+    std::string failure = addMsiVectors(msix.getVectors());
+    if (!failure.empty()) return failure;
+  }
   pciInterruptGsi = PciHost::gsiForSlot(*slot);
   if (pci.getInterruptPin()) {
     auto trigger = makeEventfd();
@@ -437,6 +447,26 @@ std::string DeviceProcess::addPciFunction(protocol::PciFunction::Reader pci,
       logf("device %s: %s; its interrupt goes through the channel", spec.kind,
            std::string(routed.message()));
     }
+  }
+  return "";
+}
+
+std::string DeviceProcess::addMsiVectors(unsigned count) {
+  auto first = spec.platform->reserveMsiGsis(count);
+  if (!first.ok()) return std::string(first.status().message());
+  for (unsigned vector = 0; vector < count; ++vector) msiGsis.push_back(*first + vector);
+  // One irqfd per vector where the host has them; otherwise every vector travels the channel.
+  for (uint32_t gsi : msiGsis) {
+    auto fd = makeEventfd();
+    if (!fd.ok()) return "no eventfds for its MSI-X vectors";
+    absl::Status routed = spec.platform->addIrqfd(gsi, fd->get(), -1);
+    if (!routed.ok()) {
+      logf("device %s: %s; its MSI-X messages go through the channel", spec.kind,
+           std::string(routed.message()));
+      vectorFds.clear();
+      break;
+    }
+    vectorFds.push_back(std::move(*fd));
   }
   return "";
 }
@@ -455,6 +485,10 @@ kj::Promise<std::string> DeviceProcess::wire() {
   if (interruptFd.get() >= 0) {
     request.setInterrupt(kj::heap<FdCapability>(interruptFd.get()));
     request.setResample(kj::heap<FdCapability>(resampleFd.get()));
+  }
+  auto vectors = request.initVectors(vectorFds.size());
+  for (size_t i = 0; i < vectorFds.size(); ++i) {
+    vectors.set(i, kj::heap<FdCapability>(vectorFds[i].get()));
   }
   return io.provider->getTimer()
       .timeoutAfter(ATTACH_TIMEOUT, request.send())

@@ -62,6 +62,8 @@ class DevicePlatform {
   // Routes `fd` to GSI `gsi` (level-triggered with `resampleFd`); an error where the host
   // has no irqfd, and the device's interrupt then travels the channel.
   virtual absl::Status addIrqfd(uint32_t gsi, int fd, int resampleFd) = 0;
+  // `count` GSIs for MSI-X vectors, never given out again; the first of them.
+  virtual absl::StatusOr<uint32_t> reserveMsiGsis(unsigned count) = 0;
 };
 
 struct DeviceSpec {
@@ -121,6 +123,8 @@ class DeviceProcess {
   // The first incarnation's PCI function: put it on the bus, make its doorbells and interrupt.
   std::string addPciFunction(protocol::PciFunction::Reader pci,
                              capnp::List<protocol::Doorbell>::Reader doorbells);
+  // The PCI function's MSI-X vectors: a GSI each, and an irqfd each where the host has them.
+  std::string addMsiVectors(unsigned count);
   // Hands the server its doorbells and interrupt (after every attach).
   kj::Promise<std::string> wire();
   kj::Promise<void> whenServerExits();
@@ -148,6 +152,8 @@ class DeviceProcess {
   bool placed = false;   // `ranges` and the PCI function are on the buses
   std::vector<kj::AutoCloseFd> doorbellFds;
   kj::AutoCloseFd interruptFd, resampleFd;  // null when the interrupt travels the channel
+  std::vector<kj::AutoCloseFd> vectorFds;   // MSI-X irqfds; empty when they travel the channel
+  std::vector<uint32_t> msiGsis;            // each MSI-X vector's GSI
   uint32_t pciInterruptGsi = 0;
 
   std::mutex incarnationLock;  // pidfd and socketFd, used from vCPU threads by injectFault

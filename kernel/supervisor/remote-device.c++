@@ -45,8 +45,10 @@ RemoteDevice::RemoteDevice(std::string name, ChannelMapping mappingIn, kj::AutoC
   state->header.outputWanted.store(1, std::memory_order_release);
 }
 
-void RemoteDevice::allow(std::set<uint8_t> lines, bool exitAllowed,
-                         std::optional<uint32_t> pciGsi) {
+void RemoteDevice::allow(std::set<uint8_t> lines, bool exitAllowed, std::optional<uint32_t> pciGsi,
+                         std::vector<uint32_t> vectorGsis) {
+  msiGsis = std::move(vectorGsis);
+  msiMessages.assign(msiGsis.size(), {0, 0});
   irqLines = kj::mv(lines);
   mayExit = exitAllowed;
   pciInterruptGsi = pciGsi;
@@ -312,6 +314,33 @@ void RemoteDevice::handleReply(const PoppedMessage& message) {
       case protocol::Reply::OUTPUT:
         drainOutput();
         return;
+      case protocol::Reply::MSI_ROUTE: {
+        auto route = reply.getMsiRoute();
+        unsigned vector = route.getVector();
+        if (vector >= msiGsis.size()) {
+          fence(absl::StrFormat("routed MSI-X vector %u; it has %u", vector, msiGsis.size()));
+          return;
+        }
+        // What the guest wrote in the table; an address that names no local APIC sends nothing
+        // (a message elsewhere would be a DMA write, which no device here makes that way).
+        uint64_t address = route.getAddress();
+        if ((address >> 20) != 0xfee) address = 0;
+        if (msiMessages[vector] == std::make_pair(address, route.getData())) return;
+        msiMessages[vector] = {address, route.getData()};
+        sink.setMsiRoute(msiGsis[vector], address, route.getData());
+        return;
+      }
+      case protocol::Reply::MSI: {
+        unsigned vector = reply.getMsi().getVector();
+        if (vector >= msiGsis.size()) {
+          fence(absl::StrFormat("sent MSI-X vector %u; it has %u", vector, msiGsis.size()));
+          return;
+        }
+        stats.irqChanges.fetch_add(1, std::memory_order_relaxed);
+        auto [address, data] = msiMessages[vector];
+        if (address != 0) sink.signalMsi(address, data);
+        return;
+      }
       case protocol::Reply::FAULT_FIRED: {
         uint16_t rule = reply.getFaultFired().getRule();
         uint64_t event = reply.getFaultFired().getEvent();

@@ -36,6 +36,10 @@ class DeviceSink {
  public:
   virtual ~DeviceSink() noexcept(false) = default;
   virtual void setIrqLine(uint32_t line, bool level) = 0;
+  // MSI-X: GSI `gsi` (one of the device's vectors) now sends (`address`, `data`); 0: nothing.
+  virtual void setMsiRoute(uint32_t gsi, uint64_t address, uint32_t data) = 0;
+  // Sends one MSI message (a vector signalled through the channel).
+  virtual void signalMsi(uint64_t address, uint32_t data) = 0;
   virtual void requestExit(int status, const std::string& why) = 0;
   // A fault rule fired on the device's `event`th event (each firing is reported once).
   virtual void faultFired(const std::string& device, const std::string& rule,
@@ -60,7 +64,9 @@ class RemoteDevice final : public IoHandler {
 
   // Called once the server said what it wants, before the guest runs.
   // `pciGsi`: where the PCI function's INTx goes (the `pciInterruptLine` of its replies).
-  void allow(std::set<uint8_t> irqLines, bool mayExit, std::optional<uint32_t> pciGsi);
+  // `msiGsis`: the GSI of each MSI-X vector of the PCI function (empty: no MSI-X).
+  void allow(std::set<uint8_t> irqLines, bool mayExit, std::optional<uint32_t> pciGsi,
+             std::vector<uint32_t> msiGsis);
   // The device's fault rules: the server's are named here so its reports can be checked; the
   // supervisor's (kill, stop, sever) run here, on each access the guest makes, and
   // `supervisorAction` carries them out.
@@ -121,6 +127,9 @@ class RemoteDevice final : public IoHandler {
   std::set<uint8_t> irqLines;
   bool mayExit = false;
   std::optional<uint32_t> pciInterruptGsi;
+  std::vector<uint32_t> msiGsis;
+  // Each vector's message as the guest last programmed it (taken by the reply consumer only).
+  std::vector<std::pair<uint64_t, uint32_t>> msiMessages;
 
   std::mutex producerLock;  // vCPUs share the request ring
   RingProducer requests;

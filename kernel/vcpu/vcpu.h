@@ -54,6 +54,10 @@ class Vcpu {
   virtual std::string failure() const { return ""; }
 };
 
+// GSIs 0-23 are the PIC's and IOAPIC's pins; MSI-X vectors get GSIs from here up.
+constexpr uint32_t MSI_GSI_BASE = 24;
+constexpr uint32_t MSI_GSI_END = 1024;  // KVM's routing table holds GSIs below 1024 (x86)
+
 class Accelerator {
  public:
   virtual ~Accelerator() noexcept(false) = default;
@@ -76,6 +80,11 @@ class Accelerator {
   // lowered (and `resampleFd` signalled) when the guest ends the interrupt. May fail: the device
   // then drives its line through the channel.
   virtual absl::Status addIrqfd(uint32_t gsi, int fd, int resampleFd) = 0;
+  // MSI: makes GSI `gsi` (at or above MSI_GSI_BASE) send the message (`address`, `data`), so an
+  // irqfd on it does; `address` 0 stops it. Backends without irqfds may ignore routes.
+  virtual absl::Status setMsiRoute(uint32_t gsi, uint64_t address, uint32_t data) = 0;
+  // Sends one MSI message now. Any thread may call it.
+  virtual absl::Status signalMsi(uint64_t address, uint32_t data) = 0;
   // A backend that handles port I/O and MMIO without exits records them here (--trace exits).
   virtual void setTrace(ExitTrace* trace) {}
 };

@@ -147,6 +147,7 @@ class Runtime final : public DeviceHost {
     device = factory(config, *this);
     auto identity = device->pciIdentity();
     pciInterrupt = identity.has_value() && identity->interruptPin;
+    msixVectors = identity.has_value() ? identity->msixVectors : 0;
     for (uint8_t line : device->irqLines()) {
       KJ_REQUIRE(line < ISA_LINES, "device declares an interrupt line beyond 15", line);
       declaredLines |= 1u << line;
@@ -183,6 +184,26 @@ class Runtime final : public DeviceHost {
     driveLine(PCI_LINE, level);
   }
 
+  void routeMsi(unsigned vector, uint64_t address, uint32_t data) override {
+    KJ_REQUIRE(vector < msixVectors, "device routes an MSI-X vector it did not declare", vector);
+    pushReply([&](protocol::Reply::Builder reply) {
+      auto route = reply.initMsiRoute();
+      route.setVector(vector);
+      route.setAddress(address);
+      route.setData(data);
+    });
+  }
+
+  void signalMsi(unsigned vector) override {
+    KJ_REQUIRE(vector < msixVectors, "device signals an MSI-X vector it did not declare", vector);
+    // Like a line change, a message a request sends waits for the request's commit.
+    if (inRequest) {
+      pendingMsis.push_back(vector);
+    } else {
+      pushMsi(vector);
+    }
+  }
+
   DmaMemory& dma() override { return dmaMemory; }
 
   void stateChanged() override {
@@ -193,8 +214,9 @@ class Runtime final : public DeviceHost {
   }
 
   // The core wired the device's doorbells and interrupt (after every attach).
-  void wire(std::vector<kj::AutoCloseFd> bells, kj::AutoCloseFd interrupt,
-            kj::AutoCloseFd resample) {
+  void wire(std::vector<kj::AutoCloseFd> bells, kj::AutoCloseFd interrupt, kj::AutoCloseFd resample,
+            std::vector<kj::AutoCloseFd> vectors) {
+    vectorFds = kj::mv(vectors);
     irqfd = kj::mv(interrupt);
     resampleFd = kj::mv(resample);
     if (resampleFd.get() >= 0) {
@@ -568,11 +590,21 @@ class Runtime final : public DeviceHost {
   void publishEffects() {
     for (auto [line, level] : pendingIrqs) pushIrq(line, level);
     pendingIrqs.clear();
+    for (unsigned vector : pendingMsis) pushMsi(vector);
+    pendingMsis.clear();
     if (exitRequested) {
       uint8_t status = *exitRequested;
       exitRequested.reset();
       pushReply([&](protocol::Reply::Builder reply) { reply.initExitVm().setStatus(status); });
     }
+  }
+
+  void pushMsi(unsigned vector) {
+    if (vector < vectorFds.size()) {
+      signalEventfd(vectorFds[vector].get());
+      return;
+    }
+    pushReply([&](protocol::Reply::Builder reply) { reply.initMsi().setVector(vector); });
   }
 
   void pushIrq(uint8_t line, bool level) {
@@ -663,6 +695,9 @@ class Runtime final : public DeviceHost {
   uint64_t currentSeq = 0;
   bool inRequest = false;
   std::vector<std::pair<uint8_t, bool>> pendingIrqs;  // made by the request in progress
+  std::vector<unsigned> pendingMsis;                  // sent by the request in progress
+  uint16_t msixVectors = 0;
+  std::vector<kj::AutoCloseFd> vectorFds;  // irqfds, one per MSI-X vector, where the host has them
   std::optional<uint8_t> exitRequested;
   kj::Own<kj::UnixEventPort::FdObserver> observer;
   PoppedMessage slot;
@@ -679,6 +714,10 @@ void describePci(const PciIdentity& identity, protocol::PciFunction::Builder pci
   pci.setSubsystemId(identity.subsystemId);
   pci.setCapabilities(identity.capabilities);
   pci.setInterruptPin(identity.interruptPin);
+  auto msix = pci.initMsix();
+  msix.setVectors(identity.msixVectors);
+  msix.setBar(identity.msixBar);
+  msix.setTableOffset(identity.msixTableOffset);
   auto bars = pci.initBars(identity.bars.size());
   for (size_t i = 0; i < identity.bars.size(); ++i) {
     bars[i].setIndex(identity.bars[i].index);
@@ -777,6 +816,7 @@ class DeviceImpl final : public protocol::Device::Server {
     bool resample = params.hasResample();
     if (interrupt) fds.add(params.getInterrupt().getFd());
     if (resample) fds.add(params.getResample().getFd());
+    for (auto vector : params.getVectors()) fds.add(vector.getFd());
     size_t bells = params.getDoorbells().size();
     return kj::joinPromises(fds.releaseAsArray())
         .then([this, bells, interrupt, resample](kj::Array<kj::Maybe<int>> received) {
@@ -785,8 +825,10 @@ class DeviceImpl final : public protocol::Device::Server {
           size_t next = bells;
           if (interrupt) interruptFd = kj::mv(owned[next++]);
           if (resample) resampleFd = kj::mv(owned[next++]);
+          std::vector<kj::AutoCloseFd> vectors;
+          for (; next < owned.size(); ++next) vectors.push_back(kj::mv(owned[next]));
           owned.resize(bells);
-          runtime.wire(kj::mv(owned), kj::mv(interruptFd), kj::mv(resampleFd));
+          runtime.wire(kj::mv(owned), kj::mv(interruptFd), kj::mv(resampleFd), kj::mv(vectors));
         });
   }
 

@@ -51,6 +51,11 @@ struct PciIdentity {
   uint8_t capabilities = 0;  // first capability's offset in config space, or 0
   bool interruptPin = false;
   std::vector<PciBar> bars;
+  // MSI-X: the device serves the capability and the table (16 bytes per vector, at
+  // `msixTableOffset` in BAR `msixBar`); the core routes what the guest writes there.
+  uint16_t msixVectors = 0;  // at most 32; 0 for none
+  uint8_t msixBar = 0;
+  uint64_t msixTableOffset = 0;
 };
 
 // A register the guest writes to ring a bell; it arrives as an eventfd (doorbellsReady) where
@@ -82,6 +87,12 @@ class DeviceHost {
   virtual void after(std::chrono::microseconds delay, kj::Function<void()> callback) = 0;
   // Drives the PCI function's INTx line (devices whose PciIdentity has interruptPin).
   virtual void setPciInterrupt(bool level) = 0;
+  // MSI-X (devices whose PciIdentity has msixVectors): the guest wrote table entry `vector`,
+  // whose message is now (`address`, `data`); call it from the table write itself (those
+  // writes are synchronous), so the route is in place before the guest goes on. Then
+  // signalMsi() sends the vector's message; the device keeps masked vectors pending itself.
+  virtual void routeMsi(unsigned vector, uint64_t address, uint32_t data) = 0;
+  virtual void signalMsi(unsigned vector) = 0;
   // The guest RAM the core granted this device (empty for devices without DMA).
   virtual DmaMemory& dma() = 0;
   // Tells the SDK the device changed its declared state outside a request (a doorbell or a

@@ -22,6 +22,8 @@ constexpr uint32_t SLOTS = 8;
 class NullSink final : public DeviceSink {
  public:
   void setIrqLine(uint32_t, bool) override {}
+  void setMsiRoute(uint32_t, uint64_t, uint32_t) override {}
+  void signalMsi(uint64_t, uint32_t) override {}
   void requestExit(int, const std::string&) override {}
   void faultFired(const std::string&, const std::string&, const std::string&, uint64_t) override {}
 };
@@ -82,7 +84,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     RemoteDevice device("fuzz", std::move(mapping), kj::AutoCloseFd(eventfd(0, EFD_CLOEXEC)),
                         kj::AutoCloseFd(eventfd(0, EFD_CLOEXEC)), state,
                         kj::AutoCloseFd(fcntl(devNull, F_DUPFD_CLOEXEC, 3)), sink);
-    device.allow({4}, /*mayExit=*/false, /*pciGsi=*/std::nullopt);
+    device.allow({4}, /*mayExit=*/false, /*pciGsi=*/std::nullopt, /*msiGsis=*/{24, 25});
     device.serviceReplies();
     device.drainOutput();
   }

@@ -482,6 +482,27 @@ bool EmuMachine::ringDoorbell(bool pio, uint64_t address, unsigned size, uint64_
   return false;
 }
 
+absl::Status EmuMachine::signalMsi(uint64_t address, uint32_t data) {
+  // The message's address names the destination (SDM 11.11.1), its data the vector and how to
+  // deliver it (11.11.2).
+  if ((address >> 20) != 0xfee) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("an MSI to %#x, which is not the local APICs' 0xfeeXXXXX", address));
+  }
+  uint8_t destination = (address >> 12) & 0xff;
+  bool logical = address & (1u << 2);
+  unsigned mode = (data >> 8) & 7;
+  uint8_t vector = static_cast<uint8_t>(data);
+  if (mode != 0 && mode != 1) {
+    return absl::UnimplementedError(
+        absl::StrFormat("an MSI with delivery mode %u (the software CPU takes fixed and "
+                        "lowest-priority ones)",
+                        mode));
+  }
+  deliver(vector, /*level=*/false, destination, logical);
+  return absl::OkStatus();
+}
+
 absl::Status EmuMachine::addIrqfd(uint32_t, int, int) {
   return absl::UnimplementedError("the software CPU takes interrupts through the channel");
 }

@@ -47,6 +47,9 @@ class EmuMachine final : public Accelerator {
   absl::Status setIoeventfd(bool pio, uint64_t address, unsigned size, uint64_t value, int fd,
                             bool assign) override;
   absl::Status addIrqfd(uint32_t gsi, int fd, int resampleFd) override;
+  // No irqfds here: MSI messages come through the channel (signalMsi), so routes are not kept.
+  absl::Status setMsiRoute(uint32_t, uint64_t, uint32_t) override { return absl::OkStatus(); }
+  absl::Status signalMsi(uint64_t address, uint32_t data) override;
   void setTrace(ExitTrace* trace) override { exitTrace = trace; }
 
   // For the vCPUs.

@@ -2,8 +2,14 @@
 // interrupt controllers.
 #pragma once
 
+#include <linux/kvm.h>
+
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
 
 #include <absl/status/statusor.h>
 #include <kj/io.h>
@@ -31,6 +37,14 @@ class KvmVm final : public Accelerator {
   absl::Status setIoeventfd(bool pio, uint64_t address, unsigned size, uint64_t value, int fd,
                             bool assign) override;
   absl::Status addIrqfd(uint32_t gsi, int fd, int resampleFd) override;
+  // KVM's GSI routing table holds the MSI routes with the default PIC/IOAPIC ones.
+  absl::Status setMsiRoute(uint32_t gsi, uint64_t address, uint32_t data) override;
+  absl::Status signalMsi(uint64_t address, uint32_t data) override;
+
+  using MsiRoutes = std::map<uint32_t, std::pair<uint64_t, uint32_t>>;  // GSI -> message
+  // The whole routing table KVM_SET_GSI_ROUTING takes (it replaces the default one): GSIs
+  // 0-15 to the PIC and the IOAPIC, 16-23 to the IOAPIC, then `msi`.
+  static std::vector<kvm_irq_routing_entry> routingTable(const MsiRoutes& msi);
 
  private:
   absl::Status addSlot(const RamRegion& region, uint32_t flags, const char* what);
@@ -42,6 +56,8 @@ class KvmVm final : public Accelerator {
   kj::AutoCloseFd vmFd;
   size_t runBytes;
   uint32_t nextSlot = 0;
+  std::mutex routesLock;
+  MsiRoutes msiRoutes;
 };
 
 }  // namespace bulkhead

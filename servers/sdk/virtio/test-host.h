@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,10 @@ class TestHost final : public DeviceHost {
     interrupt = level;
     if (level) ++raised;
   }
+  void routeMsi(unsigned vector, uint64_t address, uint32_t data) override {
+    routes[vector] = {address, data};
+  }
+  void signalMsi(unsigned vector) override { messages.push_back(vector); }
   DmaMemory& dma() override { return memory; }
   void stateChanged() override {
     ++checkpoints;
@@ -75,6 +80,8 @@ class TestHost final : public DeviceHost {
   DmaMemory memory;
   bool interrupt = false;
   unsigned raised = 0;
+  std::map<unsigned, std::pair<uint64_t, uint32_t>> routes;  // MSI-X vector -> message
+  std::vector<unsigned> messages;                            // MSI-X vectors signalled
   unsigned checkpoints = 0;
 };
 

@@ -11,10 +11,13 @@ namespace {
 
 constexpr uint16_t VENDOR_ID = 0x1af4;
 constexpr uint16_t MODERN_DEVICE_BASE = 0x1040;
-constexpr uint16_t NO_VECTOR = 0xffff;
 constexpr uint8_t ISR_QUEUE = 1, ISR_CONFIG = 2;
 constexpr uint8_t CAPABILITIES_AT = 0x40;
 constexpr uint8_t CAP_VENDOR = 0x09;
+constexpr uint8_t CAP_MSIX = 0x11;
+constexpr uint8_t MSIX_CAP_BYTES = 12;
+constexpr uint16_t MSIX_ENABLE = 0x8000, MSIX_FUNCTION_MASK = 0x4000;
+constexpr uint32_t MSIX_ENTRY_MASKED = 1;
 
 enum CapType : uint8_t { COMMON = 1, NOTIFY = 2, ISR = 3, DEVICE = 4 };
 
@@ -79,9 +82,8 @@ VirtioPciDevice::VirtioPciDevice(DeviceHost& host, std::unique_ptr<VirtioModel> 
   for (size_t i = 0; i < 4; ++i) {
     if (caps[i].type == DEVICE && configBytes == 0) break;
     uint8_t length = caps[i].type == NOTIFY ? 20 : 16;
-    bool last = i == 3 || (i == 2 && configBytes == 0);
     capabilities[at] = CAP_VENDOR;
-    capabilities[at + 1] = last ? 0 : CAPABILITIES_AT + at + length;
+    capabilities[at + 1] = CAPABILITIES_AT + at + length;  // the next one
     capabilities[at + 2] = length;
     capabilities[at + 3] = caps[i].type;
     capabilities[at + 4] = 0;  // BAR 0
@@ -90,6 +92,15 @@ VirtioPciDevice::VirtioPciDevice(DeviceHost& host, std::unique_ptr<VirtioModel> 
     if (caps[i].type == NOTIFY) putLe(capabilities, at + 16, 0, 4);  // notify_off_multiplier
     at += length;
   }
+  // Last, MSI-X (PCI Local Bus 3.0, 6.8.2): table size N-1, table and pending bits in BAR 0.
+  msixCapability = CAPABILITIES_AT + at;
+  capabilities[at] = CAP_MSIX;
+  capabilities[at + 1] = 0;
+  putLe(capabilities, at + 2, msixVectors() - 1, 2);
+  putLe(capabilities, at + 4, MSIX_TABLE_OFFSET | 0, 4);
+  putLe(capabilities, at + 8, MSIX_PBA_OFFSET | 0, 4);
+  state.msixControl = 0;
+  for (MsixEntry& entry : state.msixTable) entry = MsixEntry{0, 0, 0, MSIX_ENTRY_MASKED};
   reset();
 }
 
@@ -104,6 +115,9 @@ std::optional<PciIdentity> VirtioPciDevice::pciIdentity() {
   identity.capabilities = CAPABILITIES_AT;
   identity.interruptPin = true;
   identity.bars = {PciBar{0, BAR_BYTES, false}};
+  identity.msixVectors = msixVectors();
+  identity.msixBar = 0;
+  identity.msixTableOffset = MSIX_TABLE_OFFSET;
   return identity;
 }
 
@@ -141,6 +155,14 @@ void VirtioPciDevice::stateRestored() {
   memcpy(own.begin(), state.model, own.size());
   const DmaMemory& memory = host.dma();
   state.queueSelect = 0;
+  // MSI-X choices the predecessor (crashed, or hostile) could not have made.
+  state.msixControl &= MSIX_ENABLE | MSIX_FUNCTION_MASK;
+  state.msixPending &= (1u << msixVectors()) - 1;
+  if (state.configVector >= msixVectors()) state.configVector = NO_VECTOR;
+  for (uint16_t& vector : state.queueVectors) {
+    if (vector >= msixVectors()) vector = NO_VECTOR;
+  }
+  for (MsixEntry& entry : state.msixTable) entry.control &= MSIX_ENTRY_MASKED;
   for (unsigned i = 0; i < MAX_QUEUES; ++i) {
     QueueState& queue = state.queues[i];
     if (i >= model->queueCount()) {
@@ -176,9 +198,12 @@ void VirtioPciDevice::reset() {
   state.status = 0;
   state.isr = 0;
   state.queueSelect = 0;
+  // A device reset leaves the MSI-X capability and table (PCI's) but not the vector choices.
+  state.configVector = NO_VECTOR;
   for (unsigned i = 0; i < MAX_QUEUES; ++i) {
     state.queues[i] = QueueState{};
     state.queues[i].size = i < model->queueCount() ? model->maxQueueSize() : 0;
+    state.queueVectors[i] = NO_VECTOR;
   }
   updateInterrupt();
   model->reset();
@@ -191,10 +216,13 @@ QueueState* VirtioPciDevice::selected() {
 uint64_t VirtioPciDevice::read(Space space, uint64_t address, unsigned size) {
   if (space == Space::PCI_CONFIG) {
     if (address < CAPABILITIES_AT) return 0;
-    return getLe(capabilities, address - CAPABILITIES_AT, size);
+    std::vector<uint8_t> bytes = capabilities;
+    putLe(bytes, msixCapability + 2 - CAPABILITIES_AT, (msixVectors() - 1) | state.msixControl, 2);
+    return getLe(bytes, address - CAPABILITIES_AT, size);
   }
   if (space != barSpace(0)) return ~0ull;
   if (address < COMMON_OFFSET + COMMON_BYTES) return readCommon(address - COMMON_OFFSET, size);
+  if (address >= MSIX_TABLE_OFFSET) return readMsix(address, size);
   if (address == ISR_OFFSET) {
     // Reading the ISR status acknowledges the interrupt (virtio spec 4.1.4.5).
     uint8_t isr = state.isr;
@@ -209,9 +237,15 @@ uint64_t VirtioPciDevice::read(Space space, uint64_t address, unsigned size) {
 }
 
 void VirtioPciDevice::write(Space space, uint64_t address, unsigned size, uint64_t value) {
-  if (space != barSpace(0)) return;  // the capabilities are read-only
+  if (space == Space::PCI_CONFIG) {
+    writeConfigSpace(address, size, value);
+    return;
+  }
+  if (space != barSpace(0)) return;
   if (address < COMMON_OFFSET + COMMON_BYTES) {
     writeCommon(address - COMMON_OFFSET, size, value);
+  } else if (address >= MSIX_TABLE_OFFSET) {
+    writeMsix(address, size, value);
   } else if (address == NOTIFY_OFFSET && size == 2) {
     // A host without ioeventfd: the notification arrives as a write.
     if (value < model->queueCount()) notify(value);
@@ -239,8 +273,9 @@ uint64_t VirtioPciDevice::readCommon(uint64_t offset, unsigned size) {
                  ? state.driverFeatures >> (32 * state.driverFeatureSelect) & 0xffffffff
                  : 0;
     case CONFIG_MSIX_VECTOR:
+      return state.configVector;
     case QUEUE_MSIX_VECTOR:
-      return NO_VECTOR;
+      return queue != nullptr ? state.queueVectors[state.queueSelect] : NO_VECTOR;
     case NUM_QUEUES:
       return model->queueCount();
     case DEVICE_STATUS:
@@ -304,6 +339,17 @@ void VirtioPciDevice::writeCommon(uint64_t offset, unsigned size, uint64_t value
     case QUEUE_SELECT:
       state.queueSelect = value;
       break;
+    case CONFIG_MSIX_VECTOR:
+    case QUEUE_MSIX_VECTOR: {
+      // A vector the device does not have reads back as NO_VECTOR (virtio spec 4.1.5.1.2).
+      uint16_t vector = value < msixVectors() ? value : NO_VECTOR;
+      if (offset == CONFIG_MSIX_VECTOR) {
+        state.configVector = vector;
+      } else if (queue != nullptr) {
+        state.queueVectors[state.queueSelect] = vector;
+      }
+      break;
+    }
     case QUEUE_SIZE:
       if (queueWritable && value <= model->maxQueueSize()) queue->size = value;
       break;
@@ -335,7 +381,7 @@ void VirtioPciDevice::writeCommon(uint64_t offset, unsigned size, uint64_t value
         queue->deviceArea = merge(queue->deviceArea, offset - QUEUE_DEVICE, size, value);
       break;
     default:
-      break;  // read-only registers, MSI-X vectors (no MSI-X)
+      break;  // read-only registers
   }
 }
 
@@ -377,11 +423,10 @@ VirtioPciDevice::Step VirtioPciDevice::serveNext(unsigned index, Virtqueue& virt
   return Step::SERVED;
 }
 
-void VirtioPciDevice::finishBatch(Virtqueue& virtqueue, bool completed) {
+void VirtioPciDevice::finishBatch(unsigned index, Virtqueue& virtqueue, bool completed) {
   host.stateChanged();
   if (completed && virtqueue.wantsInterrupt()) {
-    state.isr |= ISR_QUEUE;
-    updateInterrupt();
+    interruptDriver(ISR_QUEUE, state.queueVectors[index]);
   }
 }
 
@@ -396,7 +441,7 @@ void VirtioPciDevice::notify(unsigned index) {
   auto serve = [&](const Chain& c) { return model->serve(index, c, memory); };
   bool completed = false;
   while (serveNext(index, virtqueue, serve) == Step::SERVED) completed = true;
-  finishBatch(virtqueue, completed);
+  finishBatch(index, virtqueue, completed);
 }
 
 bool VirtioPciDevice::offer(unsigned index, const std::function<int64_t(const Chain&)>& fill) {
@@ -404,20 +449,30 @@ bool VirtioPciDevice::offer(unsigned index, const std::function<int64_t(const Ch
   Virtqueue virtqueue(host.dma(), state.queues[index]);
   Step step = serveNext(index, virtqueue, fill);
   if (step == Step::EMPTY) return false;
-  finishBatch(virtqueue, step == Step::SERVED);
+  finishBatch(index, virtqueue, step == Step::SERVED);
   return step == Step::SERVED;
 }
 
 void VirtioPciDevice::configChanged() {
   ++state.configGeneration;
-  state.isr |= ISR_CONFIG;
-  updateInterrupt();
+  interruptDriver(ISR_CONFIG, state.configVector);
   host.stateChanged();
 }
 
+void VirtioPciDevice::interruptDriver(uint8_t cause, uint16_t vector) {
+  // The configuration bit is set with MSI-X too; the queue bit only without (virtio 4.1.4.5.1).
+  if (!msixEnabled() || cause == ISR_CONFIG) state.isr |= cause;
+  if (!msixEnabled()) {
+    updateInterrupt();
+  } else if (vector < msixVectors()) {
+    sendVector(vector);
+  }
+}
+
 void VirtioPciDevice::updateInterrupt() {
-  // INTx is asserted exactly while the ISR has a cause (virtio spec 4.1.4.5).
-  bool level = state.isr != 0;
+  // INTx is asserted exactly while the ISR has a cause (virtio spec 4.1.4.5), and never while
+  // MSI-X is enabled (PCI 3.0, 6.8.2).
+  bool level = state.isr != 0 && !msixEnabled();
   if (level == static_cast<bool>(state.interruptLevel)) return;
   state.interruptLevel = level;
   host.setPciInterrupt(level);
@@ -430,6 +485,75 @@ void VirtioPciDevice::breakDevice(const std::string& why) {
   }
   state.status |= STATUS_NEEDS_RESET;
   configChanged();  // the driver is told to look at the status
+}
+
+bool VirtioPciDevice::msixMasked(unsigned vector) const {
+  return (state.msixControl & MSIX_FUNCTION_MASK) ||
+         (state.msixTable[vector].control & MSIX_ENTRY_MASKED);
+}
+
+void VirtioPciDevice::sendVector(unsigned vector) {
+  if (msixMasked(vector)) {
+    state.msixPending |= 1u << vector;  // sent when unmasked
+    return;
+  }
+  host.signalMsi(vector);
+}
+
+void VirtioPciDevice::sendPendingVectors() {
+  if (!msixEnabled()) return;
+  for (unsigned vector = 0; vector < msixVectors(); ++vector) {
+    if ((state.msixPending & (1u << vector)) && !msixMasked(vector)) {
+      state.msixPending &= ~(1u << vector);
+      host.signalMsi(vector);
+    }
+  }
+}
+
+uint64_t VirtioPciDevice::readMsix(uint64_t address, unsigned size) {
+  if (address >= MSIX_PBA_OFFSET) return address == MSIX_PBA_OFFSET ? state.msixPending : 0;
+  uint64_t offset = address - MSIX_TABLE_OFFSET;
+  unsigned vector = offset / sizeof(MsixEntry);
+  if (vector >= msixVectors() || size > 8) return 0;
+  std::vector<uint8_t> entry(sizeof(MsixEntry));
+  memcpy(entry.data(), &state.msixTable[vector], sizeof(MsixEntry));
+  return getLe(entry, offset % sizeof(MsixEntry), size);
+}
+
+void VirtioPciDevice::writeMsix(uint64_t address, unsigned size, uint64_t value) {
+  uint64_t offset = address - MSIX_TABLE_OFFSET;
+  unsigned vector = offset / sizeof(MsixEntry);
+  unsigned within = offset % sizeof(MsixEntry);
+  // The table takes aligned 4- and 8-byte writes (PCI 3.0, 6.8.2.9); the pending bits are
+  // read-only.
+  if (address >= MSIX_PBA_OFFSET || vector >= msixVectors() || (size != 4 && size != 8) ||
+      within % size != 0) {
+    return;
+  }
+  MsixEntry& entry = state.msixTable[vector];
+  uint32_t* words = &entry.addressLow;
+  for (unsigned i = 0; i < size / 4; ++i) {
+    unsigned word = within / 4 + i;
+    uint32_t part = value >> (32 * i);
+    words[word] = word == 3 ? part & MSIX_ENTRY_MASKED : part;
+  }
+  if (within < 12) {
+    host.routeMsi(vector, static_cast<uint64_t>(entry.addressHigh) << 32 | entry.addressLow,
+                  entry.data);
+  }
+  sendPendingVectors();
+}
+
+void VirtioPciDevice::writeConfigSpace(uint64_t offset, unsigned size, uint64_t value) {
+  // Only the MSI-X Message Control's enable and function-mask bits are writable.
+  for (unsigned i = 0; i < size; ++i) {
+    if (offset + i != msixCapability + 3u) continue;
+    uint8_t high = value >> (8 * i);
+    bool wasEnabled = msixEnabled();
+    state.msixControl = (high << 8) & (MSIX_ENABLE | MSIX_FUNCTION_MASK);
+    if (wasEnabled != msixEnabled()) updateInterrupt();
+    sendPendingVectors();
+  }
 }
 
 }  // namespace bulkhead::sdk::virtio

@@ -1,11 +1,16 @@
 // The virtio 1.x PCI transport (modern interface, virtio spec section 4.1), so that a device
 // author writes only the device part: a VirtioModel.
 //
-// Layout: one 16 KiB memory BAR (BAR 0) holding the common configuration at 0x0000, the ISR
-// status at 0x1000, the device configuration at 0x2000 and the notification register at
-// 0x3000 (notify_off_multiplier 0: every queue is notified at the same address by writing its
-// index). Each queue's notification is a doorbell, so under KVM it reaches the server as an
-// eventfd without a trip through the core. INTx only (no MSI-X yet).
+// Layout: one 32 KiB memory BAR (BAR 0) holding the common configuration at 0x0000, the ISR
+// status at 0x1000, the device configuration at 0x2000, the notification register at 0x3000
+// (notify_off_multiplier 0: every queue is notified at the same address by writing its index),
+// the MSI-X table at 0x4000 and its pending bits at 0x5000. Each queue's notification is a
+// doorbell, so under KVM it reaches the server as an eventfd without a trip through the core.
+//
+// Interrupts: INTx from the ISR while MSI-X is off; with MSI-X on, one vector per queue plus
+// one for configuration changes (queueCount() + 1), each sent to the vector the driver chose
+// for it (NO_VECTOR: none). The transport keeps the MSI-X table, masks and pending bits; each
+// table write hands the entry's message to the core (DeviceHost::routeMsi), which routes it.
 //
 // Recovery: the transport's state (features, status, queue addresses and positions) is the
 // device's declared state. Each chain is served, then committed as served (with its used
@@ -44,7 +49,10 @@ constexpr uint64_t COMMON_BYTES = 0x38;
 constexpr uint64_t ISR_OFFSET = 0x1000;
 constexpr uint64_t DEVICE_OFFSET = 0x2000;
 constexpr uint64_t NOTIFY_OFFSET = 0x3000;
-constexpr uint64_t BAR_BYTES = 0x4000;
+constexpr uint64_t MSIX_TABLE_OFFSET = 0x4000;
+constexpr uint64_t MSIX_PBA_OFFSET = 0x5000;
+constexpr uint64_t BAR_BYTES = 0x8000;
+constexpr uint16_t NO_VECTOR = 0xffff;
 
 // What a model may do to its queues outside serve(): devices whose data arrives from a backend
 // (a network's receive queue) fill chains when the data comes, not when the driver notifies.
@@ -113,6 +121,9 @@ class VirtioPciDevice final : public Device, public VirtioQueues {
   uint8_t status() const { return state.status; }
 
  private:
+  struct MsixEntry {
+    uint32_t addressLow, addressHigh, data, control;  // control bit 0: masked
+  };
   struct State {
     uint32_t deviceFeatureSelect;
     uint32_t driverFeatureSelect;
@@ -125,6 +136,12 @@ class VirtioPciDevice final : public Device, public VirtioQueues {
     uint16_t pad[3];
     QueueState queues[MAX_QUEUES];
     uint8_t model[MODEL_STATE_BYTES];
+    // MSI-X.
+    uint16_t msixControl;  // the capability's Message Control (enable, function mask)
+    uint16_t configVector;
+    uint16_t queueVectors[MAX_QUEUES];
+    uint32_t msixPending;  // one bit per vector, set while masked
+    MsixEntry msixTable[MAX_QUEUES + 1];
   };
 
   uint64_t offeredFeatures() const { return model->features() | F_VERSION_1; }
@@ -133,8 +150,19 @@ class VirtioPciDevice final : public Device, public VirtioQueues {
   uint64_t readConfigSpace(uint64_t offset, unsigned size);
   void reset();
   void breakDevice(const std::string& why);
-  // Drives INTx from the ISR: raised while it holds a cause, lowered once it is read.
+  // Drives INTx from the ISR: raised while it holds a cause (and MSI-X is off), lowered once
+  // it is read.
   void updateInterrupt();
+  // Tells the driver: `cause` (ISR_QUEUE or ISR_CONFIG) through INTx, or `vector` with MSI-X.
+  void interruptDriver(uint8_t cause, uint16_t vector);
+  unsigned msixVectors() const { return model->queueCount() + 1; }
+  bool msixEnabled() const { return state.msixControl & 0x8000; }
+  bool msixMasked(unsigned vector) const;
+  void sendVector(unsigned vector);
+  void sendPendingVectors();
+  uint64_t readMsix(uint64_t address, unsigned size);
+  void writeMsix(uint64_t address, unsigned size, uint64_t value);
+  void writeConfigSpace(uint64_t offset, unsigned size, uint64_t value);
   bool live(unsigned queue) const;
   // Takes the next available chain of queue `index` and serves it with `fill`: EMPTY when there
   // is none, STOPPED when the queue broke or the backend was BUSY.
@@ -142,13 +170,14 @@ class VirtioPciDevice final : public Device, public VirtioQueues {
   Step serveNext(unsigned index, Virtqueue& virtqueue,
                  const std::function<int64_t(const Chain&)>& fill);
   // After serving: checkpoint, and interrupt the driver if it wants to hear of completions.
-  void finishBatch(Virtqueue& virtqueue, bool completed);
+  void finishBatch(unsigned index, Virtqueue& virtqueue, bool completed);
   QueueState* selected();
 
   DeviceHost& host;
   std::unique_ptr<VirtioModel> model;
   State state{};
   std::vector<uint8_t> capabilities;  // config space 0x40..0xff
+  uint8_t msixCapability = 0;         // the MSI-X capability's offset in config space
   Chain chain;
 };
 

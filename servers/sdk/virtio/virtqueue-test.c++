@@ -195,16 +195,123 @@ TEST_F(TransportTest, DescribesItselfAsAModernVirtioFunction) {
   EXPECT_EQ(identity->vendorId, 0x1af4);
   EXPECT_EQ(identity->deviceId, 0x1040 + 42);
   EXPECT_EQ(identity->capabilities, 0x40);
-  // The capability chain: common, notify, isr (no device config for this model).
+  // The capability chain: common, notify, isr (no device config for this model), then MSI-X.
   uint8_t at = 0x40;
   std::vector<uint8_t> types;
   while (at != 0) {
     uint32_t head = device.read(Space::PCI_CONFIG, at, 4);
+    if ((head & 0xff) == 0x11) break;
     EXPECT_EQ(head & 0xff, 0x09u);
     types.push_back(head >> 24);
     at = (head >> 8) & 0xff;
   }
   EXPECT_EQ(types, (std::vector<uint8_t>{1, 2, 3}));
+  // MSI-X: one vector for the queue and one for configuration changes, table and pending bits
+  // in BAR 0, the last capability.
+  ASSERT_NE(at, 0);
+  uint32_t head = device.read(Space::PCI_CONFIG, at, 4);
+  EXPECT_EQ((head >> 8) & 0xff, 0u);
+  EXPECT_EQ(head >> 16, 1u);  // table size N-1; disabled, not masked
+  EXPECT_EQ(device.read(Space::PCI_CONFIG, at + 4, 4), MSIX_TABLE_OFFSET);
+  EXPECT_EQ(device.read(Space::PCI_CONFIG, at + 8, 4), MSIX_PBA_OFFSET);
+  EXPECT_EQ(identity->msixVectors, 2u);
+  EXPECT_EQ(identity->msixBar, 0u);
+  EXPECT_EQ(identity->msixTableOffset, MSIX_TABLE_OFFSET);
+}
+
+// Finds the MSI-X capability and turns MSI-X on; programs vector 1 (for queue 0) unmasked
+// unless `masked`.
+uint8_t enableMsix(VirtioPciDevice& device, TestDriver& driver, bool masked) {
+  uint8_t at = 0x40;
+  while ((device.read(Space::PCI_CONFIG, at, 1)) != 0x11) {
+    at = device.read(Space::PCI_CONFIG, at + 1, 1);
+    if (at == 0) return 0;
+  }
+  device.write(Space::PCI_CONFIG, at + 2, 2, 0x8000);
+  driver.bar(MSIX_TABLE_OFFSET + 16, 4, 0xfee01000);  // vector 1: to APIC 1
+  driver.bar(MSIX_TABLE_OFFSET + 20, 4, 0);
+  driver.bar(MSIX_TABLE_OFFSET + 24, 4, 0x41);
+  driver.bar(MSIX_TABLE_OFFSET + 28, 4, masked ? 1 : 0);
+  driver.bar(0x16, 2, 0);  // queue 0 ...
+  driver.bar(0x1a, 2, 1);  // ... to vector 1
+  return at;
+}
+
+TEST_F(TransportTest, WithMsixACompletionSendsTheQueuesVectorNotIntx) {
+  driver.start(F_VERSION_1);
+  ASSERT_NE(enableMsix(device, driver, /*masked=*/false), 0);
+  EXPECT_EQ(driver.bar(0x1a, 2), 1u);
+  EXPECT_EQ(host.routes[1], std::make_pair(uint64_t{0xfee01000}, uint32_t{0x41}));
+  driver.offer({{DATA, 5, false}, {DATA + 64, 16, true}});
+  driver.bar(NOTIFY_OFFSET, 2, 0);
+  EXPECT_EQ(driver.usedIndex(), 1);
+  EXPECT_EQ(host.messages, std::vector<unsigned>{1});
+  EXPECT_FALSE(host.interrupt);
+  EXPECT_EQ(driver.bar(ISR_OFFSET, 1), 0u);  // the queue bit is for INTx only
+}
+
+TEST_F(TransportTest, AMaskedVectorIsPendingUntilUnmasked) {
+  driver.start(F_VERSION_1);
+  uint8_t cap = enableMsix(device, driver, /*masked=*/true);
+  driver.offer({{DATA, 5, false}, {DATA + 64, 16, true}});
+  driver.bar(NOTIFY_OFFSET, 2, 0);
+  EXPECT_TRUE(host.messages.empty());
+  EXPECT_EQ(driver.bar(MSIX_PBA_OFFSET, 8), 2u);
+  driver.bar(MSIX_TABLE_OFFSET + 28, 4, 0);  // unmask: the pending message goes now
+  EXPECT_EQ(host.messages, std::vector<unsigned>{1});
+  EXPECT_EQ(driver.bar(MSIX_PBA_OFFSET, 8), 0u);
+  // The function mask holds every vector back the same way.
+  device.write(Space::PCI_CONFIG, cap + 2, 2, 0xc000);
+  EXPECT_EQ(device.read(Space::PCI_CONFIG, cap + 2, 2), 0xc001u);
+  driver.offer({{DATA, 5, false}, {DATA + 64, 16, true}}, 2);
+  driver.bar(NOTIFY_OFFSET, 2, 0);
+  EXPECT_EQ(host.messages.size(), 1u);
+  device.write(Space::PCI_CONFIG, cap + 2, 2, 0x8000);
+  EXPECT_EQ(host.messages, (std::vector<unsigned>{1, 1}));
+}
+
+TEST_F(TransportTest, AVectorTheDeviceLacksReadsBackAsNoVector) {
+  driver.start(F_VERSION_1);
+  driver.bar(0x16, 2, 0);
+  driver.bar(0x1a, 2, 2);  // vectors 0 and 1 exist
+  EXPECT_EQ(driver.bar(0x1a, 2), NO_VECTOR);
+  driver.bar(0x10, 2, 7);
+  EXPECT_EQ(driver.bar(0x10, 2), NO_VECTOR);
+  driver.bar(0x10, 2, 0);
+  EXPECT_EQ(driver.bar(0x10, 2), 0u);
+}
+
+TEST_F(TransportTest, MsixChoicesSurviveARestartAndImpossibleOnesAreRefused) {
+  driver.start(F_VERSION_1);
+  enableMsix(device, driver, /*masked=*/false);
+  std::vector<uint8_t> committed(device.declaredState().begin(), device.declaredState().end());
+  VirtioPciDevice successor(host, std::make_unique<EchoModel>());
+  memcpy(successor.declaredState().begin(), committed.data(), committed.size());
+  successor.stateRestored();
+  TestDriver next(host, successor);
+  next.bar(0x16, 2, 0);
+  EXPECT_EQ(next.bar(0x1a, 2), 1u);
+  next.offer({{DATA, 5, false}, {DATA + 64, 16, true}});
+  successor.notify(0);
+  EXPECT_EQ(host.messages, std::vector<unsigned>{1});
+}
+
+TEST_F(TransportTest, ImpossibleMsixStateFromAPredecessorIsRepaired) {
+  // Every byte 0x07: vectors 0x0707 of 2, pending bits beyond the table, stray control bits.
+  std::vector<uint8_t> forged(device.declaredState().size(), 0x07);
+  VirtioPciDevice successor(host, std::make_unique<EchoModel>());
+  memcpy(successor.declaredState().begin(), forged.data(), forged.size());
+  successor.stateRestored();
+  TestDriver next(host, successor);
+  next.bar(0x16, 2, 0);
+  EXPECT_EQ(next.bar(0x1a, 2), NO_VECTOR);
+  EXPECT_EQ(next.bar(0x10, 2), NO_VECTOR);
+  EXPECT_EQ(next.bar(MSIX_PBA_OFFSET, 8) & ~3ull, 0u);
+  uint8_t at = 0x40;
+  while (successor.read(Space::PCI_CONFIG, at, 1) != 0x11) {
+    at = successor.read(Space::PCI_CONFIG, at + 1, 1);
+  }
+  EXPECT_EQ(successor.read(Space::PCI_CONFIG, at + 2, 2) & 0x3fff, 1u);
 }
 
 TEST_F(TransportTest, RefusesFeaturesItDidNotOfferAndLegacyDrivers) {
