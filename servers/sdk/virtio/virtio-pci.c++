@@ -5,6 +5,8 @@
 
 #include <kj/debug.h>
 
+#include "channel.h"
+
 namespace bulkhead::sdk::virtio {
 
 namespace {
@@ -133,9 +135,7 @@ void VirtioPciDevice::doorbellsReady(std::vector<int> eventfds) {
   for (size_t queue = 0; queue < eventfds.size() && queue < model->queueCount(); ++queue) {
     int fd = eventfds[queue];
     host.watchReadable(fd, [this, fd, queue]() {
-      uint64_t count;
-      while (::read(fd, &count, sizeof(count)) == sizeof(count)) {
-      }
+      drainEventfd(fd);
       notify(queue);
       return true;
     });
