@@ -28,7 +28,7 @@ void main32(uint32_t magic, struct multiboot_info* info) {
   serial_init();
   *lapic(LAPIC_SVR) = 0x1ff; /* software-enabled, spurious vector 0xff */
   struct virtio_device dev;
-  if (virtio_init(&dev, 4, 0, &queue, 1) != 0) guest_fail(2, "virtio-rng init");
+  virtio_init_or_fail(&dev, 4, 0, &queue, 1, 2, "virtio-rng init");
   unsigned cap = pci_read32(dev.slot, 0x34) & 0xfc;
   while (cap != 0 && (pci_read32(dev.slot, cap) & 0xff) != 0x11) {
     cap = (pci_read32(dev.slot, cap) >> 8) & 0xfc;

@@ -23,7 +23,7 @@ void main32(uint32_t magic, struct multiboot_info* info) {
   (void)info;
   serial_init();
   struct virtio_device dev;
-  if (virtio_init(&dev, 4, 0, &queue, 1) != 0) guest_fail(2, "virtio-rng init");
+  virtio_init_or_fail(&dev, 4, 0, &queue, 1, 2, "virtio-rng init");
   for (unsigned i = 0; i < 2; ++i) {
     struct virtio_buffer buffer = {bytes[i], sizeof(bytes[i]), 1};
     if (virtio_request(&dev, &buffer, 1) != 32) guest_fail(3, "a short or failed request");
