@@ -86,7 +86,8 @@ struct Doorbell {
   # it arrives as an ordinary write request.
   bar @0 :UInt8;
   offset @1 :UInt64;
-  size @2 :UInt8;    # 1, 2 or 4
+  size @2 :UInt8;    # 1, 2 or 4; or 0: any write at `offset` rings it, whatever its value (on
+                     # KVM an MMIO one is then a fast MMIO ioeventfd: no instruction decoding)
   value @3 :UInt64;  # the value written (the queue index)
 }
 

@@ -163,6 +163,17 @@ TEST_F(PciHostTest, RefusesBadBarsAndDoorbells) {
   EXPECT_FALSE(pci.add(s).ok());
 }
 
+TEST_F(PciHostTest, ADoorbellOfSizeZeroRingsOnAnyWriteAndMovesWithItsBar) {
+  PciFunctionSpec s = spec();
+  s.doorbells = {{0, 0x3004, 0, 0, 7}};
+  ASSERT_TRUE(pci.add(s).ok());
+  uint64_t bar0 = pci.barAddress(1, 0);
+  ASSERT_EQ(doorbells.size(), 1u);
+  EXPECT_EQ(doorbells[0], std::make_pair(bar0 + 0x3004, uint64_t{0}));
+  s.doorbells = {{0, 0x4000, 0, 0, 7}};  // at the BAR's end: outside it
+  EXPECT_FALSE(pci.add(s).ok());
+}
+
 TEST_F(PciHostTest, WritesToTheMsixTableAreSynchronousAndOnlyThose) {
   PciFunctionSpec s = spec();
   s.msix = {3, 0, 0x2000};  // 3 vectors: 0x2000-0x202f of BAR 0

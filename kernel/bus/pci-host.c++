@@ -86,8 +86,8 @@ absl::StatusOr<unsigned> PciHost::add(PciFunctionSpec spec) {
   }
   for (const PciDoorbellSpec& bell : spec.doorbells) {
     if (bell.bar >= 6 || function.barSize[bell.bar] == 0 ||
-        (bell.size != 1 && bell.size != 2 && bell.size != 4) ||
-        bell.offset > function.barSize[bell.bar] - bell.size) {
+        (bell.size != 0 && bell.size != 1 && bell.size != 2 && bell.size != 4) ||
+        bell.offset > function.barSize[bell.bar] - (bell.size == 0 ? 1 : bell.size)) {
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: a doorbell at BAR %u offset %#x lies outside its BAR", spec.owner,
                           bell.bar, bell.offset));

@@ -72,8 +72,9 @@ class Accelerator {
                                                            const CpuModel& model) = 0;
   // Drives an interrupt line (GSI numbering, ISA lines 0-15). Any thread may call it.
   virtual absl::Status setIrqLine(uint32_t line, bool level) = 0;
-  // Signals `fd` when the guest writes `value` (`size` bytes) at `address`, without an exit;
-  // `assign` false removes it again. May fail: the write then reaches the device as usual.
+  // Signals `fd` when the guest writes `value` (`size` bytes; size 0: any write) at `address`,
+  // without an exit; `assign` false removes it again. May fail: the write then reaches the
+  // device as usual.
   virtual absl::Status setIoeventfd(bool pio, uint64_t address, unsigned size, uint64_t value,
                                     int fd, bool assign) = 0;
   // Raises GSI `gsi` when `fd` is signalled; with `resampleFd` the line is level-triggered and

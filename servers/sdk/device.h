@@ -63,7 +63,7 @@ struct PciIdentity {
 struct Doorbell {
   uint8_t bar;
   uint64_t offset;
-  uint8_t size;
+  uint8_t size;  // 1, 2 or 4 (a write of `value`); 0: any write at `offset`
   uint64_t value;
 };
 

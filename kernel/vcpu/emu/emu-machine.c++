@@ -472,7 +472,8 @@ absl::Status EmuMachine::setIoeventfd(bool pio, uint64_t address, unsigned size,
 bool EmuMachine::ringDoorbell(bool pio, uint64_t address, unsigned size, uint64_t value) {
   std::lock_guard<std::mutex> guard(doorbellsLock);
   for (const Doorbell& bell : doorbells) {
-    if (bell.pio == pio && bell.address == address && bell.size == size && bell.value == value) {
+    bool matches = bell.size == 0 || (bell.size == size && bell.value == value);
+    if (bell.pio == pio && bell.address == address && matches) {
       uint64_t one = 1;
       ssize_t ignored = ::write(bell.fd, &one, sizeof(one));
       (void)ignored;

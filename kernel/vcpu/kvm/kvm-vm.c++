@@ -122,10 +122,10 @@ absl::Status KvmVm::setIoeventfd(bool pio, uint64_t address, unsigned size, uint
   kvm_ioeventfd request{};
   request.datamatch = value;
   request.addr = address;
-  request.len = size;
+  request.len = size;  // 0: any write (for MMIO, KVM's fast MMIO bus: no instruction decoding)
   request.fd = fd;
-  request.flags = KVM_IOEVENTFD_FLAG_DATAMATCH | (pio ? KVM_IOEVENTFD_FLAG_PIO : 0) |
-                  (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN);
+  request.flags = (size != 0 ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0) |
+                  (pio ? KVM_IOEVENTFD_FLAG_PIO : 0) | (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN);
   if (ioctl(vmFd.get(), KVM_IOEVENTFD, &request) < 0) {
     return errnoStatus(absl::StrFormat("KVM_IOEVENTFD at %s %#x", pio ? "port" : "MMIO", address));
   }

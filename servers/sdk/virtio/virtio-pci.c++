@@ -77,7 +77,7 @@ VirtioPciDevice::VirtioPciDevice(DeviceHost& host, std::unique_ptr<VirtioModel> 
     uint64_t offset;
     uint64_t length;
   } caps[] = {{COMMON, COMMON_OFFSET, COMMON_BYTES},
-              {NOTIFY, NOTIFY_OFFSET, 2},
+              {NOTIFY, NOTIFY_OFFSET, NOTIFY_STRIDE * (this->model->queueCount() - 1) + 2},
               {ISR, ISR_OFFSET, 1},
               {DEVICE, DEVICE_OFFSET, configBytes}};
   size_t at = 0;
@@ -91,7 +91,7 @@ VirtioPciDevice::VirtioPciDevice(DeviceHost& host, std::unique_ptr<VirtioModel> 
     capabilities[at + 4] = 0;  // BAR 0
     putLe(capabilities, at + 8, caps[i].offset, 4);
     putLe(capabilities, at + 12, caps[i].length, 4);
-    if (caps[i].type == NOTIFY) putLe(capabilities, at + 16, 0, 4);  // notify_off_multiplier
+    if (caps[i].type == NOTIFY) putLe(capabilities, at + 16, NOTIFY_STRIDE, 4);  // multiplier
     at += length;
   }
   // Last, MSI-X (PCI Local Bus 3.0, 6.8.2): table size N-1, table and pending bits in BAR 0.
@@ -126,7 +126,9 @@ std::optional<PciIdentity> VirtioPciDevice::pciIdentity() {
 std::vector<Doorbell> VirtioPciDevice::doorbells() {
   std::vector<Doorbell> bells;
   for (unsigned queue = 0; queue < model->queueCount(); ++queue) {
-    bells.push_back(Doorbell{0, NOTIFY_OFFSET, 2, queue});
+    // Size 0: any write to the queue's own address rings it (on KVM a fast MMIO doorbell,
+    // which needs no decoding of the guest's instruction).
+    bells.push_back(Doorbell{0, NOTIFY_OFFSET + NOTIFY_STRIDE * queue, 0, 0});
   }
   return bells;
 }
@@ -246,9 +248,12 @@ void VirtioPciDevice::write(Space space, uint64_t address, unsigned size, uint64
     writeCommon(address - COMMON_OFFSET, size, value);
   } else if (address >= MSIX_TABLE_OFFSET) {
     writeMsix(address, size, value);
-  } else if (address == NOTIFY_OFFSET && size == 2) {
-    // A host without ioeventfd: the notification arrives as a write.
-    if (value < model->queueCount()) notify(value);
+  } else if (address >= NOTIFY_OFFSET && address < NOTIFY_OFFSET + NOTIFY_STRIDE * MAX_QUEUES) {
+    // A host without ioeventfd: the notification arrives as a write, at the queue's address.
+    uint64_t queue = (address - NOTIFY_OFFSET) / NOTIFY_STRIDE;
+    if ((address - NOTIFY_OFFSET) % NOTIFY_STRIDE == 0 && queue < model->queueCount()) {
+      notify(queue);
+    }
   }
 }
 
@@ -289,7 +294,7 @@ uint64_t VirtioPciDevice::readCommon(uint64_t offset, unsigned size) {
     case QUEUE_ENABLE:
       return queue != nullptr ? queue->enabled : 0;
     case QUEUE_NOTIFY_OFF:
-      return 0;
+      return queue != nullptr ? state.queueSelect : 0;
     case QUEUE_DESC:
     case QUEUE_DESC + 4:
       return queue64(queue != nullptr ? queue->descriptors : 0, QUEUE_DESC);

@@ -2,8 +2,8 @@
 // author writes only the device part: a VirtioModel.
 //
 // Layout: one 32 KiB memory BAR (BAR 0) holding the common configuration at 0x0000, the ISR
-// status at 0x1000, the device configuration at 0x2000, the notification register at 0x3000
-// (notify_off_multiplier 0: every queue is notified at the same address by writing its index),
+// status at 0x1000, the device configuration at 0x2000, the notification registers from 0x3000
+// (notify_off_multiplier 4: queue N at 0x3000 + 4N, where any write notifies it),
 // the MSI-X table at 0x4000 and its pending bits at 0x5000. Each queue's notification is a
 // doorbell, so under KVM it reaches the server as an eventfd without a trip through the core.
 //
@@ -49,6 +49,7 @@ constexpr uint64_t COMMON_BYTES = 0x38;
 constexpr uint64_t ISR_OFFSET = 0x1000;
 constexpr uint64_t DEVICE_OFFSET = 0x2000;
 constexpr uint64_t NOTIFY_OFFSET = 0x3000;
+constexpr uint64_t NOTIFY_STRIDE = 4;  // notify_off_multiplier: queue N at NOTIFY_OFFSET + 4N
 constexpr uint64_t MSIX_TABLE_OFFSET = 0x4000;
 constexpr uint64_t MSIX_PBA_OFFSET = 0x5000;
 constexpr uint64_t BAR_BYTES = 0x8000;

@@ -314,6 +314,31 @@ TEST_F(TransportTest, ImpossibleMsixStateFromAPredecessorIsRepaired) {
   EXPECT_EQ(successor.read(Space::PCI_CONFIG, at + 2, 2) & 0x3fff, 1u);
 }
 
+TEST_F(TransportTest, EachQueueIsNotifiedAtItsOwnAddressByAnyWrite) {
+  // notify_off_multiplier 4 and queue_notify_off = the queue's index: a doorbell of size 0 per
+  // queue (any write rings it: on KVM a fast MMIO ioeventfd).
+  uint8_t at = 0x40;
+  while ((device.read(Space::PCI_CONFIG, at, 4) >> 24) != 2) {
+    at = device.read(Space::PCI_CONFIG, at + 1, 1);
+    ASSERT_NE(at, 0);
+  }
+  EXPECT_EQ(device.read(Space::PCI_CONFIG, at + 8, 4), NOTIFY_OFFSET);
+  EXPECT_EQ(device.read(Space::PCI_CONFIG, at + 16, 4), NOTIFY_STRIDE);
+  driver.bar(0x16, 2, 0);
+  EXPECT_EQ(driver.bar(0x1e, 2), 0u);
+  std::vector<Doorbell> bells = device.doorbells();
+  ASSERT_EQ(bells.size(), 1u);
+  EXPECT_EQ(bells[0].offset, NOTIFY_OFFSET);
+  EXPECT_EQ(bells[0].size, 0u);
+  // Without ioeventfds the write reaches the transport: at the queue's address, any value.
+  driver.start(F_VERSION_1);
+  driver.offer({{DATA, 5, false}, {DATA + 64, 16, true}});
+  driver.bar(NOTIFY_OFFSET + NOTIFY_STRIDE, 2, 0);  // queue 1's address: there is no queue 1
+  EXPECT_EQ(driver.usedIndex(), 0);
+  driver.bar(NOTIFY_OFFSET, 4, 0x12345678);
+  EXPECT_EQ(driver.usedIndex(), 1);
+}
+
 TEST_F(TransportTest, RefusesFeaturesItDidNotOfferAndLegacyDrivers) {
   EXPECT_FALSE(driver.start(F_VERSION_1 | 2) & STATUS_FEATURES_OK);
   EXPECT_FALSE(driver.start(1) & STATUS_FEATURES_OK);
