@@ -77,12 +77,19 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::create(const VmConfig& config, kj::Async
   RETURN_IF_ERROR(vm->accel->mapMemory(*vm->ram));
   RETURN_IF_ERROR(vm->pciHost.attach(vm->ioBus));
   Vm* raw = vm.get();
-  vm->pciHost.onDoorbellMoved(
-      [raw](bool pio, uint64_t address, unsigned size, uint64_t value, int fd, bool assign) {
-        absl::Status status = raw->accel->setIoeventfd(pio, address, size, value, fd, assign);
-        // Without it the write still reaches the device, through an exit and the channel.
-        if (!status.ok() && raw->irqFailures.admit()) logf("doorbell: %s", status.message());
-      });
+  if (config.deterministic) {
+    // Device effects at fixed instructions: doorbells stay ordinary writes (no eventfd the
+    // server would see at its own time), and every write waits for its device. Interrupts
+    // already travel the channel under the software CPU, before the write's answer.
+    vm->ioBus.makeWritesSynchronous();
+  } else {
+    vm->pciHost.onDoorbellMoved(
+        [raw](bool pio, uint64_t address, unsigned size, uint64_t value, int fd, bool assign) {
+          absl::Status status = raw->accel->setIoeventfd(pio, address, size, value, fd, assign);
+          // Without it the write still reaches the device, through an exit and the channel.
+          if (!status.ok() && raw->irqFailures.admit()) logf("doorbell: %s", status.message());
+        });
+  }
   for (unsigned i = 0; i < config.cpus; ++i) {
     ASSIGN_OR_RETURN(std::unique_ptr<Vcpu> vcpu, vm->accel->createVcpu(i, config.cpu));
     vm->vcpus.push_back(std::move(vcpu));

@@ -34,7 +34,7 @@ uint64_t IoBus::read(Space space, uint64_t address, unsigned size) {
 void IoBus::write(Space space, uint64_t address, unsigned size, uint64_t value) {
   if (const auto* entry = mapFor(space).find(address)) {
     entry->value.handler->write(space, address, size, value & allOnes(size),
-                                entry->value.synchronous);
+                                entry->value.synchronous || allSynchronous);
     return;
   }
   if (unclaimed.admit()) {

@@ -39,6 +39,9 @@ class IoBus {
 
   uint64_t read(Space space, uint64_t address, unsigned size);
   void write(Space space, uint64_t address, unsigned size, uint64_t value);
+  // --deterministic: every write waits for its device, so what the device does in answer (an
+  // interrupt, a completion) takes effect before the next instruction, in every run.
+  void makeWritesSynchronous() { allSynchronous = true; }
 
  private:
   RangeMap<Route>& mapFor(Space space) { return space == Space::PIO ? ports : mmio; }
@@ -46,6 +49,7 @@ class IoBus {
   RangeMap<Route> ports;
   RangeMap<Route> mmio;
   RateLimitedLog unclaimed;
+  bool allSynchronous = false;
 };
 
 constexpr uint64_t allOnes(unsigned size) { return size >= 8 ? ~0ull : (1ull << (size * 8)) - 1; }
