@@ -54,7 +54,7 @@ uint8_t registerId(ZydisRegister reg) {
   }
   if (reg >= ZYDIS_REGISTER_ST0 && reg <= ZYDIS_REGISTER_ST7)
     return REG_X87 + (reg - ZYDIS_REGISTER_ST0);
-  return REG_NONE - 1;  // a register the interpreter does not model; execute() rejects it
+  return REG_UNMODELED;  // execute() rejects the instruction
 }
 
 bool convert(const ZydisDecodedInstruction& in, const ZydisDecodedOperand* operands, Insn& out) {
@@ -67,6 +67,7 @@ bool convert(const ZydisDecodedInstruction& in, const ZydisDecodedOperand* opera
   if (in.attributes & ZYDIS_ATTRIB_HAS_REPNE) out.prefixes |= PREFIX_REPNE;
   if (in.attributes & ZYDIS_ATTRIB_HAS_LOCK) out.prefixes |= PREFIX_LOCK;
   out.relative = false;
+  out.unmodeled = false;
   out.far = in.meta.branch_type == ZYDIS_BRANCH_TYPE_FAR;
   out.operandCount = in.operand_count_visible > 4 ? 4 : in.operand_count_visible;
   for (unsigned i = 0; i < out.operandCount; ++i) {
@@ -78,6 +79,7 @@ bool convert(const ZydisDecodedInstruction& in, const ZydisDecodedOperand* opera
       case ZYDIS_OPERAND_TYPE_REGISTER:
         o.kind = OperandKind::REG;
         o.reg = registerId(z.reg.value);
+        if (o.reg == REG_UNMODELED) out.unmodeled = true;
         break;
       case ZYDIS_OPERAND_TYPE_MEMORY:
         o.kind = OperandKind::MEM;

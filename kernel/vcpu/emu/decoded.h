@@ -20,6 +20,7 @@ enum : uint8_t {
   REG_XMM = 64,
   REG_IP = 96,
   REG_X87 = 100,
+  REG_UNMODELED = 0xfe,  // a register the interpreter does not model
   REG_NONE = 0xff,
 };
 
@@ -51,6 +52,7 @@ struct Insn {
   uint8_t operandCount;
   bool relative;  // a branch whose immediate is relative to the next instruction
   bool far;       // a far JMP, CALL or RET
+  bool unmodeled;  // names a register the interpreter does not model (decided once, at decode)
   Operand op[4];
 };
 

@@ -2074,12 +2074,9 @@ void Executor::fxsave(bool restore) {
 }
 
 bool Cpu::execute(const Insn& insn) {
-  for (unsigned i = 0; i < insn.operandCount; ++i) {
-    const Operand& o = insn.op[i];
-    if (o.kind == OperandKind::REG && o.reg == REG_NONE - 1) {
-      failed = "an instruction on registers the software CPU does not model";
-      return false;
-    }
+  if (insn.unmodeled) {
+    failed = "an instruction on registers the software CPU does not model";
+    return false;
   }
   Executor executor{*this, s, insn};
   if (executor.run()) return true;
