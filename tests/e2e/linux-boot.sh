@@ -28,13 +28,13 @@ boot() {
     --cmdline "console=ttyS0 quiet bulkhead.run=\"$1\""
 }
 
-boot 1 "mke2fs -q /dev/vda && mount -t ext4 /dev/vda /mnt && echo $marker > /mnt/marker.txt && umount /mnt && sync" \
+boot 1 "load-ext4 && mke2fs -q /dev/vda && mount -t ext4 /dev/vda /mnt && echo $marker > /mnt/marker.txt && umount /mnt && sync" \
   > "$work/first.log" 2>&1 || true
 grep -q "bulkhead-initramfs: exit 0" "$work/first.log" || { cat "$work/first.log"; exit 1; }
 debugfs=$(command -v debugfs || echo /sbin/debugfs)
 "$debugfs" -R "cat /marker.txt" "$work/disk.img" 2>/dev/null | grep -qx "$marker" ||
   { cat "$work/first.log"; echo "the image's file system lacks marker.txt with the marker"; exit 1; }
-boot 2 "echo cpus=\$(nproc); mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/marker.txt; grep virtio0 /proc/interrupts" \
+boot 2 "echo cpus=\$(nproc); load-ext4 && mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/marker.txt; grep virtio0 /proc/interrupts" \
   > "$work/second.log" 2>&1 || true
 grep -q "^$marker" "$work/second.log" || { cat "$work/second.log"; exit 1; }
 grep -q "^cpus=2" "$work/second.log" || { cat "$work/second.log"; echo "Linux did not bring up 2 CPUs"; exit 1; }
