@@ -29,18 +29,6 @@ LogFile& logFile() {
   return file;
 }
 
-// Writes all of `bytes` unless the file is gone (or refuses them).
-bool writeAll(int fd, const char* bytes, size_t count) {
-  while (count > 0) {
-    ssize_t n = ::write(fd, bytes, count);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    bytes += n;
-    count -= n;
-  }
-  return true;
-}
-
 void writeHeld(LogFile& file) {
   writeAll(STDERR_FILENO, file.held.data(), file.held.size());
   file.held.clear();
@@ -49,6 +37,18 @@ void writeHeld(LogFile& file) {
 LogFile::~LogFile() { writeHeld(*this); }
 
 }  // namespace
+
+bool writeAll(int fd, const void* bytes, size_t count) {
+  const char* next = static_cast<const char*>(bytes);
+  while (count > 0) {
+    ssize_t n = ::write(fd, next, count);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    next += n;
+    count -= n;
+  }
+  return true;
+}
 
 void logLine(absl::string_view line) {
   std::string out = absl::StrCat("bulkhead: ", line, "\n");

@@ -28,6 +28,9 @@ void logf(const absl::FormatSpec<Args...>& format, const Args&... args) {
   logLine(absl::StrFormat(format, args...));
 }
 
+// Writes all of `bytes` to `fd`; false when the file is gone or refuses them.
+bool writeAll(int fd, const void* bytes, size_t count);
+
 // Whether writing to `fd` writes where the log goes (the same file as standard error).
 bool sharesLogFile(int fd);
 // Writes device output to `fd`, which shares the log's file. False when the file is gone.

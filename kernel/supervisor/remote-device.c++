@@ -394,14 +394,8 @@ void RemoteDevice::drainOutput() {
       // If the host side is gone, the bytes have nowhere to go.
       if (outputBesideLog) {
         writeBesideLog(output.get(), chunk, count);
-      } else {
-        size_t done = 0;
-        while (output != nullptr && done < count) {
-          ssize_t n = ::write(output.get(), chunk + done, count - done);
-          if (n < 0 && errno == EINTR) continue;
-          if (n <= 0) break;
-          done += n;
-        }
+      } else if (output != nullptr) {
+        writeAll(output.get(), chunk, count);
       }
       outputTaken += count;
       available -= count;
