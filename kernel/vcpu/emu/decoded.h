@@ -50,8 +50,8 @@ struct Insn {
   uint8_t addressSize;  // bytes
   uint8_t prefixes;
   uint8_t operandCount;
-  bool relative;  // a branch whose immediate is relative to the next instruction
-  bool far;       // a far JMP, CALL or RET
+  bool relative;   // a branch whose immediate is relative to the next instruction
+  bool far;        // a far JMP, CALL or RET
   bool unmodeled;  // names a register the interpreter does not model (decided once, at decode)
   Operand op[4];
 };
