@@ -63,13 +63,6 @@ bool kvmUsable(std::string* reason);
 
 }  // namespace bulkhead::testing
 
-// Skips a test under the software CPU where a known, open bug makes it fail some of the time
-// (docs/emu.md, "Known failures"); the test still runs on KVM.
-#define SKIP_KNOWN_EMU_BUG(why)                                                                    \
-  do {                                                                                             \
-    if (::bulkhead::testing::testAccel() == "emu") GTEST_SKIP() << "known bug under emu: " << why; \
-  } while (0)
-
 #define REQUIRE_KVM()                                                     \
   do {                                                                    \
     std::string reason;                                                   \
