@@ -1,5 +1,6 @@
 #include "virtio-pci.h"
 
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 
@@ -17,7 +18,6 @@ constexpr uint8_t ISR_QUEUE = 1, ISR_CONFIG = 2;
 constexpr uint8_t CAPABILITIES_AT = 0x40;
 constexpr uint8_t CAP_VENDOR = 0x09;
 constexpr uint8_t CAP_MSIX = 0x11;
-constexpr uint8_t MSIX_CAP_BYTES = 12;
 constexpr uint16_t MSIX_ENABLE = 0x8000, MSIX_FUNCTION_MASK = 0x4000;
 constexpr uint32_t MSIX_ENTRY_MASKED = 1;
 
@@ -99,9 +99,8 @@ VirtioPciDevice::VirtioPciDevice(DeviceHost& host, std::unique_ptr<VirtioModel> 
   capabilities[at] = CAP_MSIX;
   capabilities[at + 1] = 0;
   putLe(capabilities, at + 2, msixVectors() - 1, 2);
-  putLe(capabilities, at + 4, MSIX_TABLE_OFFSET | 0, 4);
-  putLe(capabilities, at + 8, MSIX_PBA_OFFSET | 0, 4);
-  state.msixControl = 0;
+  putLe(capabilities, at + 4, MSIX_TABLE_OFFSET, 4);  // BIR (low 3 bits) 0: BAR 0
+  putLe(capabilities, at + 8, MSIX_PBA_OFFSET, 4);
   for (MsixEntry& entry : state.msixTable) entry = MsixEntry{0, 0, 0, MSIX_ENTRY_MASKED};
   reset();
 }
@@ -519,10 +518,11 @@ uint64_t VirtioPciDevice::readMsix(uint64_t address, unsigned size) {
   if (address >= MSIX_PBA_OFFSET) return address == MSIX_PBA_OFFSET ? state.msixPending : 0;
   uint64_t offset = address - MSIX_TABLE_OFFSET;
   unsigned vector = offset / sizeof(MsixEntry);
-  if (vector >= msixVectors() || size > 8) return 0;
-  std::vector<uint8_t> entry(sizeof(MsixEntry));
-  memcpy(entry.data(), &state.msixTable[vector], sizeof(MsixEntry));
-  return getLe(entry, offset % sizeof(MsixEntry), size);
+  unsigned within = offset % sizeof(MsixEntry);
+  if (vector >= msixVectors() || within + size > sizeof(MsixEntry)) return 0;
+  uint64_t value = 0;  // the host is x86, little-endian like the table
+  memcpy(&value, reinterpret_cast<const uint8_t*>(&state.msixTable[vector]) + within, size);
+  return value;
 }
 
 void VirtioPciDevice::writeMsix(uint64_t address, unsigned size, uint64_t value) {
@@ -536,13 +536,9 @@ void VirtioPciDevice::writeMsix(uint64_t address, unsigned size, uint64_t value)
     return;
   }
   MsixEntry& entry = state.msixTable[vector];
-  uint32_t* words = &entry.addressLow;
-  for (unsigned i = 0; i < size / 4; ++i) {
-    unsigned word = within / 4 + i;
-    uint32_t part = value >> (32 * i);
-    words[word] = word == 3 ? part & MSIX_ENTRY_MASKED : part;
-  }
-  if (within < 12) {
+  memcpy(reinterpret_cast<uint8_t*>(&entry) + within, &value, size);
+  entry.control &= MSIX_ENTRY_MASKED;  // the other control bits are reserved
+  if (within < offsetof(MsixEntry, control)) {
     host.routeMsi(vector, static_cast<uint64_t>(entry.addressHigh) << 32 | entry.addressLow,
                   entry.data);
   }
