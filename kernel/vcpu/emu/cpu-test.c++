@@ -278,6 +278,128 @@ TEST(EmuAlu, FlagsAndResultsMatchThisHostsCpu) {
   EXPECT_GT(compared, 30000u);
 }
 
+// The fast path (fast.c++) against the generic interpreter, on the forms the native comparison
+// above does not reach: memory operands (through the TLB, and across a page), immediates,
+// sign and zero extension, conditional moves and sets, branches, the stack.
+TEST(EmuAlu, FastPathDoesWhatTheGenericInterpreterDoes) {
+  const uint64_t all = FLAGS_ARITH, noAf = FLAGS_ARITH & ~FLAG_AF;
+  const uint64_t shifted = FLAG_CF | FLAG_SF | FLAG_ZF | FLAG_PF;
+  const std::vector<AluCase> cases = {
+      {"mov m64,r", {0x48, 0x89, 0x46, 0x08}, all},
+      {"mov r64,m", {0x48, 0x8b, 0x46, 0x08}, all},
+      {"mov r32,m", {0x8b, 0x46, 0x08}, all},
+      {"mov r16,m", {0x66, 0x8b, 0x46, 0x08}, all},
+      {"mov r8,m", {0x8a, 0x46, 0x08}, all},
+      {"mov m8,r", {0x88, 0x5e, 0x08}, all},
+      {"mov m32,i", {0xc7, 0x46, 0x08, 0x78, 0x56, 0x34, 0x92}, all},
+      {"mov m64,i", {0x48, 0xc7, 0x46, 0x08, 0x78, 0x56, 0x34, 0x92}, all},
+      {"mov r64,i64", {0x48, 0xb8, 1, 2, 3, 4, 5, 6, 7, 0x88}, all},
+      {"mov r16,i", {0x66, 0xb8, 0x34, 0x12}, all},
+      {"mov r8,i", {0xb0, 0x7f}, all},
+      {"mov r32d,m", {0x44, 0x8b, 0x46, 0x08}, all},
+      {"mov m64 across a page", {0x48, 0x89, 0x86, 0xfd, 0x0e, 0x00, 0x00}, all},
+      {"mov r32 across a page", {0x8b, 0x86, 0xfe, 0x0e, 0x00, 0x00}, all},
+      {"add m64,r", {0x48, 0x01, 0x5e, 0x08}, all},
+      {"add r64,m", {0x48, 0x03, 0x5e, 0x08}, all},
+      {"add eax,i32", {0x05, 0x78, 0x56, 0x34, 0x92}, all},
+      {"add r64,i8", {0x48, 0x83, 0xc0, 0xf0}, all},
+      {"add m16,i16", {0x66, 0x81, 0x46, 0x08, 0x34, 0x92}, all},
+      {"add m8,i8", {0x80, 0x46, 0x08, 0x9c}, all},
+      {"adc m32,r", {0x11, 0x5e, 0x08}, all},
+      {"sbb r64,m", {0x48, 0x1b, 0x5e, 0x08}, all},
+      {"sub m32,i8", {0x83, 0x6e, 0x08, 0x05}, all},
+      {"and m16,r", {0x66, 0x21, 0x46, 0x08}, noAf},
+      {"or r8,m", {0x0a, 0x5e, 0x08}, noAf},
+      {"xor m64,i8", {0x48, 0x83, 0x76, 0x08, 0xff}, noAf},
+      {"cmp m64,r", {0x48, 0x39, 0x4e, 0x08}, all},
+      {"cmp m8,i", {0x80, 0x7e, 0x08, 0x40}, all},
+      {"test m32,r", {0x85, 0x56, 0x08}, noAf},
+      {"test al,i", {0xa8, 0x81}, noAf},
+      {"inc m64", {0x48, 0xff, 0x46, 0x08}, all},
+      {"dec m16", {0x66, 0xff, 0x4e, 0x08}, all},
+      {"neg m32", {0xf7, 0x5e, 0x08}, all},
+      {"not m8", {0xf6, 0x56, 0x08}, all},
+      {"shl m64,cl", {0x48, 0xd3, 0x66, 0x08}, shifted},
+      {"shr r32,i", {0xc1, 0xe8, 0x05}, shifted},
+      {"sar m16,1", {0x66, 0xd1, 0x7e, 0x08}, noAf},
+      {"rol r64,i", {0x48, 0xc1, 0xc3, 0x0d}, FLAG_CF},
+      {"ror m32,cl", {0xd3, 0x4e, 0x08}, FLAG_CF},
+      {"imul r64,m", {0x48, 0x0f, 0xaf, 0x5e, 0x08}, FLAG_CF | FLAG_OF},
+      {"imul r16,m,i16", {0x66, 0x69, 0x46, 0x08, 0x34, 0x12}, FLAG_CF | FLAG_OF},
+      {"imul r32,r,i8", {0x6b, 0xcb, 0x85}, FLAG_CF | FLAG_OF},
+      {"movzx r32,m8", {0x0f, 0xb6, 0x46, 0x08}, all},
+      {"movzx r64,m16", {0x48, 0x0f, 0xb7, 0x46, 0x08}, all},
+      {"movsx r32,m8", {0x0f, 0xbe, 0x4e, 0x08}, all},
+      {"movsx r64,m16", {0x48, 0x0f, 0xbf, 0x46, 0x08}, all},
+      {"movsxd r64,m32", {0x48, 0x63, 0x56, 0x08}, all},
+      {"movzx r16,r8", {0x66, 0x0f, 0xb6, 0xd8}, all},
+      {"lea r32", {0x8d, 0x44, 0x9e, 0x10}, all},
+      {"lea r16", {0x66, 0x8d, 0x04, 0x0b}, all},
+      {"cmovz r32,m", {0x0f, 0x44, 0x46, 0x08}, all},
+      {"cmovl r64,r", {0x48, 0x0f, 0x4c, 0xd9}, all},
+      {"cmovbe r16,r", {0x66, 0x0f, 0x46, 0xc2}, all},
+      {"setnbe m8", {0x0f, 0x97, 0x46, 0x08}, all},
+      {"setl r8", {0x0f, 0x9c, 0xc3}, all},
+      {"push m64; pop r64", {0xff, 0x76, 0x08, 0x58}, all},
+      {"push i8; pop r64", {0x6a, 0xf0, 0x5b}, all},
+      {"push r64; pop r64", {0x51, 0x5a}, all},
+      {"call; pop", {0xe8, 0x00, 0x00, 0x00, 0x00, 0x58}, all},
+      {"call; ret", {0xe8, 0x02, 0x00, 0x00, 0x00, 0xeb, 0x01, 0xc3}, all},
+      {"jz", {0x74, 0x02, 0xb0, 0x01}, all},
+      {"jl", {0x7c, 0x02, 0xb0, 0x01}, all},
+      {"jbe", {0x76, 0x02, 0xb0, 0x01}, all},
+      {"jp", {0x7a, 0x02, 0xb0, 0x01}, all},
+      {"jo", {0x70, 0x02, 0xb0, 0x01}, all},
+  };
+  std::mt19937_64 random(20261128);
+  LongMode fast, generic;
+  generic.cpu.setFastPath(false);
+  constexpr uint64_t BASE = DATA + 0x100;  // rsi: memory operands are at [rsi+8], or across a page
+  unsigned compared = 0;
+  for (const AluCase& c : cases) {
+    for (int round = 0; round < 200; ++round) {
+      uint64_t registers[4] = {random(), random(), random() % 8, random()};  // rax rcx rdx rbx
+      uint64_t flags = 0x2 | (random() & FLAGS_ARITH);
+      uint8_t memory[0x1010];
+      for (uint8_t& byte : memory) byte = static_cast<uint8_t>(random());
+      for (LongMode* emu : {&fast, &generic}) {
+        for (unsigned i = 0; i < 4; ++i) emu->reg(i) = registers[i];
+        emu->reg(6) = BASE;
+        emu->reg(4) = STACK_TOP;
+        emu->cpu.state().rflags = flags;
+        emu->bus.put(DATA, std::vector<uint8_t>(memory, memory + sizeof(memory)));
+        ASSERT_TRUE(emu->run(c.bytes)) << c.name << ": " << emu->cpu.failure();
+      }
+      SCOPED_TRACE(::testing::Message() << c.name << " rax=" << std::hex << registers[0]
+                                        << " rcx=" << registers[1] << " flags=" << flags);
+      for (unsigned i = 0; i < 16; ++i) EXPECT_EQ(fast.reg(i), generic.reg(i)) << "register " << i;
+      EXPECT_EQ(fast.cpu.state().rip, generic.cpu.state().rip);
+      EXPECT_EQ(fast.cpu.state().rflags & c.definedFlags,
+                generic.cpu.state().rflags & c.definedFlags);
+      EXPECT_EQ(0,
+                memcmp(fast.bus.ram.data() + DATA, generic.bus.ram.data() + DATA, sizeof(memory)));
+      EXPECT_EQ(0, memcmp(fast.bus.ram.data() + STACK_TOP - 64,
+                          generic.bus.ram.data() + STACK_TOP - 64, 64));
+      ++compared;
+      if (::testing::Test::HasFailure()) return;
+    }
+  }
+  EXPECT_EQ(compared, cases.size() * 200);
+}
+
+// A loop whose body patches its own first instruction: the next pass, reached through the
+// block's link to itself, runs the patched code.
+TEST(EmuPaging, CodePatchedInsideALoopIsSeenOnTheNextPass) {
+  LongMode emu;
+  emu.reg(1) = 0;
+  // top: mov eax, 7; inc ecx; mov [rip-12], cl (top+1); cmp ecx, 3; jb top. Each pass loads
+  // what the one before stored: 7, 1, 2 (the last two stores take the TLB's direct path).
+  ASSERT_TRUE(emu.run({0xb8, 0x07, 0x00, 0x00, 0x00, 0xff, 0xc1, 0x88, 0x0d, 0xf4, 0xff, 0xff, 0xff,
+                       0x83, 0xf9, 0x03, 0x72, 0xee}));
+  EXPECT_EQ(emu.reg(1), 3u);
+  EXPECT_EQ(emu.reg(0), 2u);
+}
+
 TEST(EmuAlu, DivideByZeroAndOverflowRaiseDivideError) {
   LongMode emu;
   // IDT entry 0 -> handler at CODE + 0x100 which halts.

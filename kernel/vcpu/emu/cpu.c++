@@ -142,7 +142,6 @@ Cpu::Cpu(CpuBus& bus, std::vector<CpuidEntry> cpuid) : bus(bus), cpuidTable(std:
 void Cpu::reset() {
   s = CpuState{};
   shadow = false;
-  faultDepth = 0;
   for (SegmentState& segment : s.segment) {
     segment = SegmentState{0, 0, 0xffff, 3, true, false, false, false, 0};
   }
@@ -154,12 +153,15 @@ void Cpu::reset() {
 
 Cpu::~Cpu() = default;
 
-void Cpu::stateChanged() { modeChanged(); }
+void Cpu::stateChanged() {
+  flushTlb();
+  modeChanged();
+}
 
 void Cpu::modeChanged() {
   bool code64 = (s.efer & EFER_LMA) && s.segment[CS].longMode;
   modeKey = code64 ? 2 : s.segment[CS].big ? 1 : 0;
-  flushTlb();
+  ++linkEpoch;  // links hold for one CS (privilege level, mode, base)
   endBlock = true;
 }
 
@@ -223,6 +225,7 @@ uint64_t Cpu::linearAddress(SegmentIndex index, uint64_t offset, unsigned size, 
 }
 
 void Cpu::flushTlb() {
+  recheckCode();
   for (auto& user : tlb) {
     for (auto& kind : user) {
       for (TlbEntry& entry : kind) entry.tag = ~0ull;
@@ -231,6 +234,7 @@ void Cpu::flushTlb() {
 }
 
 void Cpu::invalidatePage(uint64_t linear) {
+  recheckCode();
   uint64_t tag = linear >> 12;
   for (auto& user : tlb) {
     for (auto& kind : user) {
@@ -270,10 +274,11 @@ uint64_t Cpu::translate(uint64_t linear, bool write, bool user, bool execute) {
       noExecute = noExecute || (bytes == 8 && (s.efer & EFER_NXE) && (entry & PTE_NX));
       return {entry, host};
     };
-    auto setBits = [](std::pair<uint64_t, uint8_t*> e, unsigned bytes, uint64_t bits) {
+    auto setBits = [this](std::pair<uint64_t, uint8_t*> e, unsigned bytes, uint64_t bits) {
       if ((e.first & bits) != bits) {
         uint64_t updated = e.first | bits;
         memcpy(e.second, &updated, bytes);
+        recheckCode();  // a page table could share a page with code
       }
     };
     uint64_t frame;
@@ -331,6 +336,11 @@ uint64_t Cpu::translate(uint64_t linear, bool write, bool user, bool execute) {
   cached.tag = linear >> 12;
   cached.physical = physical;
   cached.host = bus.page(physical, write);
+  cached.codeVersion = nullptr;
+  if (write) {
+    auto version = codeVersions.find(physical >> 12);
+    if (version != codeVersions.end()) cached.codeVersion = &version->second;
+  }
   return physical | (linear & 0xfff);
 }
 
@@ -341,6 +351,7 @@ uint8_t* Cpu::hostAddress(uint64_t linear, unsigned size, bool write, bool user)
   if (entry.tag != linear >> 12) {
     translate(linear, write, user, false);
   }
+  if (entry.codeVersion != nullptr) ++*entry.codeVersion;
   return entry.host == nullptr ? nullptr : entry.host + (linear & 0xfff);
 }
 
@@ -356,6 +367,7 @@ uint64_t Cpu::readLinear(uint64_t linear, unsigned size, bool user) {
     return value;
   }
   uint64_t physical = translate(linear, false, user, false);
+  recheckCode();
   return bus.mmioRead(physical, size);
 }
 
@@ -372,6 +384,7 @@ void Cpu::writeLinear(uint64_t linear, unsigned size, uint64_t value, bool user)
     return;
   }
   uint64_t physical = translate(linear, true, user, false);
+  recheckCode();
   bus.mmioWrite(physical, size, value);
 }
 
@@ -417,25 +430,32 @@ Block* Cpu::blockAt(uint64_t rip) {
   uint64_t linear = modeKey == 2 ? rip : (s.segment[CS].base + rip) & 0xffffffff;
   if (modeKey == 2 && !canonical(linear)) throw GuestFault{13, true, 0};
   if (modeKey != 2 && rip > s.segment[CS].limit) throw GuestFault{13, true, 0};
-  uint64_t physical = translate(linear, false, cpl() == 3, true);
+  TlbEntry& fetch = tlb[cpl() == 3][2][(linear >> 12) % TLB_SIZE];
+  if (fetch.tag != linear >> 12) translate(linear, false, cpl() == 3, true);
+  uint64_t physical = fetch.physical | (linear & (PAGE - 1));
   uint64_t key = physical ^ (static_cast<uint64_t>(modeKey) << 62);
   BlockCacheEntry& slot = blockCache[(physical ^ (physical >> 12)) % BLOCK_CACHE_SIZE];
   Block* block = nullptr;
   if (slot.key == key) {
     block = slot.block;
+    if (block->linear == linear && block->checkedEpoch == codeEpoch &&
+        *block->pageVersion == block->checkedVersion) {
+      return block;
+    }
   } else {
     auto found = blocks.find(key);
     if (found != blocks.end()) block = found->second.get();
   }
-  uint8_t* page = bus.page(physical & ~(PAGE - 1), false);
-  if (page == nullptr) {
+  if (fetch.host == nullptr) {
     // Code outside RAM (MMIO): fetch through the bus, one instruction at a time, uncached.
     throw GuestFault{13, true, 0};
   }
-  const uint8_t* code = page + (physical & (PAGE - 1));
+  const uint8_t* code = fetch.host + (physical & (PAGE - 1));
   size_t available = PAGE - (physical & (PAGE - 1));
   if (block != nullptr && block->linear == linear &&
       memcmp(block->bytes.data(), code, block->bytes.size()) == 0) {
+    block->checkedEpoch = codeEpoch;
+    block->checkedVersion = *block->pageVersion;
     slot = {key, block};
     return block;
   }
@@ -471,8 +491,11 @@ Block* Cpu::blockAt(uint64_t rip) {
         scratch->physical = physical;
         scratch->linear = linear;
         scratch->modeKey = modeKey;
+        static const uint64_t unversioned = 0;  // never linked nor cached: no page to follow
+        scratch->pageVersion = &unversioned;
         Insn insn;
         if (!convert(instruction, operands, insn)) throw GuestFault{6, false, 0};
+        insn.fast = fastPath ? fastHandler(insn, modeKey) : nullptr;
         scratch->insns.push_back(insn);
         return scratch.get();
       }
@@ -484,11 +507,28 @@ Block* Cpu::blockAt(uint64_t rip) {
       if (fresh->insns.empty()) throw GuestFault{6, false, 0};
       break;
     }
+    insn.fast = fastPath ? fastHandler(insn, modeKey) : nullptr;
     fresh->insns.push_back(insn);
     offset += instruction.length;
     if (endsBlock(instruction) || offset >= available) break;
   }
   fresh->bytes.assign(code, code + offset);
+  // Links to a block this one replaces must not be followed (they are checked by epoch).
+  if (blocks.contains(key)) ++linkEpoch;
+  fresh->checkedEpoch = codeEpoch;
+  auto [version, added] = codeVersions.try_emplace(physical >> 12, 0);
+  fresh->pageVersion = &version->second;
+  fresh->checkedVersion = version->second;
+  if (added) {
+    // Stores through entries made before this page held code must be counted from now on.
+    for (auto& user : tlb) {
+      for (TlbEntry& entry : user[1]) {
+        if (entry.tag != ~0ull && entry.physical == (physical & ~(PAGE - 1))) {
+          entry.codeVersion = &version->second;
+        }
+      }
+    }
+  }
   block = fresh.get();
   blocks[key] = std::move(fresh);
   slot = {key, block};
@@ -500,8 +540,34 @@ StopReason Cpu::fail(const std::string& what) {
   return StopReason::FAILED;
 }
 
+inline Block* Cpu::nextBlock(Block* previous) {
+  if (previous != nullptr) {
+    for (const Block::Link& link : previous->links) {
+      if (link.rip == s.rip && link.epoch == linkEpoch &&
+          *link.block->pageVersion == link.block->checkedVersion) {
+        return link.block;
+      }
+    }
+  }
+  uint64_t epoch = linkEpoch;
+  Block* block = blockAt(s.rip);
+  // A changed epoch may mean blockAt() replaced (freed) `previous` itself.
+  if (previous != nullptr && epoch == linkEpoch && block != scratch.get()) {
+    // Replace a stale link first, else the older of the two.
+    Block::Link& slot = previous->links[0].epoch != linkEpoch ? previous->links[0]
+                        : previous->links[1].epoch != linkEpoch
+                            ? previous->links[1]
+                            : previous->links[previous->nextLink++ & 1];
+    slot = {s.rip, linkEpoch, block};
+  }
+  return block;
+}
+
 StopReason Cpu::run(uint64_t budget) {
+  recheckCode();  // other vCPUs and devices' DMA may have written code since the last run
   uint64_t end = retired + budget;
+  bool debugging = singleStep || !breakpoints.empty();
+  Block* previous = nullptr;  // the block that just ended at a branch or its last instruction
   while (retired < end) {
     if (stopRequested.load(std::memory_order_acquire)) {
       stopRequested.store(false, std::memory_order_relaxed);
@@ -519,15 +585,18 @@ StopReason Cpu::run(uint64_t budget) {
       }
       shadow = false;
       if (s.halted) return StopReason::HALTED;
-      Block* block = blockAt(s.rip);
+      Block* block = nextBlock(previous);
+      previous = nullptr;
       endBlock = false;
       uint64_t address = s.rip;
+      uint64_t done = retired;  // `retired` catches up at the block's end and before generic code
       for (const Insn& insn : block->insns) {
-        if (!breakpoints.empty() && !debugStop) {
+        if (debugging && !breakpoints.empty() && !debugStop) {
           uint64_t linear = s.segment[CS].base + s.rip;
           for (uint64_t breakpoint : breakpoints) {
             if (breakpoint == linear) {
               debugStop = true;
+              retired = done;
               return StopReason::DEBUG;
             }
           }
@@ -536,24 +605,34 @@ StopReason Cpu::run(uint64_t budget) {
         uint64_t start = s.rip;
         s.rip = address + insn.length;
         if (modeKey == 1) s.rip &= 0xffffffff;
+        address += insn.length;
         try {
-          if (!execute(insn)) {
-            if (!failed.empty()) {
+          if (insn.fast != nullptr) {
+            // Only a block's last instruction branches, and a fast handler neither halts nor
+            // ends a block otherwise: nothing to look at after it but a fault.
+            insn.fast(*this, insn);
+            ++done;
+          } else {
+            retired = done;  // the TSC of --deterministic counts instructions
+            if (!execute(insn) && !failed.empty()) {
               s.rip = start;
               return StopReason::FAILED;
             }
+            ++done;
+            if (s.rip != address || endBlock || s.halted) break;
           }
         } catch (const GuestFault&) {
           s.rip = start;
+          retired = done;
           throw;
         }
-        ++retired;
-        faultDepth = 0;
-        address += insn.length;
-        if (singleStep) return StopReason::DEBUG;
-        if (s.rip != address || endBlock || s.halted) break;
+        if (debugging && singleStep) break;
       }
+      retired = done;
+      if (debugging && singleStep) return StopReason::DEBUG;
+      if (!endBlock && !s.halted && block != scratch.get()) previous = block;
     } catch (const GuestFault& fault) {
+      previous = nullptr;
       try {
         deliverFault(fault);
       } catch (const GuestFault&) {

@@ -6,10 +6,14 @@
 // instruction bytes) is trusted: every use is checked as the SDM says, and what the checks
 // reject becomes the guest's exception (#GP, #PF, #UD, ...), never a host failure.
 //
-// Decoded instructions are cached in blocks keyed by guest-physical address and CPU mode. A
-// block records the bytes it was decoded from and is re-checked against RAM each time it runs,
-// so code changed by the guest, another vCPU or a device's DMA is seen; a store into a page
-// that holds cached code also ends the running block at once (self-modifying code).
+// Decoded instructions are cached in blocks keyed by guest-physical address and CPU mode, and
+// chained: a block remembers the blocks that followed it. A block records the bytes it was
+// decoded from and is checked against RAM again before it runs whenever code may have changed
+// since its last check: after this CPU stored into its page (each page holding cached code has
+// a version), and, for every block, at the start of every run() (another vCPU ran, a device's
+// DMA may have landed), at interrupts and exceptions, port reads and MMIO accesses (where a
+// guest learns that a device finished), and at TLB flushes (the mapping may have changed). A
+// store into the running block's own later bytes takes effect at the next block.
 //
 // Modes: real mode, 16/32-bit protected mode (segmentation, privilege levels, call/interrupt/
 // trap gates, TSS stack switches), long mode (64-bit and compatibility); paging without PAE
@@ -121,9 +125,13 @@ class Cpu {
 
   // Exposed for the instruction tests.
   unsigned cpl() const { return s.segment[CS].dpl; }
+  // Whether blocks decoded from now on use fast.c++'s handlers (the default) or only the
+  // generic interpreter; the tests compare the two.
+  void setFastPath(bool enabled) { fastPath = enabled; }
 
  private:
   friend struct Executor;
+  friend struct Fast;
 
   // Memory, through segmentation and paging. Throw GuestFault.
   uint64_t linearAddress(SegmentIndex segment, uint64_t offset, unsigned size, bool write);
@@ -139,6 +147,17 @@ class Cpu {
   }
   void flushTlb();
   void invalidatePage(uint64_t linear);
+  // Code in RAM may have changed, or its mapping: every block is checked against RAM again
+  // before it runs, and no link is followed.
+  void recheckCode() {
+    ++codeEpoch;
+    ++linkEpoch;
+  }
+  uint64_t portIn(uint16_t port, unsigned size) {
+    recheckCode();
+    return bus.portRead(port, size);
+  }
+  void portOut(uint16_t port, unsigned size, uint64_t value) { bus.portWrite(port, size, value); }
 
   // Stack.
   unsigned stackWidth() const;
@@ -170,6 +189,8 @@ class Cpu {
 
   // Decoding and execution.
   Block* blockAt(uint64_t rip);
+  // The block at RIP, through `previous`'s links when it has a current one (or nullptr).
+  Block* nextBlock(Block* previous);
   bool execute(const Insn& insn);  // false: the block must end here
   StopReason fail(const std::string& what);
 
@@ -180,9 +201,9 @@ class Cpu {
   std::atomic<bool> interruptPoke{false};
   uint64_t retired = 0;
   std::string failed;
-  bool shadow = false;      // STI or MOV SS just ran: no interrupt before the next instruction
-  bool endBlock = false;    // the running block must end (mode change, code written)
-  uint64_t faultDepth = 0;  // nested faults while delivering (double fault, triple fault)
+  bool shadow = false;    // STI or MOV SS just ran: no interrupt before the next instruction
+  bool endBlock = false;  // the running block must end (mode change, code written)
+  bool fastPath = true;
   bool singleStep = false;
   std::vector<uint64_t> breakpoints;
   bool debugStop = false;
@@ -192,12 +213,17 @@ class Cpu {
     uint64_t tag = ~0ull;  // linear page number
     uint8_t* host = nullptr;
     uint64_t physical = 0;
+    uint64_t* codeVersion = nullptr;  // a write entry's page holds cached code: its version
   };
   static constexpr unsigned TLB_SIZE = 256;
   TlbEntry tlb[2][3][TLB_SIZE];  // [user][read, write, execute]
   uint32_t modeKey = 0;
 
-  std::unordered_map<uint64_t, std::unique_ptr<Block>> blocks;  // key: see blockKey()
+  std::unordered_map<uint64_t, std::unique_ptr<Block>> blocks;  // key: see blockAt()
+  // Physical page number -> version, for pages that hold cached blocks; a store bumps it.
+  std::unordered_map<uint64_t, uint64_t> codeVersions;
+  uint64_t codeEpoch = 1;          // see recheckCode()
+  uint64_t linkEpoch = 1;          // block links are followed while it stays: see Block::Link
   std::unique_ptr<Block> scratch;  // an instruction that crosses a page, decoded uncached
   struct BlockCacheEntry {
     uint64_t key = ~0ull;

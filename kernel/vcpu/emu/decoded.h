@@ -43,6 +43,11 @@ enum Prefix : uint8_t {
   PREFIX_LOCK = 4,
 };
 
+class Cpu;
+struct Insn;
+// A specialised handler for one instruction form (fast.c++); runs after RIP moved past it.
+using FastHandler = void (*)(Cpu&, const Insn&);
+
 struct Insn {
   ZydisMnemonic mnemonic;
   uint8_t length;
@@ -54,14 +59,35 @@ struct Insn {
   bool far;        // a far JMP, CALL or RET
   bool unmodeled;  // names a register the interpreter does not model (decided once, at decode)
   Operand op[4];
+  FastHandler fast = nullptr;  // nullptr: the generic interpreter (Cpu::execute)
 };
+
+// The handler fast.c++ has for `insn` decoded in `modeKey` (Cpu's: 0 16-bit, 1 32-bit,
+// 2 64-bit), or nullptr.
+FastHandler fastHandler(const Insn& insn, uint32_t modeKey);
+
+// The condition of a Jcc, SETcc or CMOVcc, numbered as the SDM's tttn encoding; -1 for none.
+int conditionOf(ZydisMnemonic mnemonic);
 
 struct Block {
   uint64_t physical;  // of the first byte
   uint64_t linear;    // where it was decoded from (instruction pointers)
   uint32_t modeKey;
-  std::vector<uint8_t> bytes;  // what it was decoded from, to detect changed code
+  uint64_t checkedEpoch = 0;              // the Cpu's codeEpoch when `bytes` last matched RAM
+  const uint64_t* pageVersion = nullptr;  // the version of its page (Cpu::codeVersions)
+  uint64_t checkedVersion = 0;            // and what it was then
+  std::vector<uint8_t> bytes;             // what it was decoded from, to detect changed code
   std::vector<Insn> insns;
+  // Where execution went after this block: a successor found without a lookup, followed at the
+  // same RIP while the Cpu's linkEpoch is still `epoch` (no code check was due, no block was
+  // freed, no mapping or CS changed since) and nothing was stored into the successor's page.
+  struct Link {
+    uint64_t rip = ~0ull;
+    uint64_t epoch = 0;
+    Block* block = nullptr;
+  };
+  Link links[2];
+  uint8_t nextLink = 0;
 };
 
 }  // namespace bulkhead::emu

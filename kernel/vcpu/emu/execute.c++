@@ -24,78 +24,6 @@ int64_t signExtend(uint64_t value, unsigned size) {
   return static_cast<int64_t>(value << shift) >> shift;
 }
 
-// The condition of a Jcc, SETcc or CMOVcc, numbered as the SDM's tttn encoding; -1 for none.
-int conditionOf(ZydisMnemonic m) {
-  switch (m) {
-    case ZYDIS_MNEMONIC_JO:
-    case ZYDIS_MNEMONIC_SETO:
-    case ZYDIS_MNEMONIC_CMOVO:
-      return 0;
-    case ZYDIS_MNEMONIC_JNO:
-    case ZYDIS_MNEMONIC_SETNO:
-    case ZYDIS_MNEMONIC_CMOVNO:
-      return 1;
-    case ZYDIS_MNEMONIC_JB:
-    case ZYDIS_MNEMONIC_SETB:
-    case ZYDIS_MNEMONIC_CMOVB:
-      return 2;
-    case ZYDIS_MNEMONIC_JNB:
-    case ZYDIS_MNEMONIC_SETNB:
-    case ZYDIS_MNEMONIC_CMOVNB:
-      return 3;
-    case ZYDIS_MNEMONIC_JZ:
-    case ZYDIS_MNEMONIC_SETZ:
-    case ZYDIS_MNEMONIC_CMOVZ:
-      return 4;
-    case ZYDIS_MNEMONIC_JNZ:
-    case ZYDIS_MNEMONIC_SETNZ:
-    case ZYDIS_MNEMONIC_CMOVNZ:
-      return 5;
-    case ZYDIS_MNEMONIC_JBE:
-    case ZYDIS_MNEMONIC_SETBE:
-    case ZYDIS_MNEMONIC_CMOVBE:
-      return 6;
-    case ZYDIS_MNEMONIC_JNBE:
-    case ZYDIS_MNEMONIC_SETNBE:
-    case ZYDIS_MNEMONIC_CMOVNBE:
-      return 7;
-    case ZYDIS_MNEMONIC_JS:
-    case ZYDIS_MNEMONIC_SETS:
-    case ZYDIS_MNEMONIC_CMOVS:
-      return 8;
-    case ZYDIS_MNEMONIC_JNS:
-    case ZYDIS_MNEMONIC_SETNS:
-    case ZYDIS_MNEMONIC_CMOVNS:
-      return 9;
-    case ZYDIS_MNEMONIC_JP:
-    case ZYDIS_MNEMONIC_SETP:
-    case ZYDIS_MNEMONIC_CMOVP:
-      return 10;
-    case ZYDIS_MNEMONIC_JNP:
-    case ZYDIS_MNEMONIC_SETNP:
-    case ZYDIS_MNEMONIC_CMOVNP:
-      return 11;
-    case ZYDIS_MNEMONIC_JL:
-    case ZYDIS_MNEMONIC_SETL:
-    case ZYDIS_MNEMONIC_CMOVL:
-      return 12;
-    case ZYDIS_MNEMONIC_JNL:
-    case ZYDIS_MNEMONIC_SETNL:
-    case ZYDIS_MNEMONIC_CMOVNL:
-      return 13;
-    case ZYDIS_MNEMONIC_JLE:
-    case ZYDIS_MNEMONIC_SETLE:
-    case ZYDIS_MNEMONIC_CMOVLE:
-      return 14;
-    case ZYDIS_MNEMONIC_JNLE:
-    case ZYDIS_MNEMONIC_SETNLE:
-    case ZYDIS_MNEMONIC_CMOVNLE:
-      return 15;
-    default:
-      return -1;
-  }
-}
-
 unsigned stringElement(ZydisMnemonic m) {
   switch (m) {
     case ZYDIS_MNEMONIC_MOVSB:
@@ -389,12 +317,12 @@ struct Executor {
         case ZYDIS_MNEMONIC_INSW:
         case ZYDIS_MNEMONIC_INSD:
           requireIo();
-          c.write(ES, di(), element, c.bus.portRead(static_cast<uint16_t>(s.gpr[2]), element));
+          c.write(ES, di(), element, c.portIn(static_cast<uint16_t>(s.gpr[2]), element));
           advance(7, element);
           break;
         default:  // OUTS
           requireIo();
-          c.bus.portWrite(static_cast<uint16_t>(s.gpr[2]), element, c.read(source, si(), element));
+          c.portOut(static_cast<uint16_t>(s.gpr[2]), element, c.read(source, si(), element));
           advance(6, element);
           break;
       }
@@ -1237,13 +1165,13 @@ bool Executor::run() {
     case ZYDIS_MNEMONIC_IN: {
       requireIo();
       uint16_t port = static_cast<uint16_t>(get(op[1]));
-      set(op[0], c.bus.portRead(port, op[0].size));
+      set(op[0], c.portIn(port, op[0].size));
       return true;
     }
     case ZYDIS_MNEMONIC_OUT: {
       requireIo();
       uint16_t port = static_cast<uint16_t>(get(op[0]));
-      c.bus.portWrite(port, op[1].size, get(op[1]));
+      c.portOut(port, op[1].size, get(op[1]));
       return true;
     }
     case ZYDIS_MNEMONIC_XLAT: {
@@ -2070,6 +1998,77 @@ void Executor::fxsave(bool restore) {
   for (unsigned i = 0; i < registers; ++i) {
     c.write(segment, at + 160 + i * 16, 8, s.xmm[i][0]);
     c.write(segment, at + 168 + i * 16, 8, s.xmm[i][1]);
+  }
+}
+
+int conditionOf(ZydisMnemonic m) {
+  switch (m) {
+    case ZYDIS_MNEMONIC_JO:
+    case ZYDIS_MNEMONIC_SETO:
+    case ZYDIS_MNEMONIC_CMOVO:
+      return 0;
+    case ZYDIS_MNEMONIC_JNO:
+    case ZYDIS_MNEMONIC_SETNO:
+    case ZYDIS_MNEMONIC_CMOVNO:
+      return 1;
+    case ZYDIS_MNEMONIC_JB:
+    case ZYDIS_MNEMONIC_SETB:
+    case ZYDIS_MNEMONIC_CMOVB:
+      return 2;
+    case ZYDIS_MNEMONIC_JNB:
+    case ZYDIS_MNEMONIC_SETNB:
+    case ZYDIS_MNEMONIC_CMOVNB:
+      return 3;
+    case ZYDIS_MNEMONIC_JZ:
+    case ZYDIS_MNEMONIC_SETZ:
+    case ZYDIS_MNEMONIC_CMOVZ:
+      return 4;
+    case ZYDIS_MNEMONIC_JNZ:
+    case ZYDIS_MNEMONIC_SETNZ:
+    case ZYDIS_MNEMONIC_CMOVNZ:
+      return 5;
+    case ZYDIS_MNEMONIC_JBE:
+    case ZYDIS_MNEMONIC_SETBE:
+    case ZYDIS_MNEMONIC_CMOVBE:
+      return 6;
+    case ZYDIS_MNEMONIC_JNBE:
+    case ZYDIS_MNEMONIC_SETNBE:
+    case ZYDIS_MNEMONIC_CMOVNBE:
+      return 7;
+    case ZYDIS_MNEMONIC_JS:
+    case ZYDIS_MNEMONIC_SETS:
+    case ZYDIS_MNEMONIC_CMOVS:
+      return 8;
+    case ZYDIS_MNEMONIC_JNS:
+    case ZYDIS_MNEMONIC_SETNS:
+    case ZYDIS_MNEMONIC_CMOVNS:
+      return 9;
+    case ZYDIS_MNEMONIC_JP:
+    case ZYDIS_MNEMONIC_SETP:
+    case ZYDIS_MNEMONIC_CMOVP:
+      return 10;
+    case ZYDIS_MNEMONIC_JNP:
+    case ZYDIS_MNEMONIC_SETNP:
+    case ZYDIS_MNEMONIC_CMOVNP:
+      return 11;
+    case ZYDIS_MNEMONIC_JL:
+    case ZYDIS_MNEMONIC_SETL:
+    case ZYDIS_MNEMONIC_CMOVL:
+      return 12;
+    case ZYDIS_MNEMONIC_JNL:
+    case ZYDIS_MNEMONIC_SETNL:
+    case ZYDIS_MNEMONIC_CMOVNL:
+      return 13;
+    case ZYDIS_MNEMONIC_JLE:
+    case ZYDIS_MNEMONIC_SETLE:
+    case ZYDIS_MNEMONIC_CMOVLE:
+      return 14;
+    case ZYDIS_MNEMONIC_JNLE:
+    case ZYDIS_MNEMONIC_SETNLE:
+    case ZYDIS_MNEMONIC_CMOVNLE:
+      return 15;
+    default:
+      return -1;
   }
 }
 

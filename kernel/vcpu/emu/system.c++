@@ -260,6 +260,7 @@ void Cpu::interruptReturn(unsigned operandSize) {
 
 void Cpu::deliver(uint8_t vector, bool hasError, uint32_t error, bool software,
                   uint64_t returnRip) {
+  recheckCode();
   s.halted = false;
   if (!(s.cr0 & CR0_PE)) {
     // Real mode: the IVT (SDM Vol. 3, 20.1.4).
@@ -503,6 +504,7 @@ void Cpu::writeControl(unsigned index, uint64_t value) {
     default:
       throw GuestFault{6, false, 0};
   }
+  flushTlb();
   modeChanged();
 }
 
