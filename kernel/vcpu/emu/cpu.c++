@@ -161,7 +161,12 @@ void Cpu::stateChanged() {
 void Cpu::modeChanged() {
   bool code64 = (s.efer & EFER_LMA) && s.segment[CS].longMode;
   modeKey = code64 ? 2 : s.segment[CS].big ? 1 : 0;
-  ++linkEpoch;  // links hold for one CS (privilege level, mode, base)
+  // Links hold for one privilege level, mode and CS base (an IRET to the same CS keeps them).
+  uint64_t context = s.segment[CS].base ^ (static_cast<uint64_t>(modeKey) << 2) ^ cpl();
+  if (context != linkContext) {
+    linkContext = context;
+    ++linkEpoch;
+  }
   endBlock = true;
 }
 
@@ -170,6 +175,7 @@ bool Cpu::interruptsEnabled() const { return (s.rflags & FLAG_IF) && !shadow; }
 void Cpu::setDebug(bool step, std::vector<uint64_t> addresses) {
   singleStep = step;
   breakpoints = std::move(addresses);
+  debugStop = false;
 }
 
 VcpuSnapshot Cpu::snapshot() const {
@@ -553,14 +559,53 @@ inline Block* Cpu::nextBlock(Block* previous) {
   Block* block = blockAt(s.rip);
   // A changed epoch may mean blockAt() replaced (freed) `previous` itself.
   if (previous != nullptr && epoch == linkEpoch && block != scratch.get()) {
-    // Replace a stale link first, else the older of the two.
-    Block::Link& slot = previous->links[0].epoch != linkEpoch ? previous->links[0]
-                        : previous->links[1].epoch != linkEpoch
-                            ? previous->links[1]
-                            : previous->links[previous->nextLink++ & 1];
-    slot = {s.rip, linkEpoch, block};
+    // Replace a stale link first, else the oldest.
+    Block::Link* slot = nullptr;
+    for (Block::Link& link : previous->links) {
+      if (link.epoch != linkEpoch) {
+        slot = &link;
+        break;
+      }
+    }
+    if (slot == nullptr) slot = &previous->links[previous->nextLink++ % Block::LINKS];
+    *slot = {s.rip, linkEpoch, block};
   }
   return block;
+}
+
+std::optional<StopReason> Cpu::runBlockDebugging(const Block& block) {
+  uint64_t address = s.rip;
+  for (const Insn& insn : block.insns) {
+    if (!breakpoints.empty() && !debugStop) {
+      uint64_t linear = s.segment[CS].base + s.rip;
+      for (uint64_t breakpoint : breakpoints) {
+        if (breakpoint == linear) {
+          debugStop = true;
+          return StopReason::DEBUG;
+        }
+      }
+    }
+    debugStop = false;
+    uint64_t start = s.rip;
+    s.rip = address + insn.length;
+    if (modeKey == 1) s.rip &= 0xffffffff;
+    address += insn.length;
+    try {
+      if (insn.fast != nullptr) {
+        insn.fast(*this, insn);
+      } else if (!execute(insn) && !failed.empty()) {
+        s.rip = start;
+        return StopReason::FAILED;
+      }
+    } catch (const GuestFault&) {
+      s.rip = start;
+      throw;
+    }
+    ++retired;
+    if (singleStep) return StopReason::DEBUG;
+    if (s.rip != address || endBlock || s.halted) break;
+  }
+  return std::nullopt;
 }
 
 StopReason Cpu::run(uint64_t budget) {
@@ -588,48 +633,41 @@ StopReason Cpu::run(uint64_t budget) {
       Block* block = nextBlock(previous);
       previous = nullptr;
       endBlock = false;
-      uint64_t address = s.rip;
-      uint64_t done = retired;  // `retired` catches up at the block's end and before generic code
-      for (const Insn& insn : block->insns) {
-        if (debugging && !breakpoints.empty() && !debugStop) {
-          uint64_t linear = s.segment[CS].base + s.rip;
-          for (uint64_t breakpoint : breakpoints) {
-            if (breakpoint == linear) {
-              debugStop = true;
-              retired = done;
-              return StopReason::DEBUG;
-            }
-          }
-        }
-        debugStop = false;
-        uint64_t start = s.rip;
-        s.rip = address + insn.length;
-        if (modeKey == 1) s.rip &= 0xffffffff;
-        address += insn.length;
+      if (debugging) {
+        if (std::optional<StopReason> stop = runBlockDebugging(*block)) return *stop;
+      } else {
+        // Only a block's last instruction branches, and a fast handler neither halts nor ends a
+        // block otherwise: after one there is nothing to look at but a fault.
+        const Insn* first = block->insns.data();
+        const Insn* last = first + block->insns.size();
+        const Insn* insn = first;
+        uint64_t counted = retired;  // `retired` catches up at the end and before generic code
+        uint64_t address = s.rip;
+        uint64_t ripMask = modeKey == 1 ? 0xffffffff : ~0ull;
         try {
-          if (insn.fast != nullptr) {
-            // Only a block's last instruction branches, and a fast handler neither halts nor
-            // ends a block otherwise: nothing to look at after it but a fault.
-            insn.fast(*this, insn);
-            ++done;
-          } else {
-            retired = done;  // the TSC of --deterministic counts instructions
-            if (!execute(insn) && !failed.empty()) {
-              s.rip = start;
+          while (insn != last) {
+            address += insn->length;
+            s.rip = address & ripMask;
+            if (insn->fast != nullptr) {
+              insn->fast(*this, *insn);
+              ++insn;
+              continue;
+            }
+            retired = counted + (insn - first);  // the TSC of --deterministic counts them
+            if (!execute(*insn) && !failed.empty()) {
+              s.rip = (address - insn->length) & ripMask;
               return StopReason::FAILED;
             }
-            ++done;
+            ++insn;
             if (s.rip != address || endBlock || s.halted) break;
           }
         } catch (const GuestFault&) {
-          s.rip = start;
-          retired = done;
+          s.rip = (address - insn->length) & ripMask;
+          retired = counted + (insn - first);
           throw;
         }
-        if (debugging && singleStep) break;
+        retired = counted + (insn - first);
       }
-      retired = done;
-      if (debugging && singleStep) return StopReason::DEBUG;
       if (!endBlock && !s.halted && block != scratch.get()) previous = block;
     } catch (const GuestFault& fault) {
       previous = nullptr;

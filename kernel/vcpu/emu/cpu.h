@@ -192,6 +192,9 @@ class Cpu {
   // The block at RIP, through `previous`'s links when it has a current one (or nullptr).
   Block* nextBlock(Block* previous);
   bool execute(const Insn& insn);  // false: the block must end here
+  // Runs `block` with breakpoints and single steps looked at before and after each instruction:
+  // the reason to stop, or nothing to go on.
+  std::optional<StopReason> runBlockDebugging(const Block& block);
   StopReason fail(const std::string& what);
 
   CpuBus& bus;
@@ -224,6 +227,7 @@ class Cpu {
   std::unordered_map<uint64_t, uint64_t> codeVersions;
   uint64_t codeEpoch = 1;          // see recheckCode()
   uint64_t linkEpoch = 1;          // block links are followed while it stays: see Block::Link
+  uint64_t linkContext = ~0ull;    // the CS links were made for: see modeChanged()
   std::unique_ptr<Block> scratch;  // an instruction that crosses a page, decoded uncached
   struct BlockCacheEntry {
     uint64_t key = ~0ull;

@@ -86,7 +86,8 @@ struct Block {
     uint64_t epoch = 0;
     Block* block = nullptr;
   };
-  Link links[2];
+  static constexpr unsigned LINKS = 2;
+  Link links[LINKS];
   uint8_t nextLink = 0;
 };
 
