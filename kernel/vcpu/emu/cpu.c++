@@ -133,6 +133,13 @@ bool endsBlock(const ZydisDecodedInstruction& in) {
   }
 }
 
+// What follows a block's last instruction: its step returns (the chain's end).
+Insn endMarker() {
+  Insn marker{};
+  marker.step = endOfBlockStep();
+  return marker;
+}
+
 }  // namespace
 
 Cpu::Cpu(CpuBus& bus, std::vector<CpuidEntry> cpuid) : bus(bus), cpuidTable(std::move(cpuid)) {
@@ -440,7 +447,7 @@ Block* Cpu::blockAt(uint64_t rip) {
   if (fetch.tag != linear >> 12) translate(linear, false, cpl() == 3, true);
   uint64_t physical = fetch.physical | (linear & (PAGE - 1));
   uint64_t key = physical ^ (static_cast<uint64_t>(modeKey) << 62);
-  BlockCacheEntry& slot = blockCache[(physical ^ (physical >> 12)) % BLOCK_CACHE_SIZE];
+  BlockCacheEntry& slot = blockCache[(physical ^ (physical >> 16)) % BLOCK_CACHE_SIZE];
   Block* block = nullptr;
   if (slot.key == key) {
     block = slot.block;
@@ -501,8 +508,10 @@ Block* Cpu::blockAt(uint64_t rip) {
         scratch->pageVersion = &unversioned;
         Insn insn;
         if (!convert(instruction, operands, insn)) throw GuestFault{6, false, 0};
-        insn.fast = fastPath ? fastHandler(insn, modeKey) : nullptr;
+        chooseHandlers(insn, modeKey, fastPath);
+        insn.end = insn.length;
         scratch->insns.push_back(insn);
+        scratch->insns.push_back(endMarker());
         return scratch.get();
       }
       if (fresh->insns.empty()) throw GuestFault{6, false, 0};
@@ -513,11 +522,13 @@ Block* Cpu::blockAt(uint64_t rip) {
       if (fresh->insns.empty()) throw GuestFault{6, false, 0};
       break;
     }
-    insn.fast = fastPath ? fastHandler(insn, modeKey) : nullptr;
-    fresh->insns.push_back(insn);
+    chooseHandlers(insn, modeKey, fastPath);
     offset += instruction.length;
+    insn.end = static_cast<uint16_t>(offset);
+    fresh->insns.push_back(insn);
     if (endsBlock(instruction) || offset >= available) break;
   }
+  fresh->insns.push_back(endMarker());
   fresh->bytes.assign(code, code + offset);
   // Links to a block this one replaces must not be followed (they are checked by epoch).
   if (blocks.contains(key)) ++linkEpoch;
@@ -575,7 +586,8 @@ inline Block* Cpu::nextBlock(Block* previous) {
 
 std::optional<StopReason> Cpu::runBlockDebugging(const Block& block) {
   uint64_t address = s.rip;
-  for (const Insn& insn : block.insns) {
+  for (size_t i = 0; i < block.count(); ++i) {
+    const Insn& insn = block.insns[i];
     if (!breakpoints.empty() && !debugStop) {
       uint64_t linear = s.segment[CS].base + s.rip;
       for (uint64_t breakpoint : breakpoints) {
@@ -636,37 +648,31 @@ StopReason Cpu::run(uint64_t budget) {
       if (debugging) {
         if (std::optional<StopReason> stop = runBlockDebugging(*block)) return *stop;
       } else {
-        // Only a block's last instruction branches, and a fast handler neither halts nor ends a
-        // block otherwise: after one there is nothing to look at but a fault.
-        const Insn* first = block->insns.data();
-        const Insn* last = first + block->insns.size();
-        const Insn* insn = first;
-        uint64_t counted = retired;  // `retired` catches up at the end and before generic code
-        uint64_t address = s.rip;
-        uint64_t ripMask = modeKey == 1 ? 0xffffffff : ~0ull;
+        // The block runs as a chain: each instruction's step calls the next one's, to the end
+        // marker, a branch, or a generic instruction that ends the block (stoppedAt).
+        blockRip = s.rip;
+        ripMask = modeKey == 1 ? 0xffffffff : ~0ull;
+        blockFirst = block->insns.data();
+        blockRetired = retired;
+        stoppedAt = nullptr;
+        faultedAt = nullptr;
         try {
-          while (insn != last) {
-            address += insn->length;
-            s.rip = address & ripMask;
-            if (insn->fast != nullptr) {
-              insn->fast(*this, *insn);
-              ++insn;
-              continue;
-            }
-            retired = counted + (insn - first);  // the TSC of --deterministic counts them
-            if (!execute(*insn) && !failed.empty()) {
-              s.rip = (address - insn->length) & ripMask;
-              return StopReason::FAILED;
-            }
-            ++insn;
-            if (s.rip != address || endBlock || s.halted) break;
-          }
+          blockFirst->step(*this, *blockFirst);
         } catch (const GuestFault&) {
-          s.rip = (address - insn->length) & ripMask;
-          retired = counted + (insn - first);
+          // A fast handler leaves RIP just past its instruction when it faults; a generic one
+          // has said which it was and put RIP back.
+          const Insn* at = faultedAt;
+          for (size_t i = 0; at == nullptr && i < block->count(); ++i) {
+            if (((blockRip + blockFirst[i].end) & ripMask) == s.rip) at = &blockFirst[i];
+          }
+          if (at == nullptr) at = blockFirst;  // cannot happen: a fast handler never moves RIP
+          if (faultedAt == nullptr) s.rip = (blockRip + at->end - at->length) & ripMask;
+          retired = blockRetired + (at - blockFirst);
           throw;
         }
-        retired = counted + (insn - first);
+        retired =
+            blockRetired + (stoppedAt != nullptr ? stoppedAt - blockFirst + 1 : block->count());
+        if (stoppedAt != nullptr && !failed.empty()) return StopReason::FAILED;
       }
       if (!endBlock && !s.halted && block != scratch.get()) previous = block;
     } catch (const GuestFault& fault) {

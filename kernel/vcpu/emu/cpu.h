@@ -207,6 +207,14 @@ class Cpu {
   bool shadow = false;    // STI or MOV SS just ran: no interrupt before the next instruction
   bool endBlock = false;  // the running block must end (mode change, code written)
   bool fastPath = true;
+  // The running block's chain (Cpu::run, fast.c++'s steps): where it started, the RIP mask of
+  // the mode, its first instruction, `retired` at its start, and the instruction it stopped
+  // at early or faulted at in the generic interpreter.
+  uint64_t blockRip = 0, ripMask = ~0ull;
+  const Insn* blockFirst = nullptr;
+  uint64_t blockRetired = 0;
+  const Insn* stoppedAt = nullptr;
+  const Insn* faultedAt = nullptr;
   bool singleStep = false;
   std::vector<uint64_t> breakpoints;
   bool debugStop = false;
@@ -233,8 +241,8 @@ class Cpu {
     uint64_t key = ~0ull;
     Block* block = nullptr;
   };
-  static constexpr unsigned BLOCK_CACHE_SIZE = 4096;
-  BlockCacheEntry blockCache[BLOCK_CACHE_SIZE];
+  static constexpr unsigned BLOCK_CACHE_SIZE = 1 << 16;  // 1 MiB: a kernel's hot code
+  std::unique_ptr<BlockCacheEntry[]> blockCache{new BlockCacheEntry[BLOCK_CACHE_SIZE]};
 };
 
 // A present flat segment (base 0, limit 4 GiB): code execute/read or data read/write, accessed;

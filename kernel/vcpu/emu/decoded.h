@@ -59,12 +59,22 @@ struct Insn {
   bool far;        // a far JMP, CALL or RET
   bool unmodeled;  // names a register the interpreter does not model (decided once, at decode)
   Operand op[4];
-  FastHandler fast = nullptr;  // nullptr: the generic interpreter (Cpu::execute)
+  uint16_t end;  // the offset of the next instruction from the block's first byte
+  // fast.c++'s handler for this form, or nullptr: the generic interpreter (Cpu::execute).
+  FastHandler fast = nullptr;
+  // Its step in the block's chain: sets RIP, runs it (fast or generic) and goes on to the next.
+  FastHandler step = nullptr;
 };
 
-// The handler fast.c++ has for `insn` decoded in `modeKey` (Cpu's: 0 16-bit, 1 32-bit,
-// 2 64-bit), or nullptr.
-FastHandler fastHandler(const Insn& insn, uint32_t modeKey);
+// fast.c++'s handler and step for `insn` decoded in `modeKey` (Cpu's: 0 16-bit, 1 32-bit,
+// 2 64-bit); without `fastPath`, the generic interpreter's step.
+struct Handlers {
+  FastHandler plain = nullptr;
+  FastHandler step = nullptr;
+};
+void chooseHandlers(Insn& insn, uint32_t modeKey, bool fastPath);
+// The step of the marker that follows every block's last instruction (it returns).
+FastHandler endOfBlockStep();
 
 // The condition of a Jcc, SETcc or CMOVcc, numbered as the SDM's tttn encoding; -1 for none.
 int conditionOf(ZydisMnemonic mnemonic);
@@ -77,7 +87,8 @@ struct Block {
   const uint64_t* pageVersion = nullptr;  // the version of its page (Cpu::codeVersions)
   uint64_t checkedVersion = 0;            // and what it was then
   std::vector<uint8_t> bytes;             // what it was decoded from, to detect changed code
-  std::vector<Insn> insns;
+  std::vector<Insn> insns;  // and after them one more, the end marker (endOfBlockStep())
+  size_t count() const { return insns.size() - 1; }
   // Where execution went after this block: a successor found without a lookup, followed at the
   // same RIP while the Cpu's linkEpoch is still `epoch` (no code check was due, no block was
   // freed, no mapping or CS changed since) and nothing was stored into the successor's page.

@@ -124,11 +124,11 @@ inline uint64_t hostImul(T& a, T b) {
 struct Fast {
   // --- Operands ---
   template <typename T>
-  static T reg(Cpu& c, uint8_t id) {
+  [[gnu::always_inline]] static T reg(Cpu& c, uint8_t id) {
     return static_cast<T>(c.s.gpr[id]);
   }
   template <typename T>
-  static void setReg(Cpu& c, uint8_t id, T value) {
+  [[gnu::always_inline]] static void setReg(Cpu& c, uint8_t id, T value) {
     uint64_t& r = c.s.gpr[id];
     if constexpr (sizeof(T) >= 4) {
       r = value;  // a 32-bit result clears the upper half
@@ -137,12 +137,12 @@ struct Fast {
     }
   }
   template <typename T>
-  static T imm(const Operand& o) {
+  [[gnu::always_inline]] static T imm(const Operand& o) {
     uint64_t value = static_cast<uint64_t>(o.value);
     if (o.size < 8) value &= (1ull << (o.size * 8)) - 1;
     return static_cast<T>(value);
   }
-  static uint64_t offset(Cpu& c, const Insn& in, const Operand& o) {
+  [[gnu::always_inline]] static uint64_t offset(Cpu& c, const Insn& in, const Operand& o) {
     uint64_t address = static_cast<uint64_t>(o.value);
     if (o.base == REG_IP) {
       address += c.s.rip;
@@ -154,7 +154,8 @@ struct Fast {
     return address & (in.addressSize == 4 ? 0xffffffffull : 0xffffull);
   }
   // The host address of a 64-bit-mode access that hits the TLB, or nullptr.
-  static uint8_t* direct(Cpu& c, const Operand& o, uint64_t offset, unsigned size, bool write) {
+  [[gnu::always_inline]] static uint8_t* direct(Cpu& c, const Operand& o, uint64_t offset,
+                                                unsigned size, bool write) {
     if (c.modeKey != 2) return nullptr;
     uint64_t linear = offset;
     if (o.segment == FS || o.segment == GS) linear += c.s.segment[o.segment].base;
@@ -165,7 +166,7 @@ struct Fast {
     return entry.host + (linear & 0xfff);
   }
   template <typename T>
-  static T load(Cpu& c, const Insn& in, const Operand& o) {
+  [[gnu::always_inline]] static T load(Cpu& c, const Insn& in, const Operand& o) {
     uint64_t at = offset(c, in, o);
     if (uint8_t* host = direct(c, o, at, sizeof(T), false)) {
       T value;
@@ -175,7 +176,7 @@ struct Fast {
     return static_cast<T>(c.read(static_cast<SegmentIndex>(o.segment), at, sizeof(T)));
   }
   template <typename T>
-  static void store(Cpu& c, const Insn& in, const Operand& o, T value) {
+  [[gnu::always_inline]] static void store(Cpu& c, const Insn& in, const Operand& o, T value) {
     uint64_t at = offset(c, in, o);
     if (uint8_t* host = direct(c, o, at, sizeof(T), true)) {
       memcpy(host, &value, sizeof(T));
@@ -183,20 +184,21 @@ struct Fast {
     }
     c.write(static_cast<SegmentIndex>(o.segment), at, sizeof(T), value);
   }
-  static void setFlags(Cpu& c, uint64_t flags, uint64_t which) {
+  [[gnu::always_inline]] static void setFlags(Cpu& c, uint64_t flags, uint64_t which) {
     c.s.rflags = (c.s.rflags & ~which) | (flags & which);
   }
 
   // Where a source or destination is: a general register, memory or an immediate.
   enum Kind : uint8_t { R, M, I };
   template <typename T, Kind K>
-  static T source(Cpu& c, const Insn& in, const Operand& o) {
+  [[gnu::always_inline]] static T source(Cpu& c, const Insn& in, const Operand& o) {
     if constexpr (K == R) return reg<T>(c, o.reg);
     if constexpr (K == M) return load<T>(c, in, o);
     return imm<T>(o);
   }
   template <typename T, Kind K>
-  static void destination(Cpu& c, const Insn& in, const Operand& o, T value) {
+  [[gnu::always_inline]] static void destination(Cpu& c, const Insn& in, const Operand& o,
+                                                 T value) {
     if constexpr (K == R) {
       setReg<T>(c, o.reg, value);
     } else {
@@ -268,7 +270,7 @@ struct Fast {
   }
 
   template <int CC>
-  static bool condition(uint64_t f) {
+  [[gnu::always_inline]] static bool condition(uint64_t f) {
     bool result;
     switch (CC >> 1) {
       case 0:
@@ -298,7 +300,7 @@ struct Fast {
     }
     return (CC & 1) ? !result : result;
   }
-  static void jumpTo(Cpu& c, const Insn& in, uint64_t target) {
+  [[gnu::always_inline]] static void jumpTo(Cpu& c, const Insn& in, uint64_t target) {
     if (c.modeKey != 2) target &= in.operandSize == 2 ? 0xffff : 0xffffffff;
     c.s.rip = target;
   }
@@ -322,7 +324,7 @@ struct Fast {
   }
 
   // The stack in 64-bit mode with 8-byte pushes (SS's base is ignored there).
-  static void push64(Cpu& c, uint64_t value) {
+  [[gnu::always_inline]] static void push64(Cpu& c, uint64_t value) {
     uint64_t rsp = c.s.gpr[4] - 8;
     Operand slot;
     slot.segment = SS;
@@ -333,7 +335,7 @@ struct Fast {
     }
     c.push(value, 8);
   }
-  static uint64_t pop64(Cpu& c) {
+  [[gnu::always_inline]] static uint64_t pop64(Cpu& c) {
     Operand slot;
     slot.segment = SS;
     if (uint8_t* host = direct(c, slot, c.s.gpr[4], 8, false)) {
@@ -363,10 +365,58 @@ struct Fast {
   static void ret(Cpu& c, const Insn&) { c.s.rip = pop64(c); }
   static void nop(Cpu&, const Insn&) {}
 
-  static FastHandler select(const Insn& in, uint32_t modeKey);
+  // --- Steps: a handler in a block's chain (see Cpu::run) ---
+  // Sets RIP past the instruction, runs the handler and goes on to the next instruction's step
+  // (a tail call), unless the instruction is a branch, which ends its block.
+  template <FastHandler H, bool BRANCH>
+  static void step(Cpu& c, const Insn& in) {
+    c.s.rip = (c.blockRip + in.end) & c.ripMask;
+    H(c, in);
+    if constexpr (!BRANCH) {
+      const Insn& next = (&in)[1];
+      next.step(c, next);
+    }
+  }
+  // An instruction for the generic interpreter: it may end the block anywhere.
+  static void genericStep(Cpu& c, const Insn& in) {
+    uint64_t start = c.s.rip;
+    uint64_t address = c.blockRip + in.end;
+    c.s.rip = address & c.ripMask;
+    c.retired = c.blockRetired + (&in - c.blockFirst);  // the TSC of --deterministic counts them
+    try {
+      if (!c.execute(in) && !c.failed.empty()) {
+        c.s.rip = start;
+        c.stoppedAt = &in;
+        return;
+      }
+    } catch (const GuestFault&) {
+      c.s.rip = start;
+      c.faultedAt = &in;
+      throw;
+    }
+    if (c.s.rip != address || c.endBlock || c.s.halted) {
+      c.stoppedAt = &in;
+      return;
+    }
+    const Insn& next = (&in)[1];
+    next.step(c, next);
+  }
+  // The marker after a block's last instruction.
+  static void endStep(Cpu&, const Insn&) {}
+
+  static Handlers select(const Insn& in, uint32_t modeKey);
   template <typename T>
-  static FastHandler selectSized(const Insn& in, uint32_t modeKey);
+  static Handlers selectSized(const Insn& in, uint32_t modeKey);
 };
+
+template <FastHandler H>
+Handlers handlersOf() {
+  return {H, &Fast::step<H, false>};
+}
+template <FastHandler H>
+Handlers handlersOfLast() {
+  return {H, &Fast::step<H, true>};
+}
 
 namespace {
 
@@ -388,54 +438,59 @@ int kindOf(const Operand& o) {
 }
 
 template <Alu OP, typename T>
-FastHandler aluHandler(int d, int s) {
-  if (d == Fast::R && s == Fast::R) return &Fast::alu<OP, T, Fast::R, Fast::R>;
-  if (d == Fast::R && s == Fast::M) return &Fast::alu<OP, T, Fast::R, Fast::M>;
-  if (d == Fast::R && s == Fast::I) return &Fast::alu<OP, T, Fast::R, Fast::I>;
-  if (d == Fast::M && s == Fast::R) return &Fast::alu<OP, T, Fast::M, Fast::R>;
-  if (d == Fast::M && s == Fast::I) return &Fast::alu<OP, T, Fast::M, Fast::I>;
-  return nullptr;
+Handlers aluHandler(int d, int s) {
+  if (d == Fast::R && s == Fast::R) return handlersOf<&Fast::alu<OP, T, Fast::R, Fast::R>>();
+  if (d == Fast::R && s == Fast::M) return handlersOf<&Fast::alu<OP, T, Fast::R, Fast::M>>();
+  if (d == Fast::R && s == Fast::I) return handlersOf<&Fast::alu<OP, T, Fast::R, Fast::I>>();
+  if (d == Fast::M && s == Fast::R) return handlersOf<&Fast::alu<OP, T, Fast::M, Fast::R>>();
+  if (d == Fast::M && s == Fast::I) return handlersOf<&Fast::alu<OP, T, Fast::M, Fast::I>>();
+  return {};
 }
 
 template <Shift OP, typename T>
-FastHandler shiftHandler(int d, bool byCl) {
+Handlers shiftHandler(int d, bool byCl) {
   if (d == Fast::R) {
-    return byCl ? &Fast::shift<OP, T, Fast::R, Fast::R> : &Fast::shift<OP, T, Fast::R, Fast::I>;
+    return byCl ? handlersOf<&Fast::shift<OP, T, Fast::R, Fast::R>>()
+                : handlersOf<&Fast::shift<OP, T, Fast::R, Fast::I>>();
   }
-  return byCl ? &Fast::shift<OP, T, Fast::M, Fast::R> : &Fast::shift<OP, T, Fast::M, Fast::I>;
+  return byCl ? handlersOf<&Fast::shift<OP, T, Fast::M, Fast::R>>()
+              : handlersOf<&Fast::shift<OP, T, Fast::M, Fast::I>>();
 }
 
 // Jcc, SETcc and CMOVcc for condition CC (the SDM's tttn), or nullptr.
 template <int CC>
-FastHandler conditionalHandler(const Insn& in, int kind0, int kind1) {
+Handlers conditionalHandler(const Insn& in, int kind0, int kind1) {
   if (in.mnemonic >= ZYDIS_MNEMONIC_JB && in.mnemonic <= ZYDIS_MNEMONIC_JZ && in.relative) {
-    return &Fast::jcc<CC>;
+    return handlersOfLast<&Fast::jcc<CC>>();
   }
   if (in.mnemonic >= ZYDIS_MNEMONIC_SETB && in.mnemonic <= ZYDIS_MNEMONIC_SETZ) {
-    if (in.op[0].size != 1) return nullptr;
-    if (kind0 == Fast::R) return &Fast::setcc<CC, Fast::R>;
-    if (kind0 == Fast::M) return &Fast::setcc<CC, Fast::M>;
-    return nullptr;
+    if (in.op[0].size != 1) return {};
+    if (kind0 == Fast::R) return handlersOf<&Fast::setcc<CC, Fast::R>>();
+    if (kind0 == Fast::M) return handlersOf<&Fast::setcc<CC, Fast::M>>();
+    return {};
   }
   // CMOVcc r, r/m
-  if (kind0 != Fast::R || (kind1 != Fast::R && kind1 != Fast::M)) return nullptr;
+  if (kind0 != Fast::R || (kind1 != Fast::R && kind1 != Fast::M)) return {};
   bool memory = kind1 == Fast::M;
   switch (in.op[0].size) {
     case 2:
-      return memory ? &Fast::cmovcc<CC, uint16_t, Fast::M> : &Fast::cmovcc<CC, uint16_t, Fast::R>;
+      return memory ? handlersOf<&Fast::cmovcc<CC, uint16_t, Fast::M>>()
+                    : handlersOf<&Fast::cmovcc<CC, uint16_t, Fast::R>>();
     case 4:
-      return memory ? &Fast::cmovcc<CC, uint32_t, Fast::M> : &Fast::cmovcc<CC, uint32_t, Fast::R>;
+      return memory ? handlersOf<&Fast::cmovcc<CC, uint32_t, Fast::M>>()
+                    : handlersOf<&Fast::cmovcc<CC, uint32_t, Fast::R>>();
     case 8:
-      return memory ? &Fast::cmovcc<CC, uint64_t, Fast::M> : &Fast::cmovcc<CC, uint64_t, Fast::R>;
+      return memory ? handlersOf<&Fast::cmovcc<CC, uint64_t, Fast::M>>()
+                    : handlersOf<&Fast::cmovcc<CC, uint64_t, Fast::R>>();
     default:
-      return nullptr;
+      return {};
   }
 }
 
 template <int... CC>
-FastHandler conditionalFor(int cc, const Insn& in, int kind0, int kind1,
-                           std::integer_sequence<int, CC...>) {
-  FastHandler handler = nullptr;
+Handlers conditionalFor(int cc, const Insn& in, int kind0, int kind1,
+                        std::integer_sequence<int, CC...>) {
+  Handlers handler;
   ((cc == CC ? (handler = conditionalHandler<CC>(in, kind0, kind1), true) : false) || ...);
   return handler;
 }
@@ -443,42 +498,48 @@ FastHandler conditionalFor(int cc, const Insn& in, int kind0, int kind1,
 }  // namespace
 
 template <typename T>
-FastHandler Fast::selectSized(const Insn& in, uint32_t modeKey) {
+Handlers Fast::selectSized(const Insn& in, uint32_t modeKey) {
   (void)modeKey;
   int d = in.operandCount > 0 ? kindOf(in.op[0]) : -1;
   int s = in.operandCount > 1 ? kindOf(in.op[1]) : -1;
-  if (d < 0 || d == I) return nullptr;
+  if (d < 0 || d == I) return {};
   switch (in.mnemonic) {
     case ZYDIS_MNEMONIC_MOV:
-      if (in.operandCount != 2 || s < 0 || (d == M && s == M)) return nullptr;
-      if (d == R) return s == R ? &mov<T, R, R> : s == M ? &mov<T, R, M> : &mov<T, R, I>;
-      return s == R ? &mov<T, M, R> : &mov<T, M, I>;
+      if (in.operandCount != 2 || s < 0 || (d == M && s == M)) return {};
+      if (d == R)
+        return s == R   ? handlersOf<&mov<T, R, R>>()
+               : s == M ? handlersOf<&mov<T, R, M>>()
+                        : handlersOf<&mov<T, R, I>>();
+      return s == R ? handlersOf<&mov<T, M, R>>() : handlersOf<&mov<T, M, I>>();
     case ZYDIS_MNEMONIC_ADD:
-      return in.operandCount == 2 ? aluHandler<Alu::ADD, T>(d, s) : nullptr;
+      return in.operandCount == 2 ? aluHandler<Alu::ADD, T>(d, s) : Handlers{};
     case ZYDIS_MNEMONIC_OR:
-      return in.operandCount == 2 ? aluHandler<Alu::OR, T>(d, s) : nullptr;
+      return in.operandCount == 2 ? aluHandler<Alu::OR, T>(d, s) : Handlers{};
     case ZYDIS_MNEMONIC_ADC:
-      return in.operandCount == 2 ? aluHandler<Alu::ADC, T>(d, s) : nullptr;
+      return in.operandCount == 2 ? aluHandler<Alu::ADC, T>(d, s) : Handlers{};
     case ZYDIS_MNEMONIC_SBB:
-      return in.operandCount == 2 ? aluHandler<Alu::SBB, T>(d, s) : nullptr;
+      return in.operandCount == 2 ? aluHandler<Alu::SBB, T>(d, s) : Handlers{};
     case ZYDIS_MNEMONIC_AND:
-      return in.operandCount == 2 ? aluHandler<Alu::AND, T>(d, s) : nullptr;
+      return in.operandCount == 2 ? aluHandler<Alu::AND, T>(d, s) : Handlers{};
     case ZYDIS_MNEMONIC_SUB:
-      return in.operandCount == 2 ? aluHandler<Alu::SUB, T>(d, s) : nullptr;
+      return in.operandCount == 2 ? aluHandler<Alu::SUB, T>(d, s) : Handlers{};
     case ZYDIS_MNEMONIC_XOR:
-      return in.operandCount == 2 ? aluHandler<Alu::XOR, T>(d, s) : nullptr;
+      return in.operandCount == 2 ? aluHandler<Alu::XOR, T>(d, s) : Handlers{};
     case ZYDIS_MNEMONIC_CMP:
-      return in.operandCount == 2 ? aluHandler<Alu::CMP, T>(d, s) : nullptr;
+      return in.operandCount == 2 ? aluHandler<Alu::CMP, T>(d, s) : Handlers{};
     case ZYDIS_MNEMONIC_TEST:
-      return in.operandCount == 2 ? aluHandler<Alu::TEST, T>(d, s) : nullptr;
+      return in.operandCount == 2 ? aluHandler<Alu::TEST, T>(d, s) : Handlers{};
     case ZYDIS_MNEMONIC_INC:
-      return d == R ? &unary<Unary::INC, T, R> : &unary<Unary::INC, T, M>;
+      return d == R ? handlersOf<&unary<Unary::INC, T, R>>()
+                    : handlersOf<&unary<Unary::INC, T, M>>();
     case ZYDIS_MNEMONIC_DEC:
-      return d == R ? &unary<Unary::DEC, T, R> : &unary<Unary::DEC, T, M>;
+      return d == R ? handlersOf<&unary<Unary::DEC, T, R>>()
+                    : handlersOf<&unary<Unary::DEC, T, M>>();
     case ZYDIS_MNEMONIC_NEG:
-      return d == R ? &unary<Unary::NEG, T, R> : &unary<Unary::NEG, T, M>;
+      return d == R ? handlersOf<&unary<Unary::NEG, T, R>>()
+                    : handlersOf<&unary<Unary::NEG, T, M>>();
     case ZYDIS_MNEMONIC_NOT:
-      return d == R ? &bitwiseNot<T, R> : &bitwiseNot<T, M>;
+      return d == R ? handlersOf<&bitwiseNot<T, R>>() : handlersOf<&bitwiseNot<T, M>>();
     case ZYDIS_MNEMONIC_SHL:
     case ZYDIS_MNEMONIC_SHR:
     case ZYDIS_MNEMONIC_SAR:
@@ -489,7 +550,7 @@ FastHandler Fast::selectSized(const Insn& in, uint32_t modeKey) {
         if (s == R && in.op[1].reg == 1 && in.op[1].size == 1) {
           byCl = true;
         } else if (s != I) {
-          return nullptr;
+          return {};
         }
       }
       switch (in.mnemonic) {
@@ -507,62 +568,72 @@ FastHandler Fast::selectSized(const Insn& in, uint32_t modeKey) {
     }
     case ZYDIS_MNEMONIC_IMUL:
       if constexpr (sizeof(T) == 1) {
-        return nullptr;
+        return {};
       } else {
-        if (d != R || (s != R && s != M)) return nullptr;
-        if (in.operandCount == 2) return s == R ? &imul<T, R, false> : &imul<T, M, false>;
+        if (d != R || (s != R && s != M)) return {};
+        if (in.operandCount == 2)
+          return s == R ? handlersOf<&imul<T, R, false>>() : handlersOf<&imul<T, M, false>>();
         if (in.operandCount == 3 && in.op[2].kind == OperandKind::IMM) {
-          return s == R ? &imul<T, R, true> : &imul<T, M, true>;
+          return s == R ? handlersOf<&imul<T, R, true>>() : handlersOf<&imul<T, M, true>>();
         }
-        return nullptr;
+        return {};
       }
     case ZYDIS_MNEMONIC_MOVZX:
     case ZYDIS_MNEMONIC_MOVSX:
     case ZYDIS_MNEMONIC_MOVSXD: {
-      if (d != R || (s != R && s != M)) return nullptr;
+      if (d != R || (s != R && s != M)) return {};
       bool sign = in.mnemonic != ZYDIS_MNEMONIC_MOVZX;
       bool memory = s == M;
       switch (in.op[1].size) {
         case 1:
-          if (sign) return memory ? &extend<T, M, uint8_t, true> : &extend<T, R, uint8_t, true>;
-          return memory ? &extend<T, M, uint8_t, false> : &extend<T, R, uint8_t, false>;
+          if (sign)
+            return memory ? handlersOf<&extend<T, M, uint8_t, true>>()
+                          : handlersOf<&extend<T, R, uint8_t, true>>();
+          return memory ? handlersOf<&extend<T, M, uint8_t, false>>()
+                        : handlersOf<&extend<T, R, uint8_t, false>>();
         case 2:
-          if (sign) return memory ? &extend<T, M, uint16_t, true> : &extend<T, R, uint16_t, true>;
-          return memory ? &extend<T, M, uint16_t, false> : &extend<T, R, uint16_t, false>;
+          if (sign)
+            return memory ? handlersOf<&extend<T, M, uint16_t, true>>()
+                          : handlersOf<&extend<T, R, uint16_t, true>>();
+          return memory ? handlersOf<&extend<T, M, uint16_t, false>>()
+                        : handlersOf<&extend<T, R, uint16_t, false>>();
         case 4:
-          if (sign) return memory ? &extend<T, M, uint32_t, true> : &extend<T, R, uint32_t, true>;
-          return memory ? &extend<T, M, uint32_t, false> : &extend<T, R, uint32_t, false>;
+          if (sign)
+            return memory ? handlersOf<&extend<T, M, uint32_t, true>>()
+                          : handlersOf<&extend<T, R, uint32_t, true>>();
+          return memory ? handlersOf<&extend<T, M, uint32_t, false>>()
+                        : handlersOf<&extend<T, R, uint32_t, false>>();
         default:
-          return nullptr;
+          return {};
       }
     }
     default:
-      return nullptr;
+      return {};
   }
 }
 
-FastHandler Fast::select(const Insn& in, uint32_t modeKey) {
-  if (in.unmodeled || (in.prefixes & (PREFIX_REP | PREFIX_REPNE)) || in.far) return nullptr;
+Handlers Fast::select(const Insn& in, uint32_t modeKey) {
+  if (in.unmodeled || (in.prefixes & (PREFIX_REP | PREFIX_REPNE)) || in.far) return {};
   int kind0 = in.operandCount > 0 ? kindOf(in.op[0]) : -1;
   int kind1 = in.operandCount > 1 ? kindOf(in.op[1]) : -1;
   switch (in.mnemonic) {
     case ZYDIS_MNEMONIC_NOP:
     case ZYDIS_MNEMONIC_PAUSE:
     case ZYDIS_MNEMONIC_ENDBR64:
-      return &nop;
+      return handlersOf<&nop>();
     case ZYDIS_MNEMONIC_JMP:
-      return in.relative ? &jmp : nullptr;
+      return in.relative ? handlersOfLast<&jmp>() : Handlers{};
     case ZYDIS_MNEMONIC_LEA:
-      if (in.op[0].kind != OperandKind::REG || in.op[0].reg >= 16) return nullptr;
+      if (in.op[0].kind != OperandKind::REG || in.op[0].reg >= 16) return {};
       switch (in.op[0].size) {
         case 2:
-          return &lea<uint16_t>;
+          return handlersOf<&lea<uint16_t>>();
         case 4:
-          return &lea<uint32_t>;
+          return handlersOf<&lea<uint32_t>>();
         case 8:
-          return &lea<uint64_t>;
+          return handlersOf<&lea<uint64_t>>();
         default:
-          return nullptr;
+          return {};
       }
     default:
       break;
@@ -571,16 +642,16 @@ FastHandler Fast::select(const Insn& in, uint32_t modeKey) {
   if (modeKey == 2 && in.operandSize == 8) {
     switch (in.mnemonic) {
       case ZYDIS_MNEMONIC_CALL:
-        return in.relative ? &call : nullptr;
+        return in.relative ? handlersOfLast<&call>() : Handlers{};
       case ZYDIS_MNEMONIC_RET:
-        return in.operandCount == 0 ? &ret : nullptr;
+        return in.operandCount == 0 ? handlersOfLast<&ret>() : Handlers{};
       case ZYDIS_MNEMONIC_PUSH:
-        if (kind0 == R && in.op[0].size == 8) return &push<R>;
-        if (kind0 == M && in.op[0].size == 8) return &push<M>;
-        if (kind0 == I) return &push<I>;
-        return nullptr;
+        if (kind0 == R && in.op[0].size == 8) return handlersOf<&push<R>>();
+        if (kind0 == M && in.op[0].size == 8) return handlersOf<&push<M>>();
+        if (kind0 == I) return handlersOf<&push<I>>();
+        return {};
       case ZYDIS_MNEMONIC_POP:
-        return kind0 == R && in.op[0].size == 8 ? &pop : nullptr;
+        return kind0 == R && in.op[0].size == 8 ? handlersOf<&pop>() : Handlers{};
       default:
         break;
     }
@@ -589,7 +660,7 @@ FastHandler Fast::select(const Insn& in, uint32_t modeKey) {
   if (cc >= 0) {
     return conditionalFor(cc, in, kind0, kind1, std::make_integer_sequence<int, 16>{});
   }
-  if (in.operandCount == 0) return nullptr;
+  if (in.operandCount == 0) return {};
   switch (in.op[0].size) {
     case 1:
       return selectSized<uint8_t>(in, modeKey);
@@ -600,10 +671,16 @@ FastHandler Fast::select(const Insn& in, uint32_t modeKey) {
     case 8:
       return selectSized<uint64_t>(in, modeKey);
     default:
-      return nullptr;
+      return {};
   }
 }
 
-FastHandler fastHandler(const Insn& insn, uint32_t modeKey) { return Fast::select(insn, modeKey); }
+void chooseHandlers(Insn& insn, uint32_t modeKey, bool fastPath) {
+  Handlers chosen = fastPath ? Fast::select(insn, modeKey) : Handlers{};
+  insn.fast = chosen.plain;
+  insn.step = chosen.step != nullptr ? chosen.step : &Fast::genericStep;
+}
+
+FastHandler endOfBlockStep() { return &Fast::endStep; }
 
 }  // namespace bulkhead::emu
