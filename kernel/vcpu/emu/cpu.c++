@@ -649,20 +649,24 @@ StopReason Cpu::run(uint64_t budget) {
         if (std::optional<StopReason> stop = runBlockDebugging(*block)) return *stop;
       } else {
         // The block runs as a chain: each instruction's step calls the next one's, to the end
-        // marker, a branch, or a generic instruction that ends the block (stoppedAt).
+        // marker, a generic instruction that ends the block (stoppedAt), or a branch, whose
+        // step may go on into the next block through a link (up to CHAINED_BLOCKS of them;
+        // runningBlock is the one running).
+        runningBlock = block;
         blockRip = s.rip;
         ripMask = modeKey == 1 ? 0xffffffff : ~0ull;
         blockFirst = block->insns.data();
         blockRetired = retired;
         stoppedAt = nullptr;
         faultedAt = nullptr;
+        chainBudget = CHAINED_BLOCKS;
         try {
           blockFirst->step(*this, *blockFirst);
         } catch (const GuestFault&) {
           // A fast handler leaves RIP just past its instruction when it faults; a generic one
           // has said which it was and put RIP back.
           const Insn* at = faultedAt;
-          for (size_t i = 0; at == nullptr && i < block->count(); ++i) {
+          for (size_t i = 0; at == nullptr && i < runningBlock->count(); ++i) {
             if (((blockRip + blockFirst[i].end) & ripMask) == s.rip) at = &blockFirst[i];
           }
           if (at == nullptr) at = blockFirst;  // cannot happen: a fast handler never moves RIP
@@ -670,6 +674,7 @@ StopReason Cpu::run(uint64_t budget) {
           retired = blockRetired + (at - blockFirst);
           throw;
         }
+        block = runningBlock;
         retired =
             blockRetired + (stoppedAt != nullptr ? stoppedAt - blockFirst + 1 : block->count());
         if (stoppedAt != nullptr && !failed.empty()) return StopReason::FAILED;

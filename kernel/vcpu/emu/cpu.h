@@ -210,6 +210,9 @@ class Cpu {
   // The running block's chain (Cpu::run, fast.c++'s steps): where it started, the RIP mask of
   // the mode, its first instruction, `retired` at its start, and the instruction it stopped
   // at early or faulted at in the generic interpreter.
+  static constexpr unsigned CHAINED_BLOCKS = 64;  // blocks a chain runs before run() looks
+  Block* runningBlock = nullptr;
+  unsigned chainBudget = 0;
   uint64_t blockRip = 0, ripMask = ~0ull;
   const Insn* blockFirst = nullptr;
   uint64_t blockRetired = 0;

@@ -375,6 +375,30 @@ struct Fast {
     if constexpr (!BRANCH) {
       const Insn& next = (&in)[1];
       next.step(c, next);
+    } else {
+      chain(c);
+    }
+  }
+  // After a branch: into the block a current link names (see Cpu::nextBlock), while the chain
+  // has budget and no interrupt it could take or stop request waits; else back to run().
+  [[gnu::always_inline]] static void chain(Cpu& c) {
+    if (c.chainBudget == 0) return;
+    for (const Block::Link& link : c.runningBlock->links) {
+      if (link.rip != c.s.rip || link.epoch != c.linkEpoch ||
+          *link.block->pageVersion != link.block->checkedVersion) {
+        continue;
+      }
+      if (c.stopRequested.load(std::memory_order_relaxed) ||
+          ((c.s.rflags & FLAG_IF) && c.interruptPoke.load(std::memory_order_relaxed))) {
+        return;
+      }
+      --c.chainBudget;
+      c.blockRetired += c.runningBlock->count();
+      c.runningBlock = link.block;
+      c.blockRip = c.s.rip;
+      c.blockFirst = link.block->insns.data();
+      c.blockFirst->step(c, *c.blockFirst);
+      return;
     }
   }
   // An instruction for the generic interpreter: it may end the block anywhere.
