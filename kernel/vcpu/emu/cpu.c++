@@ -134,8 +134,9 @@ bool endsBlock(const ZydisDecodedInstruction& in) {
 }
 
 // What follows a block's last instruction: its step returns (the chain's end).
-Insn endMarker() {
+Insn endMarker(size_t blockLength) {
   Insn marker{};
+  marker.end = static_cast<uint16_t>(blockLength);
   marker.step = endOfBlockStep();
   return marker;
 }
@@ -511,7 +512,7 @@ Block* Cpu::blockAt(uint64_t rip) {
         chooseHandlers(insn, modeKey, fastPath);
         insn.end = insn.length;
         scratch->insns.push_back(insn);
-        scratch->insns.push_back(endMarker());
+        scratch->insns.push_back(endMarker(insn.length));
         return scratch.get();
       }
       if (fresh->insns.empty()) throw GuestFault{6, false, 0};
@@ -528,7 +529,7 @@ Block* Cpu::blockAt(uint64_t rip) {
     fresh->insns.push_back(insn);
     if (endsBlock(instruction) || offset >= available) break;
   }
-  fresh->insns.push_back(endMarker());
+  fresh->insns.push_back(endMarker(offset));
   fresh->bytes.assign(code, code + offset);
   // Links to a block this one replaces must not be followed (they are checked by epoch).
   if (blocks.contains(key)) ++linkEpoch;
@@ -586,6 +587,8 @@ inline Block* Cpu::nextBlock(Block* previous) {
 
 std::optional<StopReason> Cpu::runBlockDebugging(const Block& block) {
   uint64_t address = s.rip;
+  blockRip = s.rip;  // fast handlers find RIP-relative operands and branch targets from it
+  ripMask = modeKey == 1 ? 0xffffffff : ~0ull;
   for (size_t i = 0; i < block.count(); ++i) {
     const Insn& insn = block.insns[i];
     if (!breakpoints.empty() && !debugStop) {
@@ -663,15 +666,8 @@ StopReason Cpu::run(uint64_t budget) {
         try {
           blockFirst->step(*this, *blockFirst);
         } catch (const GuestFault&) {
-          // A fast handler leaves RIP just past its instruction when it faults; a generic one
-          // has said which it was and put RIP back.
-          const Insn* at = faultedAt;
-          for (size_t i = 0; at == nullptr && i < runningBlock->count(); ++i) {
-            if (((blockRip + blockFirst[i].end) & ripMask) == s.rip) at = &blockFirst[i];
-          }
-          if (at == nullptr) at = blockFirst;  // cannot happen: a fast handler never moves RIP
-          if (faultedAt == nullptr) s.rip = (blockRip + at->end - at->length) & ripMask;
-          retired = blockRetired + (at - blockFirst);
+          // The faulting instruction's step has put RIP back on it and said which it was.
+          retired = blockRetired + (faultedAt - blockFirst);
           throw;
         }
         block = runningBlock;

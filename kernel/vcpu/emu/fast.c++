@@ -145,7 +145,7 @@ struct Fast {
   [[gnu::always_inline]] static uint64_t offset(Cpu& c, const Insn& in, const Operand& o) {
     uint64_t address = static_cast<uint64_t>(o.value);
     if (o.base == REG_IP) {
-      address += c.s.rip;
+      address += c.blockRip + in.end;  // RIP-relative: from the next instruction
     } else if (o.base != REG_NONE) {
       address += c.s.gpr[o.base];
     }
@@ -153,6 +153,9 @@ struct Fast {
     if (in.addressSize == 8) return address;
     return address & (in.addressSize == 4 ? 0xffffffffull : 0xffffull);
   }
+  // Before the generic memory path: RIP past the instruction, as whoever watches an MMIO access
+  // (--trace exits, a device) expects it.
+  static void settle(Cpu& c, const Insn& in) { c.s.rip = (c.blockRip + in.end) & c.ripMask; }
   // The host address of a 64-bit-mode access that hits the TLB, or nullptr.
   [[gnu::always_inline]] static uint8_t* direct(Cpu& c, const Operand& o, uint64_t offset,
                                                 unsigned size, bool write) {
@@ -173,6 +176,7 @@ struct Fast {
       memcpy(&value, host, sizeof(T));
       return value;
     }
+    settle(c, in);
     return static_cast<T>(c.read(static_cast<SegmentIndex>(o.segment), at, sizeof(T)));
   }
   template <typename T>
@@ -182,6 +186,7 @@ struct Fast {
       memcpy(host, &value, sizeof(T));
       return;
     }
+    settle(c, in);
     c.write(static_cast<SegmentIndex>(o.segment), at, sizeof(T), value);
   }
   [[gnu::always_inline]] static void setFlags(Cpu& c, uint64_t flags, uint64_t which) {
@@ -306,9 +311,10 @@ struct Fast {
   }
   template <int CC>
   static void jcc(Cpu& c, const Insn& in) {
-    if (condition<CC>(c.s.rflags)) jumpTo(c, in, c.s.rip + in.op[0].value);
+    uint64_t next = c.blockRip + in.end;
+    jumpTo(c, in, condition<CC>(c.s.rflags) ? next + in.op[0].value : next);
   }
-  static void jmp(Cpu& c, const Insn& in) { jumpTo(c, in, c.s.rip + in.op[0].value); }
+  static void jmp(Cpu& c, const Insn& in) { jumpTo(c, in, c.blockRip + in.end + in.op[0].value); }
   template <int CC, typename T, Kind S>
   static void cmovcc(Cpu& c, const Insn& in) {
     T value = source<T, S>(c, in, in.op[1]);  // read (and may fault) either way
@@ -324,7 +330,7 @@ struct Fast {
   }
 
   // The stack in 64-bit mode with 8-byte pushes (SS's base is ignored there).
-  [[gnu::always_inline]] static void push64(Cpu& c, uint64_t value) {
+  [[gnu::always_inline]] static void push64(Cpu& c, const Insn& in, uint64_t value) {
     uint64_t rsp = c.s.gpr[4] - 8;
     Operand slot;
     slot.segment = SS;
@@ -333,9 +339,10 @@ struct Fast {
       c.s.gpr[4] = rsp;
       return;
     }
+    settle(c, in);
     c.push(value, 8);
   }
-  [[gnu::always_inline]] static uint64_t pop64(Cpu& c) {
+  [[gnu::always_inline]] static uint64_t pop64(Cpu& c, const Insn& in) {
     Operand slot;
     slot.segment = SS;
     if (uint8_t* host = direct(c, slot, c.s.gpr[4], 8, false)) {
@@ -344,6 +351,7 @@ struct Fast {
       c.s.gpr[4] += 8;
       return value;
     }
+    settle(c, in);
     return c.pop(8);
   }
   template <Kind S>
@@ -351,27 +359,35 @@ struct Fast {
     // An immediate is sign-extended to the stack width.
     uint64_t value =
         S == I ? static_cast<uint64_t>(in.op[0].value) : source<uint64_t, S>(c, in, in.op[0]);
-    push64(c, value);
+    push64(c, in, value);
   }
   static void pop(Cpu& c, const Insn& in) {
-    uint64_t value = pop64(c);
+    uint64_t value = pop64(c, in);
     c.s.gpr[in.op[0].reg] = value;  // after RSP moved: POP RSP loads the popped value
   }
   static void call(Cpu& c, const Insn& in) {
-    uint64_t target = c.s.rip + in.op[0].value;
-    push64(c, c.s.rip);
-    c.s.rip = target;
+    uint64_t next = c.blockRip + in.end;  // 64-bit mode only: no mask
+    push64(c, in, next);
+    c.s.rip = next + in.op[0].value;
   }
-  static void ret(Cpu& c, const Insn&) { c.s.rip = pop64(c); }
+  static void ret(Cpu& c, const Insn& in) { c.s.rip = pop64(c, in); }
   static void nop(Cpu&, const Insn&) {}
 
   // --- Steps: a handler in a block's chain (see Cpu::run) ---
   // Sets RIP past the instruction, runs the handler and goes on to the next instruction's step
   // (a tail call), unless the instruction is a branch, which ends its block.
+  // RIP is not kept up to date inside a chain: a handler finds the next instruction's address
+  // as blockRip + in.end, a branch sets RIP, and the end marker, a generic instruction's step
+  // and a fault put it where it belongs.
   template <FastHandler H, bool BRANCH>
   static void step(Cpu& c, const Insn& in) {
-    c.s.rip = (c.blockRip + in.end) & c.ripMask;
-    H(c, in);
+    try {
+      H(c, in);
+    } catch (const GuestFault&) {
+      c.s.rip = (c.blockRip + in.end - in.length) & c.ripMask;
+      c.faultedAt = &in;
+      throw;
+    }
     if constexpr (!BRANCH) {
       const Insn& next = (&in)[1];
       next.step(c, next);
@@ -403,8 +419,8 @@ struct Fast {
   }
   // An instruction for the generic interpreter: it may end the block anywhere.
   static void genericStep(Cpu& c, const Insn& in) {
-    uint64_t start = c.s.rip;
     uint64_t address = c.blockRip + in.end;
+    uint64_t start = (address - in.length) & c.ripMask;
     c.s.rip = address & c.ripMask;
     c.retired = c.blockRetired + (&in - c.blockFirst);  // the TSC of --deterministic counts them
     try {
@@ -425,8 +441,8 @@ struct Fast {
     const Insn& next = (&in)[1];
     next.step(c, next);
   }
-  // The marker after a block's last instruction.
-  static void endStep(Cpu&, const Insn&) {}
+  // The marker after a block's last instruction (its `end`: the block's length).
+  static void endStep(Cpu& c, const Insn& in) { c.s.rip = (c.blockRip + in.end) & c.ripMask; }
 
   static Handlers select(const Insn& in, uint32_t modeKey);
   template <typename T>
