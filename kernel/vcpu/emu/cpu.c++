@@ -169,6 +169,7 @@ void Cpu::stateChanged() {
 void Cpu::modeChanged() {
   bool code64 = (s.efer & EFER_LMA) && s.segment[CS].longMode;
   modeKey = code64 ? 2 : s.segment[CS].big ? 1 : 0;
+  privilegeTlb = &tlb[cpl() == 3];
   // Links hold for one privilege level, mode and CS base (an IRET to the same CS keeps them).
   uint64_t context = s.segment[CS].base ^ (static_cast<uint64_t>(modeKey) << 2) ^ cpl();
   if (context != linkContext) {

@@ -230,7 +230,8 @@ class Cpu {
     uint64_t* codeVersion = nullptr;  // a write entry's page holds cached code: its version
   };
   static constexpr unsigned TLB_SIZE = 256;
-  TlbEntry tlb[2][3][TLB_SIZE];  // [user][read, write, execute]
+  TlbEntry tlb[2][3][TLB_SIZE];                     // [user][read, write, execute]
+  TlbEntry (*privilegeTlb)[3][TLB_SIZE] = &tlb[0];  // the current privilege's: modeChanged()
   uint32_t modeKey = 0;
 
   std::unordered_map<uint64_t, std::unique_ptr<Block>> blocks;  // key: see blockAt()

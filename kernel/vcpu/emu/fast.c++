@@ -163,9 +163,9 @@ struct Fast {
     uint64_t linear = offset;
     if (o.segment == FS || o.segment == GS) linear += c.s.segment[o.segment].base;
     if ((linear & 0xfff) + size > 0x1000) return nullptr;
-    const Cpu::TlbEntry& entry = c.tlb[c.cpl() == 3][write ? 1 : 0][(linear >> 12) % Cpu::TLB_SIZE];
+    const Cpu::TlbEntry& entry = (*c.privilegeTlb)[write ? 1 : 0][(linear >> 12) % Cpu::TLB_SIZE];
     if (entry.tag != linear >> 12 || entry.host == nullptr) return nullptr;
-    if (entry.codeVersion != nullptr) ++*entry.codeVersion;
+    if (write && entry.codeVersion != nullptr) ++*entry.codeVersion;
     return entry.host + (linear & 0xfff);
   }
   template <typename T>
@@ -213,21 +213,21 @@ struct Fast {
 
   // --- Handlers ---
   template <typename T, Kind D, Kind S>
-  static void mov(Cpu& c, const Insn& in) {
+  [[gnu::always_inline]] static void mov(Cpu& c, const Insn& in) {
     destination<T, D>(c, in, in.op[0], source<T, S>(c, in, in.op[1]));
   }
   template <typename T, Kind S, typename From, bool SIGNED>
-  static void extend(Cpu& c, const Insn& in) {
+  [[gnu::always_inline]] static void extend(Cpu& c, const Insn& in) {
     From value = source<From, S>(c, in, in.op[1]);
     T wide = SIGNED ? static_cast<T>(static_cast<Signed<From>>(value)) : static_cast<T>(value);
     setReg<T>(c, in.op[0].reg, wide);
   }
   template <typename T>
-  static void lea(Cpu& c, const Insn& in) {
+  [[gnu::always_inline]] static void lea(Cpu& c, const Insn& in) {
     setReg<T>(c, in.op[0].reg, static_cast<T>(offset(c, in, in.op[1])));
   }
   template <Alu OP, typename T, Kind D, Kind S>
-  static void alu(Cpu& c, const Insn& in) {
+  [[gnu::always_inline]] static void alu(Cpu& c, const Insn& in) {
     T a = source<T, D>(c, in, in.op[0]);
     T b = source<T, S>(c, in, in.op[1]);
     uint64_t flags = hostAlu<OP, T>(a, b, c.s.rflags & FLAG_CF);
@@ -235,19 +235,19 @@ struct Fast {
     setFlags(c, flags, FLAGS_ARITH);
   }
   template <Unary OP, typename T, Kind D>
-  static void unary(Cpu& c, const Insn& in) {
+  [[gnu::always_inline]] static void unary(Cpu& c, const Insn& in) {
     T a = source<T, D>(c, in, in.op[0]);
     uint64_t flags = hostUnary<OP, T>(a);
     destination<T, D>(c, in, in.op[0], a);
     setFlags(c, flags, OP == Unary::NEG ? FLAGS_ARITH : FLAGS_ARITH & ~FLAG_CF);
   }
   template <typename T, Kind D>
-  static void bitwiseNot(Cpu& c, const Insn& in) {
+  [[gnu::always_inline]] static void bitwiseNot(Cpu& c, const Insn& in) {
     destination<T, D>(c, in, in.op[0], static_cast<T>(~source<T, D>(c, in, in.op[0])));
   }
   // Count: an immediate, CL, or (no second operand) 1.
   template <Shift OP, typename T, Kind D, Kind COUNT>
-  static void shift(Cpu& c, const Insn& in) {
+  [[gnu::always_inline]] static void shift(Cpu& c, const Insn& in) {
     uint8_t count;
     if constexpr (COUNT == I) {
       count = in.operandCount > 1 ? static_cast<uint8_t>(in.op[1].value) : 1;
@@ -266,7 +266,7 @@ struct Fast {
   }
   // IMUL r, r/m and IMUL r, r/m, imm.
   template <typename T, Kind S, bool IMMEDIATE>
-  static void imul(Cpu& c, const Insn& in) {
+  [[gnu::always_inline]] static void imul(Cpu& c, const Insn& in) {
     T a = IMMEDIATE ? imm<T>(in.op[2]) : reg<T>(c, in.op[0].reg);
     T b = source<T, S>(c, in, in.op[1]);
     uint64_t flags = hostImul<T>(a, b);
@@ -310,13 +310,15 @@ struct Fast {
     c.s.rip = target;
   }
   template <int CC>
-  static void jcc(Cpu& c, const Insn& in) {
+  [[gnu::always_inline]] static void jcc(Cpu& c, const Insn& in) {
     uint64_t next = c.blockRip + in.end;
     jumpTo(c, in, condition<CC>(c.s.rflags) ? next + in.op[0].value : next);
   }
-  static void jmp(Cpu& c, const Insn& in) { jumpTo(c, in, c.blockRip + in.end + in.op[0].value); }
+  [[gnu::always_inline]] static void jmp(Cpu& c, const Insn& in) {
+    jumpTo(c, in, c.blockRip + in.end + in.op[0].value);
+  }
   template <int CC, typename T, Kind S>
-  static void cmovcc(Cpu& c, const Insn& in) {
+  [[gnu::always_inline]] static void cmovcc(Cpu& c, const Insn& in) {
     T value = source<T, S>(c, in, in.op[1]);  // read (and may fault) either way
     if (condition<CC>(c.s.rflags)) {
       setReg<T>(c, in.op[0].reg, value);
@@ -325,7 +327,7 @@ struct Fast {
     }
   }
   template <int CC, Kind D>
-  static void setcc(Cpu& c, const Insn& in) {
+  [[gnu::always_inline]] static void setcc(Cpu& c, const Insn& in) {
     destination<uint8_t, D>(c, in, in.op[0], condition<CC>(c.s.rflags) ? 1 : 0);
   }
 
@@ -355,23 +357,23 @@ struct Fast {
     return c.pop(8);
   }
   template <Kind S>
-  static void push(Cpu& c, const Insn& in) {
+  [[gnu::always_inline]] static void push(Cpu& c, const Insn& in) {
     // An immediate is sign-extended to the stack width.
     uint64_t value =
         S == I ? static_cast<uint64_t>(in.op[0].value) : source<uint64_t, S>(c, in, in.op[0]);
     push64(c, in, value);
   }
-  static void pop(Cpu& c, const Insn& in) {
+  [[gnu::always_inline]] static void pop(Cpu& c, const Insn& in) {
     uint64_t value = pop64(c, in);
     c.s.gpr[in.op[0].reg] = value;  // after RSP moved: POP RSP loads the popped value
   }
-  static void call(Cpu& c, const Insn& in) {
+  [[gnu::always_inline]] static void call(Cpu& c, const Insn& in) {
     uint64_t next = c.blockRip + in.end;  // 64-bit mode only: no mask
     push64(c, in, next);
     c.s.rip = next + in.op[0].value;
   }
-  static void ret(Cpu& c, const Insn& in) { c.s.rip = pop64(c, in); }
-  static void nop(Cpu&, const Insn&) {}
+  [[gnu::always_inline]] static void ret(Cpu& c, const Insn& in) { c.s.rip = pop64(c, in); }
+  [[gnu::always_inline]] static void nop(Cpu&, const Insn&) {}
 
   // --- Steps: a handler in a block's chain (see Cpu::run) ---
   // Sets RIP past the instruction, runs the handler and goes on to the next instruction's step
