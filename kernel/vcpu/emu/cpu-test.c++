@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 
 #include <cstring>
+#include <functional>
 #include <random>
 #include <utility>
 #include <vector>
@@ -35,11 +36,13 @@ class TestBus : public CpuBus {
   uint64_t portRead(uint16_t port, unsigned) override { return port == 0x60 ? 0x42 : 0xff; }
   void portWrite(uint16_t port, unsigned, uint64_t value) override {
     written.push_back({port, value});
+    if (onPortWrite) onPortWrite(port);
   }
   int acknowledgeInterrupt() override { return std::exchange(pendingVector, -1); }
   uint64_t timestamp() override { return 1000; }
 
   int pendingVector = -1;  // what the interrupt controller answers next
+  std::function<void(uint16_t)> onPortWrite;
 
   void put(uint64_t at, const std::vector<uint8_t>& bytes) {
     memcpy(ram.data() + at, bytes.data(), bytes.size());
@@ -852,6 +855,35 @@ TEST(EmuCpu, AnInterruptRaisedBeforeStiHltIsTakenAfterTheHlt) {
   ASSERT_TRUE(emu.run({0xfa, 0x90, 0xfb}));  // cli; nop; sti; (hlt)
   EXPECT_EQ(emu.reg(0), 0x77u) << "the interrupt was left pending in HLT";
   EXPECT_EQ(emu.bus.pendingVector, -1);
+}
+
+// An NMI is taken with interrupts off, even in HLT, and the next one waits for the handler's
+// IRET (SDM Vol. 3, 6.7.1) instead of nesting.
+TEST(EmuCpu, NmisAreTakenWithInterruptsOffAndDoNotNest) {
+  LongMode emu;
+  constexpr uint64_t IDT = 0x9000, HANDLER = 0x3000;
+  uint64_t gate =
+      (HANDLER & 0xffff) | (0x08ull << 16) | (0x8eull << 40) | ((HANDLER >> 16 & 0xffff) << 48);
+  emu.bus.store<uint64_t>(IDT + 2 * 16, gate);
+  emu.bus.store<uint64_t>(IDT + 2 * 16 + 8, HANDLER >> 32);
+  emu.cpu.state().idtBase = IDT;
+  emu.cpu.state().idtLimit = 3 * 16 - 1;
+  // inc ebx; out 0x99, al (raises the next NMI); jmp +0 (a block boundary);
+  // mov [rbx*8 + DATA], rsp; iretq
+  emu.bus.put(HANDLER, {0xff, 0xc3, 0xe6, 0x99, 0xeb, 0x00, 0x48, 0x89, 0x24, 0xdd, 0x00, 0x00,
+                        0x02, 0x00, 0x48, 0xcf});
+  int raised = 0;
+  emu.bus.onPortWrite = [&](uint16_t port) {
+    if (port == 0x99 && raised++ < 2) emu.cpu.nmiRaised();
+  };
+  emu.reg(3) = 0;
+  // cli; out 0x99, al; hlt; (hlt): the first NMI wakes the HLT with IF clear.
+  ASSERT_TRUE(emu.run({0xfa, 0xe6, 0x99, 0xf4}));
+  EXPECT_EQ(emu.reg(3), 2u) << "both NMIs ran";
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 8), emu.bus.load<uint64_t>(DATA + 16))
+      << "the second NMI ran inside the first handler, on its stack";
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 8), STACK_TOP - 40);
+  EXPECT_FALSE(emu.cpu.state().rflags & FLAG_IF);
 }
 
 TEST(EmuCpu, UnimplementedInstructionsAreReportedNotGuessed) {

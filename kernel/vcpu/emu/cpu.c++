@@ -150,6 +150,7 @@ Cpu::Cpu(CpuBus& bus, std::vector<CpuidEntry> cpuid) : bus(bus), cpuidTable(std:
 void Cpu::reset() {
   s = CpuState{};
   shadow = false;
+  nmiBlocked = false;
   for (SegmentState& segment : s.segment) {
     segment = SegmentState{0, 0, 0xffff, 3, true, false, false, false, 0};
   }
@@ -635,6 +636,12 @@ StopReason Cpu::run(uint64_t budget) {
       return StopReason::BUDGET;
     }
     try {
+      if (nmiWaiting() && !shadow) {
+        nmiPoke.store(false, std::memory_order_relaxed);
+        nmiBlocked = true;
+        s.halted = false;
+        deliver(2, false, 0, false, s.rip);
+      }
       if (!shadow && (s.rflags & FLAG_IF) && interruptPoke.load(std::memory_order_acquire)) {
         interruptPoke.store(false, std::memory_order_relaxed);
         int vector = bus.acknowledgeInterrupt();

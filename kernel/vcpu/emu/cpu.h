@@ -114,6 +114,12 @@ class Cpu {
   void interruptRaised() { interruptPoke.store(true, std::memory_order_release); }
   // Whether an interrupt may be waiting (raised and not yet looked at by the CPU).
   bool interruptWaiting() const { return interruptPoke.load(std::memory_order_acquire); }
+  // A non-maskable interrupt for this CPU (any thread): taken at a block boundary whatever
+  // RFLAGS.IF says, waking a halted CPU, unless one is being handled; then it stays pending
+  // (one at most, as on hardware) until the handler's IRET.
+  void nmiRaised() { nmiPoke.store(true, std::memory_order_release); }
+  // Whether an NMI is pending and may be taken now (on the vCPU's thread).
+  bool nmiWaiting() const { return !nmiBlocked && nmiPoke.load(std::memory_order_acquire); }
   // Whether an interrupt can be taken now (IF set, not in an interrupt shadow).
   bool interruptsEnabled() const;
 
@@ -202,6 +208,8 @@ class Cpu {
   std::vector<CpuidEntry> cpuidTable;
   std::atomic<bool> stopRequested{false};
   std::atomic<bool> interruptPoke{false};
+  std::atomic<bool> nmiPoke{false};
+  bool nmiBlocked = false;  // an NMI handler runs: until IRET
   uint64_t retired = 0;
   std::string failed;
   bool shadow = false;    // STI or MOV SS just ran: no interrupt before the next instruction

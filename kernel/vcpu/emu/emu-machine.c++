@@ -123,6 +123,13 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
     wake.notify_all();
   }
 
+  // An NMI (an IPI in NMI mode): taken whatever RFLAGS.IF says, so it wakes HLT.
+  void nmi() {
+    cpu.nmiRaised();
+    { std::lock_guard<std::mutex> guard(waitLock); }
+    wake.notify_all();
+  }
+
   void interruptRaised() {
     cpu.interruptRaised();
     // Under waitLock, so that a vCPU between its look at the CPU and its wait sees the raise.
@@ -261,7 +268,9 @@ absl::StatusOr<bool> EmuVcpu::enter() {
       // The CPU's own flag, which only taking the interrupt clears: a flag of our own, cleared
       // before a run that returned early (a stale stop request), once lost the PIT's one-shot
       // tick and left Linux asleep for ever.
-      auto ready = [&]() { return kicked || (cpu.interruptWaiting() && cpu.interruptsEnabled()); };
+      auto ready = [&]() {
+        return kicked || cpu.nmiWaiting() || (cpu.interruptWaiting() && cpu.interruptsEnabled());
+      };
       if (cpu.state().halted && !ready()) {
         bool skip = false;
         if (due == UINT64_MAX) {
@@ -423,13 +432,16 @@ void EmuMachine::sendIpi(unsigned from, uint32_t icrLow, uint8_t destination) {
       case 1:  // lowest priority (to each named: not arbitrated)
         vcpu->apic().accept(vector, false);
         break;
+      case 4:  // NMI
+        vcpu->nmi();
+        break;
       case 5:  // INIT
         if (!deassert) vcpu->init();
         break;
       case 6:  // start-up
         vcpu->startup(vector);
         break;
-      default:  // NMI, SMI and the reserved modes: dropped (docs/emu.md)
+      default:  // SMI and the reserved modes: dropped (docs/emu.md)
         break;
     }
   }

@@ -191,6 +191,7 @@ void Cpu::farReturn(unsigned operandSize, uint16_t release) {
 }
 
 void Cpu::interruptReturn(unsigned operandSize) {
+  nmiBlocked = false;  // (an IRET that faults unblocks NMIs too, as on hardware)
   if (!(s.cr0 & CR0_PE)) {
     uint64_t rip = pop(operandSize);
     uint16_t selector = static_cast<uint16_t>(pop(operandSize));
