@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -35,6 +36,7 @@ namespace bulkhead {
 namespace {
 
 constexpr uint64_t MAX_IMAGE_BYTES = 1ull << 30;
+constexpr uint64_t DETERMINISTIC_RTC_TIME = 946684800;  // 2000-01-01 00:00:00 UTC
 
 absl::StatusOr<std::vector<uint8_t>> readImage(const std::string& path, const char* what) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -388,6 +390,13 @@ int run(Options options) {
     specs.push_back(std::move(spec));
   }
   for (DeviceSpec& spec : specs) {
+    // --deterministic: the RTC reads a fixed time (2000-01-01 00:00:00 UTC), not the host's,
+    // which would change what the guest computes from run to run (docs/emu.md).
+    bool timed = std::any_of(spec.options.begin(), spec.options.end(),
+                             [](const auto& option) { return option.first == "time"; });
+    if (options.deterministic && spec.kind == "cmos" && !timed) {
+      spec.options.push_back({"time", std::to_string(DETERMINISTIC_RTC_TIME)});
+    }
     absl::Status added = (*vm)->addDevice(std::move(spec));
     if (!added.ok()) {
       logLine(added.message());

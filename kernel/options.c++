@@ -338,8 +338,9 @@ common options:
   --cpus N             vCPUs (default 1)
   --accel kvm|emu      the CPU backend: KVM, or the software CPU (docs/emu.md); default KVM
                        where /dev/kvm can be opened, else emu
-  --deterministic      (emu) a virtual clock driven by the instruction count: the same guest,
-                       devices, fault plan and seed give the same run
+  --deterministic      (emu) a virtual clock driven by the instruction count and an RTC fixed
+                       at 2000-01-01: the same guest, devices, fault plan and seed give the
+                       same run (with one vCPU and no input from the host)
   --cpu MODEL[,+FEATURE,-FEATURE]...
                        the guest's CPUID: host (all KVM offers; default) or kvm64 (an x86-64
                        baseline), with features added or hidden, e.g. host,-cx16,-xsave

@@ -7,7 +7,8 @@
 // BIOSes expect: 0x15-0x16 base memory (640 KiB), 0x17-0x18 and 0x30-0x31 KiB above 1 MiB (at
 // most 63 MiB), 0x34-0x35 64 KiB units above 16 MiB below the PCI hole, 0x5b-0x5d 64 KiB units
 // above 4 GiB, 0x5f the number of CPUs less one. Every other byte is RAM the guest may write
-// (the clock registers too: writes are kept but reads keep showing the host's time).
+// (the clock registers too: writes are kept but reads keep showing the host's time). Its owner
+// may give another clock (setClock): the server's time= option, a clock that does not move.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +28,7 @@ class Cmos {
   uint8_t read(uint16_t port);
   void write(uint16_t port, uint8_t value);
 
-  // For tests: where the time comes from.
+  // Where the time comes from (the host's wall clock unless set).
   void setClock(std::function<time_t()> clock) { now = std::move(clock); }
 
   // The registers a restarted server must keep (what the guest wrote, and its index).

@@ -66,7 +66,11 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
       std::lock_guard<std::mutex> guard(waitLock);
       kicked = true;
     }
-    cpu.stop();
+    // A kick comes on the host's time (the core's periodic halt check, a pause, the end of the
+    // VM); under --deterministic it must not cut a run short, or the timers, polled between
+    // runs, would fire at other instructions: the run ends at its budget (at most 65,536
+    // instructions later) and the kick is seen then.
+    if (!machine.deterministic()) cpu.stop();
     wake.notify_all();
   }
   void clearKick() override {
