@@ -2,10 +2,14 @@
 // most of what a kernel runs (MOV, LEA, ALU operations, shifts, IMUL, Jcc, CALL, RET, PUSH,
 // POP, CMOVcc, SETcc on general registers, immediates and memory).
 //
-// Contract: fastHandler() picks, once at decode, a handler for an instruction or none; a
-// handler does exactly what the generic interpreter (execute.c++) does for that instruction,
-// only without looking at its mnemonic and operand kinds again on every execution. It either
-// completes or throws a GuestFault before changing architectural state, as execute() does.
+// Contract: chooseHandlers() picks, once at decode, a handler for an instruction or none, and
+// its step. A handler does exactly what the generic interpreter (execute.c++) does for that
+// instruction, only without looking at its mnemonic and operand kinds again on every
+// execution; it either completes or throws a GuestFault before changing architectural state
+// (a read-modify-write stores before it sets flags). A step is a handler's place in a block's
+// chain (Cpu::run): it runs the handler and tail-calls the next instruction's step; a
+// branch's step may go on into the next block through a link; a generic instruction's step
+// runs Cpu::execute() and stops the chain where the block must end.
 //
 // Arithmetic flags come from the host: the handler runs the same operation on the host CPU and
 // reads the flags it left (LAHF for SF ZF AF PF CF, SETO for OF). The host is an x86 CPU, so
