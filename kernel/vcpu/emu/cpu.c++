@@ -151,6 +151,7 @@ void Cpu::reset() {
   s = CpuState{};
   shadow = false;
   nmiBlocked = false;
+  flagsLazy = false;
   for (SegmentState& segment : s.segment) {
     segment = SegmentState{0, 0, 0xffff, 3, true, false, false, false, 0};
   }
@@ -610,6 +611,7 @@ std::optional<StopReason> Cpu::runBlockDebugging(const Block& block) {
     try {
       if (insn.fast != nullptr) {
         insn.fast(*this, insn);
+        settleFlags();
       } else if (!execute(insn) && !failed.empty()) {
         s.rip = start;
         return StopReason::FAILED;
@@ -676,8 +678,10 @@ StopReason Cpu::run(uint64_t budget) {
         } catch (const GuestFault&) {
           // The faulting instruction's step has put RIP back on it and said which it was.
           retired = blockRetired + (faultedAt - blockFirst);
+          settleFlags();
           throw;
         }
+        settleFlags();
         block = runningBlock;
         retired =
             blockRetired + (stoppedAt != nullptr ? stoppedAt - blockFirst + 1 : block->count());

@@ -31,6 +31,7 @@
 
 #include "kernel/guestview/inspect.h"
 #include "kernel/vcpu/cpu-model.h"
+#include "kernel/vcpu/emu/flags.h"
 
 namespace bulkhead::emu {
 
@@ -222,6 +223,15 @@ class Cpu {
   Block* runningBlock = nullptr;
   unsigned chainBudget = 0;
   uint64_t blockRip = 0, ripMask = ~0ull;
+  // Lazy arithmetic flags (fast.c++): LAHF's AH and SETO's AL from the last instruction that
+  // set all six, not yet in RFLAGS.
+  uint16_t lazyFlags = 0;
+  bool flagsLazy = false;
+  void settleFlags() {
+    if (!flagsLazy) return;
+    s.rflags = (s.rflags & ~FLAGS_ARITH) | arithFromLahf(lazyFlags);
+    flagsLazy = false;
+  }
   const Insn* blockFirst = nullptr;
   uint64_t blockRetired = 0;
   const Insn* stoppedAt = nullptr;

@@ -35,12 +35,10 @@ using Signed = std::make_signed_t<T>;
 
 enum class Alu : uint8_t { ADD, OR, ADC, SBB, AND, SUB, XOR, CMP, TEST };
 
-// LAHF's AH (SF ZF 0 AF 0 PF 1 CF) and SETO's AL, as RFLAGS bits.
-inline uint64_t hostFlags(uint16_t ax) { return ((ax >> 8) & 0xd5) | ((ax & 1ull) << 11); }
-
-// `a = a OP b` on the host; returns the arithmetic flags. `carry`: the guest's CF for ADC/SBB.
+// `a = a OP b` on the host; returns the flags it left, LAHF's AH and SETO's AL (arithFromLahf()
+// makes them RFLAGS bits). `carry`: the guest's CF for ADC/SBB.
 template <Alu OP, typename T>
-inline uint64_t hostAlu(T& a, T b, uint64_t carry) {
+inline uint16_t hostAlu(T& a, T b, uint64_t carry) {
   uint16_t ax;
 #define BULKHEAD_HOST_ALU(INSN)                                                              \
   asm(INSN " %[b], %[a]\n\tlahf\n\tseto %%al" : [a] "+r"(a), "=&a"(ax) : [b] "r"(b) : "cc"); \
@@ -72,13 +70,13 @@ inline uint64_t hostAlu(T& a, T b, uint64_t carry) {
       break;
   }
 #undef BULKHEAD_HOST_ALU
-  return hostFlags(ax);
+  return ax;
 }
 
 enum class Unary : uint8_t { INC, DEC, NEG };
 
 template <Unary OP, typename T>
-inline uint64_t hostUnary(T& a) {
+inline uint16_t hostUnary(T& a) {
   uint16_t ax;
   if constexpr (OP == Unary::INC) {
     asm("inc %[a]\n\tlahf\n\tseto %%al" : [a] "+r"(a), "=&a"(ax) : : "cc");
@@ -87,14 +85,14 @@ inline uint64_t hostUnary(T& a) {
   } else {
     asm("neg %[a]\n\tlahf\n\tseto %%al" : [a] "+r"(a), "=&a"(ax) : : "cc");
   }
-  return hostFlags(ax);
+  return ax;
 }
 
 enum class Shift : uint8_t { SHL, SHR, SAR, ROL, ROR };
 
 // Only for a count that is not zero once masked (a zero count changes no flag).
 template <Shift OP, typename T>
-inline uint64_t hostShift(T& a, uint8_t count) {
+inline uint16_t hostShift(T& a, uint8_t count) {
   uint16_t ax;
 #define BULKHEAD_HOST_SHIFT(INSN)                                                            \
   asm(INSN " %%cl, %[a]\n\tlahf\n\tseto %%al" : [a] "+r"(a), "=&a"(ax) : "c"(count) : "cc"); \
@@ -112,14 +110,14 @@ inline uint64_t hostShift(T& a, uint8_t count) {
       BULKHEAD_HOST_SHIFT("ror");
   }
 #undef BULKHEAD_HOST_SHIFT
-  return hostFlags(ax);
+  return ax;
 }
 
 template <typename T>
-inline uint64_t hostImul(T& a, T b) {
+inline uint16_t hostImul(T& a, T b) {
   uint16_t ax;
   asm("imul %[b], %[a]\n\tlahf\n\tseto %%al" : [a] "+r"(a), "=&a"(ax) : [b] "r"(b) : "cc");
-  return hostFlags(ax);
+  return ax;
 }
 
 }  // namespace
@@ -193,8 +191,19 @@ struct Fast {
     settle(c, in);
     c.write(static_cast<SegmentIndex>(o.segment), at, sizeof(T), value);
   }
-  [[gnu::always_inline]] static void setFlags(Cpu& c, uint64_t flags, uint64_t which) {
-    c.s.rflags = (c.s.rflags & ~which) | (flags & which);
+  // Arithmetic flags inside a chain are lazy: an instruction that sets all six leaves the
+  // host's raw flags (hostAlu()'s) for the next reader; Cpu::settleFlags() puts them into
+  // RFLAGS wherever the chain ends or the generic interpreter or a fault takes over.
+  [[gnu::always_inline]] static void setAllFlags(Cpu& c, uint16_t ax) {
+    c.lazyFlags = ax;
+    c.flagsLazy = true;
+  }
+  [[gnu::always_inline]] static uint64_t flags(const Cpu& c) {
+    return c.flagsLazy ? (c.s.rflags & ~FLAGS_ARITH) | arithFromLahf(c.lazyFlags) : c.s.rflags;
+  }
+  [[gnu::always_inline]] static void setFlags(Cpu& c, uint16_t ax, uint64_t which) {
+    c.s.rflags = (flags(c) & ~which) | (arithFromLahf(ax) & which);
+    c.flagsLazy = false;
   }
 
   // Where a source or destination is: a general register, memory or an immediate.
@@ -234,16 +243,20 @@ struct Fast {
   [[gnu::always_inline]] static void alu(Cpu& c, const Insn& in) {
     T a = source<T, D>(c, in, in.op[0]);
     T b = source<T, S>(c, in, in.op[1]);
-    uint64_t flags = hostAlu<OP, T>(a, b, c.s.rflags & FLAG_CF);
+    uint16_t ax = hostAlu<OP, T>(a, b, flags(c) & FLAG_CF);
     if constexpr (OP != Alu::CMP && OP != Alu::TEST) destination<T, D>(c, in, in.op[0], a);
-    setFlags(c, flags, FLAGS_ARITH);
+    setAllFlags(c, ax);
   }
   template <Unary OP, typename T, Kind D>
   [[gnu::always_inline]] static void unary(Cpu& c, const Insn& in) {
     T a = source<T, D>(c, in, in.op[0]);
-    uint64_t flags = hostUnary<OP, T>(a);
+    uint16_t ax = hostUnary<OP, T>(a);
     destination<T, D>(c, in, in.op[0], a);
-    setFlags(c, flags, OP == Unary::NEG ? FLAGS_ARITH : FLAGS_ARITH & ~FLAG_CF);
+    if constexpr (OP == Unary::NEG) {
+      setAllFlags(c, ax);
+    } else {
+      setFlags(c, ax, FLAGS_ARITH & ~FLAG_CF);  // INC and DEC keep CF
+    }
   }
   template <typename T, Kind D>
   [[gnu::always_inline]] static void bitwiseNot(Cpu& c, const Insn& in) {
@@ -264,18 +277,22 @@ struct Fast {
       destination<T, D>(c, in, in.op[0], a);  // a 32-bit register is still zero-extended
       return;
     }
-    uint64_t flags = hostShift<OP, T>(a, count);
+    uint16_t ax = hostShift<OP, T>(a, count);
     destination<T, D>(c, in, in.op[0], a);
-    setFlags(c, flags, OP == Shift::ROL || OP == Shift::ROR ? FLAG_CF | FLAG_OF : FLAGS_ARITH);
+    if constexpr (OP == Shift::ROL || OP == Shift::ROR) {
+      setFlags(c, ax, FLAG_CF | FLAG_OF);
+    } else {
+      setAllFlags(c, ax);
+    }
   }
   // IMUL r, r/m and IMUL r, r/m, imm.
   template <typename T, Kind S, bool IMMEDIATE>
   [[gnu::always_inline]] static void imul(Cpu& c, const Insn& in) {
     T a = IMMEDIATE ? imm<T>(in.op[2]) : reg<T>(c, in.op[0].reg);
     T b = source<T, S>(c, in, in.op[1]);
-    uint64_t flags = hostImul<T>(a, b);
+    uint16_t ax = hostImul<T>(a, b);
     setReg<T>(c, in.op[0].reg, a);
-    setFlags(c, flags, FLAGS_ARITH);
+    setAllFlags(c, ax);
   }
 
   template <int CC>
@@ -316,7 +333,7 @@ struct Fast {
   template <int CC>
   [[gnu::always_inline]] static void jcc(Cpu& c, const Insn& in) {
     uint64_t next = c.blockRip + in.end;
-    jumpTo(c, in, condition<CC>(c.s.rflags) ? next + in.op[0].value : next);
+    jumpTo(c, in, condition<CC>(flags(c)) ? next + in.op[0].value : next);
   }
   [[gnu::always_inline]] static void jmp(Cpu& c, const Insn& in) {
     jumpTo(c, in, c.blockRip + in.end + in.op[0].value);
@@ -324,7 +341,7 @@ struct Fast {
   template <int CC, typename T, Kind S>
   [[gnu::always_inline]] static void cmovcc(Cpu& c, const Insn& in) {
     T value = source<T, S>(c, in, in.op[1]);  // read (and may fault) either way
-    if (condition<CC>(c.s.rflags)) {
+    if (condition<CC>(flags(c))) {
       setReg<T>(c, in.op[0].reg, value);
     } else if constexpr (sizeof(T) == 4) {
       setReg<T>(c, in.op[0].reg, reg<T>(c, in.op[0].reg));  // clears the upper half regardless
@@ -332,7 +349,7 @@ struct Fast {
   }
   template <int CC, Kind D>
   [[gnu::always_inline]] static void setcc(Cpu& c, const Insn& in) {
-    destination<uint8_t, D>(c, in, in.op[0], condition<CC>(c.s.rflags) ? 1 : 0);
+    destination<uint8_t, D>(c, in, in.op[0], condition<CC>(flags(c)) ? 1 : 0);
   }
 
   // The stack in 64-bit mode with 8-byte pushes (SS's base is ignored there).
@@ -429,6 +446,7 @@ struct Fast {
     uint64_t start = (address - in.length) & c.ripMask;
     c.s.rip = address & c.ripMask;
     c.retired = c.blockRetired + (&in - c.blockFirst);  // the TSC of --deterministic counts them
+    c.settleFlags();
     try {
       if (!c.execute(in) && !c.failed.empty()) {
         c.s.rip = start;

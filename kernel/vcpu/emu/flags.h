@@ -12,6 +12,10 @@ constexpr uint64_t FLAG_CF = 1 << 0, FLAG_PF = 1 << 2, FLAG_AF = 1 << 4, FLAG_ZF
                    FLAG_ID = 1 << 21;
 constexpr uint64_t FLAGS_ARITH = FLAG_CF | FLAG_PF | FLAG_AF | FLAG_ZF | FLAG_SF | FLAG_OF;
 
+// The arithmetic flags as RFLAGS bits from LAHF's AH (SF ZF 0 AF 0 PF 1 CF) and SETO's AL
+// (the form the fast path reads them from the host in: fast.c++).
+constexpr uint64_t arithFromLahf(uint16_t ax) { return ((ax >> 8) & 0xd5) | ((ax & 1ull) << 11); }
+
 constexpr uint64_t CR0_PE = 1 << 0, CR0_MP = 1 << 1, CR0_EM = 1 << 2, CR0_TS = 1 << 3,
                    CR0_ET = 1 << 4, CR0_NE = 1 << 5, CR0_WP = 1 << 16, CR0_AM = 1 << 18,
                    CR0_NW = 1 << 29, CR0_CD = 1 << 30, CR0_PG = 1ull << 31;
