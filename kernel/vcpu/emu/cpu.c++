@@ -516,6 +516,7 @@ Block* Cpu::blockAt(uint64_t rip) {
         insn.end = insn.length;
         scratch->insns.push_back(insn);
         scratch->insns.push_back(endMarker(insn.length));
+        scratch->instructions = 1;
         return scratch.get();
       }
       if (fresh->insns.empty()) throw GuestFault{6, false, 0};
@@ -532,6 +533,7 @@ Block* Cpu::blockAt(uint64_t rip) {
     fresh->insns.push_back(insn);
     if (endsBlock(instruction) || offset >= available) break;
   }
+  fresh->instructions = static_cast<uint32_t>(fresh->insns.size());
   fresh->insns.push_back(endMarker(offset));
   fresh->bytes.assign(code, code + offset);
   // Links to a block this one replaces must not be followed (they are checked by epoch).

@@ -88,7 +88,8 @@ struct Block {
   uint64_t checkedVersion = 0;            // and what it was then
   std::vector<uint8_t> bytes;             // what it was decoded from, to detect changed code
   std::vector<Insn> insns;  // and after them one more, the end marker (endOfBlockStep())
-  size_t count() const { return insns.size() - 1; }
+  uint32_t instructions = 0;  // insns.size() - 1, kept for the chain (no division)
+  size_t count() const { return instructions; }
   // Where execution went after this block: a successor found without a lookup, followed at the
   // same RIP while the Cpu's linkEpoch is still `epoch` (no code check was due, no block was
   // freed, no mapping or CS changed since) and nothing was stored into the successor's page.
