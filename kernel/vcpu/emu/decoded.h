@@ -87,7 +87,7 @@ struct Block {
   const uint64_t* pageVersion = nullptr;  // the version of its page (Cpu::codeVersions)
   uint64_t checkedVersion = 0;            // and what it was then
   std::vector<uint8_t> bytes;             // what it was decoded from, to detect changed code
-  std::vector<Insn> insns;  // and after them one more, the end marker (endOfBlockStep())
+  std::vector<Insn> insns;    // and after them one more, the end marker (endOfBlockStep())
   uint32_t instructions = 0;  // insns.size() - 1, kept for the chain (no division)
   size_t count() const { return instructions; }
   // Where execution went after this block: a successor found without a lookup, followed at the
