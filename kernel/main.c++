@@ -392,9 +392,9 @@ int run(Options options) {
   for (DeviceSpec& spec : specs) {
     // --deterministic: the RTC reads a fixed time (2000-01-01 00:00:00 UTC), not the host's,
     // which would change what the guest computes from run to run (docs/emu.md).
-    bool timed = std::any_of(spec.options.begin(), spec.options.end(),
-                             [](const auto& option) { return option.first == "time"; });
-    if (options.deterministic && spec.kind == "cmos" && !timed) {
+    auto timed = [](const auto& option) { return option.first == "time"; };
+    if (options.deterministic && spec.kind == "cmos" &&
+        std::none_of(spec.options.begin(), spec.options.end(), timed)) {
       spec.options.push_back({"time", std::to_string(DETERMINISTIC_RTC_TIME)});
     }
     absl::Status added = (*vm)->addDevice(std::move(spec));

@@ -565,12 +565,7 @@ StopReason Cpu::fail(const std::string& what) {
 
 inline Block* Cpu::nextBlock(Block* previous) {
   if (previous != nullptr) {
-    for (const Block::Link& link : previous->links) {
-      if (link.rip == s.rip && link.epoch == linkEpoch &&
-          *link.block->pageVersion == link.block->checkedVersion) {
-        return link.block;
-      }
-    }
+    if (Block* next = previous->follow(s.rip, linkEpoch)) return next;
   }
   uint64_t epoch = linkEpoch;
   Block* block = blockAt(s.rip);

@@ -66,12 +66,8 @@ struct Insn {
   FastHandler step = nullptr;
 };
 
-// fast.c++'s handler and step for `insn` decoded in `modeKey` (Cpu's: 0 16-bit, 1 32-bit,
-// 2 64-bit); without `fastPath`, the generic interpreter's step.
-struct Handlers {
-  FastHandler plain = nullptr;
-  FastHandler step = nullptr;
-};
+// Sets `insn`'s fast.c++ handler and step for `modeKey` (Cpu's: 0 16-bit, 1 32-bit, 2 64-bit);
+// without `fastPath`, the generic interpreter's step.
 void chooseHandlers(Insn& insn, uint32_t modeKey, bool fastPath);
 // The step of the marker that follows every block's last instruction (it returns).
 FastHandler endOfBlockStep();
@@ -101,6 +97,16 @@ struct Block {
   static constexpr unsigned LINKS = 2;
   Link links[LINKS];
   uint8_t nextLink = 0;
+  // The successor a current link names for `rip` (`epoch`: the Cpu's linkEpoch), or nullptr.
+  Block* follow(uint64_t rip, uint64_t epoch) const {
+    for (const Link& link : links) {
+      if (link.rip == rip && link.epoch == epoch &&
+          *link.block->pageVersion == link.block->checkedVersion) {
+        return link.block;
+      }
+    }
+    return nullptr;
+  }
 };
 
 }  // namespace bulkhead::emu

@@ -194,37 +194,7 @@ struct Executor {
     setFlags(szp(r, size), FLAGS_ARITH);
     return r & mask(size);
   }
-  bool condition(int cc) const {
-    uint64_t f = s.rflags;
-    bool result;
-    switch (cc >> 1) {
-      case 0:
-        result = f & FLAG_OF;
-        break;
-      case 1:
-        result = f & FLAG_CF;
-        break;
-      case 2:
-        result = f & FLAG_ZF;
-        break;
-      case 3:
-        result = f & (FLAG_CF | FLAG_ZF);
-        break;
-      case 4:
-        result = f & FLAG_SF;
-        break;
-      case 5:
-        result = f & FLAG_PF;
-        break;
-      case 6:
-        result = !(f & FLAG_SF) != !(f & FLAG_OF);
-        break;
-      default:
-        result = (f & FLAG_ZF) || (!(f & FLAG_SF) != !(f & FLAG_OF));
-        break;
-    }
-    return (cc & 1) ? !result : result;
-  }
+  bool condition(int cc) const { return conditionHolds(cc, s.rflags); }
 
   // --- Helpers ---
   struct FarPointer {

@@ -30,6 +30,12 @@ namespace bulkhead::emu {
 
 namespace {
 
+// A handler and its step (Insn::fast, Insn::step).
+struct Handlers {
+  FastHandler plain = nullptr;
+  FastHandler step = nullptr;
+};
+
 template <typename T>
 using Signed = std::make_signed_t<T>;
 
@@ -297,34 +303,7 @@ struct Fast {
 
   template <int CC>
   [[gnu::always_inline]] static bool condition(uint64_t f) {
-    bool result;
-    switch (CC >> 1) {
-      case 0:
-        result = f & FLAG_OF;
-        break;
-      case 1:
-        result = f & FLAG_CF;
-        break;
-      case 2:
-        result = f & FLAG_ZF;
-        break;
-      case 3:
-        result = f & (FLAG_CF | FLAG_ZF);
-        break;
-      case 4:
-        result = f & FLAG_SF;
-        break;
-      case 5:
-        result = f & FLAG_PF;
-        break;
-      case 6:
-        result = !(f & FLAG_SF) != !(f & FLAG_OF);
-        break;
-      default:
-        result = (f & FLAG_ZF) || (!(f & FLAG_SF) != !(f & FLAG_OF));
-        break;
-    }
-    return (CC & 1) ? !result : result;
+    return conditionHolds(CC, f);
   }
   [[gnu::always_inline]] static void jumpTo(Cpu& c, const Insn& in, uint64_t target) {
     if (c.modeKey != 2) target &= in.operandSize == 2 ? 0xffff : 0xffffffff;
@@ -397,11 +376,10 @@ struct Fast {
   [[gnu::always_inline]] static void nop(Cpu&, const Insn&) {}
 
   // --- Steps: a handler in a block's chain (see Cpu::run) ---
-  // Sets RIP past the instruction, runs the handler and goes on to the next instruction's step
-  // (a tail call), unless the instruction is a branch, which ends its block.
-  // RIP is not kept up to date inside a chain: a handler finds the next instruction's address
-  // as blockRip + in.end, a branch sets RIP, and the end marker, a generic instruction's step
-  // and a fault put it where it belongs.
+  // Runs the handler and goes on to the next instruction's step (a tail call), unless the
+  // instruction is a branch, which ends its block. RIP is not kept up to date inside a chain: a
+  // handler finds the next instruction's address as blockRip + in.end, a branch sets RIP, and the
+  // end marker, a generic instruction's step and a fault put it where it belongs.
   template <FastHandler H, bool BRANCH>
   static void step(Cpu& c, const Insn& in) {
     try {
@@ -422,23 +400,17 @@ struct Fast {
   // has budget and no interrupt it could take or stop request waits; else back to run().
   [[gnu::always_inline]] static void chain(Cpu& c) {
     if (c.chainBudget == 0) return;
-    for (const Block::Link& link : c.runningBlock->links) {
-      if (link.rip != c.s.rip || link.epoch != c.linkEpoch ||
-          *link.block->pageVersion != link.block->checkedVersion) {
-        continue;
-      }
-      if (c.stopRequested.load(std::memory_order_relaxed) ||
-          ((c.s.rflags & FLAG_IF) && c.interruptPoke.load(std::memory_order_relaxed))) {
-        return;
-      }
-      --c.chainBudget;
-      c.blockRetired += c.runningBlock->count();
-      c.runningBlock = link.block;
-      c.blockRip = c.s.rip;
-      c.blockFirst = link.block->insns.data();
-      c.blockFirst->step(c, *c.blockFirst);
+    Block* next = c.runningBlock->follow(c.s.rip, c.linkEpoch);
+    if (next == nullptr || c.stopRequested.load(std::memory_order_relaxed) ||
+        ((c.s.rflags & FLAG_IF) && c.interruptPoke.load(std::memory_order_relaxed))) {
       return;
     }
+    --c.chainBudget;
+    c.blockRetired += c.runningBlock->count();
+    c.runningBlock = next;
+    c.blockRip = c.s.rip;
+    c.blockFirst = next->insns.data();
+    c.blockFirst->step(c, *c.blockFirst);
   }
   // An instruction for the generic interpreter: it may end the block anywhere.
   static void genericStep(Cpu& c, const Insn& in) {
@@ -466,7 +438,7 @@ struct Fast {
     next.step(c, next);
   }
   // The marker after a block's last instruction (its `end`: the block's length).
-  static void endStep(Cpu& c, const Insn& in) { c.s.rip = (c.blockRip + in.end) & c.ripMask; }
+  static void endStep(Cpu& c, const Insn& in) { settle(c, in); }
 
   static Handlers select(const Insn& in, uint32_t modeKey);
   template <typename T>
