@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <random>
 #include <utility>
 #include <vector>
@@ -95,6 +96,16 @@ struct LongMode {
     cpu.state().rip = CODE;
     cpu.state().halted = false;
     return cpu.run(100000) == StopReason::HALTED;
+  }
+  // An interrupt gate for `vector` (vectors 0 to 0x20) to `handler`.
+  static constexpr uint64_t IDT = 0x9000;
+  void handle(unsigned vector, uint64_t handler) {
+    uint64_t gate =
+        (handler & 0xffff) | (0x08ull << 16) | (0x8eull << 40) | ((handler >> 16 & 0xffff) << 48);
+    bus.store<uint64_t>(IDT + vector * 16, gate);
+    bus.store<uint64_t>(IDT + vector * 16 + 8, handler >> 32);
+    cpu.state().idtBase = IDT;
+    cpu.state().idtLimit = 0x21 * 16 - 1;
   }
   void unmap(uint64_t address) {
     bus.store<uint64_t>(PAGE_TABLES + 0x3000 + (address >> 12) * 8, 0);
@@ -847,13 +858,8 @@ TEST(EmuSse, ShufflesShiftsComparesAndConversionsMatchThisHostsCpu) {
 // CPU sleeps: its wake-up was already spent, so nothing else would ever deliver it.
 TEST(EmuCpu, AnInterruptRaisedBeforeStiHltIsTakenAfterTheHlt) {
   LongMode emu;
-  constexpr uint64_t IDT = 0x9000, HANDLER = 0x3000;
-  uint64_t gate =
-      (HANDLER & 0xffff) | (0x08ull << 16) | (0x8eull << 40) | ((HANDLER >> 16 & 0xffff) << 48);
-  emu.bus.store<uint64_t>(IDT + 0x20 * 16, gate);
-  emu.bus.store<uint64_t>(IDT + 0x20 * 16 + 8, HANDLER >> 32);
-  emu.cpu.state().idtBase = IDT;
-  emu.cpu.state().idtLimit = 0x21 * 16 - 1;
+  constexpr uint64_t HANDLER = 0x3000;
+  emu.handle(0x20, HANDLER);
   emu.bus.put(HANDLER, {0xb8, 0x77, 0, 0, 0, 0xf4});  // mov eax, 0x77; hlt
   emu.reg(0) = 0;
   emu.bus.pendingVector = 0x20;
@@ -867,13 +873,8 @@ TEST(EmuCpu, AnInterruptRaisedBeforeStiHltIsTakenAfterTheHlt) {
 // IRET (SDM Vol. 3, 6.7.1) instead of nesting.
 TEST(EmuCpu, NmisAreTakenWithInterruptsOffAndDoNotNest) {
   LongMode emu;
-  constexpr uint64_t IDT = 0x9000, HANDLER = 0x3000;
-  uint64_t gate =
-      (HANDLER & 0xffff) | (0x08ull << 16) | (0x8eull << 40) | ((HANDLER >> 16 & 0xffff) << 48);
-  emu.bus.store<uint64_t>(IDT + 2 * 16, gate);
-  emu.bus.store<uint64_t>(IDT + 2 * 16 + 8, HANDLER >> 32);
-  emu.cpu.state().idtBase = IDT;
-  emu.cpu.state().idtLimit = 3 * 16 - 1;
+  constexpr uint64_t HANDLER = 0x3000;
+  emu.handle(2, HANDLER);
   // inc ebx; out 0x99, al (raises the next NMI); jmp +0 (a block boundary);
   // mov [rbx*8 + DATA], rsp; iretq
   emu.bus.put(HANDLER, {0xff, 0xc3, 0xe6, 0x99, 0xeb, 0x00, 0x48, 0x89, 0x24, 0xdd, 0x00, 0x00,
@@ -898,10 +899,196 @@ TEST(EmuCpu, UnimplementedInstructionsAreReportedNotGuessed) {
   emu.cpu.state().rip = CODE;
   EXPECT_EQ(emu.cpu.run(10), StopReason::SHUTDOWN);
   LongMode other;
-  other.bus.put(CODE, {0xd9, 0xe8});  // fld1: x87 arithmetic is not implemented
+  other.bus.put(CODE, {0x0f, 0xfc, 0xc1});  // paddb mm0, mm1: MMX is not modelled
   other.cpu.state().rip = CODE;
   EXPECT_EQ(other.cpu.run(10), StopReason::FAILED);
-  EXPECT_NE(other.cpu.failure().find("fld1"), std::string::npos) << other.cpu.failure();
+  EXPECT_NE(other.cpu.failure().find("paddb"), std::string::npos) << other.cpu.failure();
+}
+
+// --- x87 -------------------------------------------------------------------------------------
+
+// The 80-bit register ST(i) of a stopped CPU.
+X87State::Register st(const CpuState& s, unsigned i) { return s.x87.r[(s.x87.top() + i) & 7]; }
+
+// Loads, arithmetic through memory and registers, stores and integer conversions, with results
+// known exactly; precision and rounding control.
+TEST(EmuX87, ArithmeticLoadsAndStores) {
+  LongMode emu;
+  emu.bus.store(DATA, 1.75);
+  emu.bus.store(DATA + 8, 3.5);
+  emu.bus.store<int32_t>(DATA + 24, 7);
+  emu.bus.store<uint64_t>(DATA + 32, ~0ull);
+  emu.bus.store<int64_t>(DATA + 40, -5000000000);
+  emu.reg(3) = DATA;
+  // fld qword [rbx]; fld qword [rbx+8]; fdiv st0, st1; fild dword [rbx+24]; fmulp st1, st0;
+  // fsub st0, st1; fstp qword [rbx+16]; fistp dword [rbx+32]; fild qword [rbx+40];
+  // fchs; fistp qword [rbx+48]
+  ASSERT_TRUE(
+      emu.run({0xdd, 0x03, 0xdd, 0x43, 0x08, 0xd8, 0xf1, 0xdb, 0x43, 0x18, 0xde, 0xc9, 0xd8, 0xe1,
+               0xdd, 0x5b, 0x10, 0xdb, 0x5b, 0x20, 0xdf, 0x6b, 0x28, 0xd9, 0xe0, 0xdf, 0x7b, 0x30}))
+      << emu.cpu.failure();
+  EXPECT_EQ(emu.bus.load<double>(DATA + 16), 3.5 / 1.75 * 7 - 1.75);
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 32), 0xffffffff00000002u) << "1.75 rounds to 2; 32 bits";
+  EXPECT_EQ(emu.bus.load<int64_t>(DATA + 48), 5000000000);
+  const X87State& x = emu.cpu.state().x87;
+  EXPECT_EQ(x.tag, 0xffff) << "every load was popped";
+  EXPECT_EQ(x.top(), 0u);
+
+  // fld1; fild dword [rbx+56] (3); fdivp st1, st0; fstp tbyte [rbx+64]
+  emu.bus.store<int32_t>(DATA + 56, 3);
+  ASSERT_TRUE(emu.run({0xd9, 0xe8, 0xdb, 0x43, 0x38, 0xde, 0xf9, 0xdb, 0x7b, 0x40}));
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 64), 0xaaaaaaaaaaaaaaabu) << "1/3, 64-bit significand";
+  EXPECT_EQ(emu.bus.load<uint16_t>(DATA + 72), 0x3ffd);
+  // fild qword [rbx+40] (-5e9); fbstp tbyte [rbx+96]; fld1; fld1; fpatan; fstp qword [rbx+112]
+  ASSERT_TRUE(emu.run(
+      {0xdf, 0x6b, 0x28, 0xdf, 0x73, 0x60, 0xd9, 0xe8, 0xd9, 0xe8, 0xd9, 0xf3, 0xdd, 0x5b, 0x70}));
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 96), 0x0000005000000000u) << "packed BCD digits";
+  EXPECT_EQ(emu.bus.load<uint16_t>(DATA + 104), 0x8000) << "and the sign";
+  EXPECT_EQ(emu.bus.load<double>(DATA + 112), 0.7853981633974483) << "atan2(1, 1) = pi/4";
+  // Precision control single (control word 0x007f), rounding toward zero (0x0f7f).
+  for (uint16_t control : {0x007f, 0x0f7f}) {
+    emu.bus.store<uint16_t>(DATA + 80, control);
+    // fldcw [rbx+80]; fld1; fild dword [rbx+56]; fdivp st1, st0; fstp tbyte [rbx+64]
+    ASSERT_TRUE(
+        emu.run({0xd9, 0x6b, 0x50, 0xd9, 0xe8, 0xdb, 0x43, 0x38, 0xde, 0xf9, 0xdb, 0x7b, 0x40}));
+    EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 64),
+              control == 0x007f ? 0xaaaaab0000000000u : 0xaaaaaaaaaaaaaaaau)
+        << std::hex << control;
+  }
+}
+
+// FCOMI sets ZF, PF and CF; FCOM sets C0, C2 and C3 in the status word; FCMOVcc reads RFLAGS.
+TEST(EmuX87, ComparesSetFlagsAndConditionCodes) {
+  LongMode emu;
+  emu.bus.store(DATA, 2.0);
+  emu.bus.store(DATA + 8, std::numeric_limits<double>::quiet_NaN());
+  emu.reg(3) = DATA;
+  // fld qword [rbx] (2); fld1; fcom st1; fnstsw ax; mov ecx, eax; fcomi st0, st1
+  ASSERT_TRUE(emu.run({0xdd, 0x03, 0xd9, 0xe8, 0xd8, 0xd1, 0xdf, 0xe0, 0x89, 0xc1, 0xdb, 0xf1}));
+  EXPECT_EQ(emu.reg(1) & 0x4500, 0x0100u) << "1 < 2: C0 only";
+  EXPECT_EQ(emu.cpu.state().rflags & (FLAG_CF | FLAG_ZF | FLAG_PF), FLAG_CF);
+  // fld qword [rbx+8] (NaN); fucomip st0, st1 (pops it); fld st0; fcomip st0, st1
+  ASSERT_TRUE(emu.run({0xdd, 0x43, 0x08, 0xdf, 0xe9, 0xd9, 0xc0, 0xdf, 0xf1}));
+  EXPECT_EQ(emu.cpu.state().rflags & (FLAG_CF | FLAG_ZF | FLAG_PF), FLAG_ZF)
+      << "1 == 1 after the unordered compare";
+  // fld qword [rbx+8] (NaN); fucomi st0, st1: unordered, then fcmovu st0, st1 (taken)
+  ASSERT_TRUE(emu.run({0xdd, 0x43, 0x08, 0xdb, 0xe9, 0xda, 0xd9}));
+  EXPECT_EQ(emu.cpu.state().rflags & (FLAG_CF | FLAG_ZF | FLAG_PF), FLAG_CF | FLAG_ZF | FLAG_PF);
+  EXPECT_EQ(st(emu.cpu.state(), 0).significand, 1ull << 63) << "FCMOVU moved ST(1) (1.0)";
+}
+
+// A ninth push overflows the stack: IE, SF and C1 flagged and, masked, the indefinite QNaN.
+TEST(EmuX87, StackOverflowGivesTheMaskedResponse) {
+  LongMode emu;
+  std::vector<uint8_t> code;
+  for (int i = 0; i < 9; ++i) code.insert(code.end(), {0xd9, 0xe8});  // fld1
+  code.insert(code.end(), {0xdf, 0xe0});                              // fnstsw ax
+  ASSERT_TRUE(emu.run(code)) << emu.cpu.failure();
+  EXPECT_EQ(emu.reg(0) & 0x0241, 0x0241u) << std::hex << emu.reg(0);
+  EXPECT_EQ(st(emu.cpu.state(), 0).signExponent, 0xffff);
+  EXPECT_EQ(st(emu.cpu.state(), 0).significand, 0xc000000000000000u);
+}
+
+// An unmasked exception is flagged and raised (#MF, vector 16, with CR0.NE) by the next waiting
+// x87 instruction; a store it made invalid does not happen; FNSTENV points at the instruction.
+TEST(EmuX87, UnmaskedExceptionsRaiseMathFaultAtTheNextWaitingInstruction) {
+  LongMode emu;
+  constexpr uint64_t HANDLER = 0x3000;
+  emu.handle(16, HANDLER);
+  emu.bus.put(HANDLER, {0xb8, 0x10, 0, 0, 0, 0xf4});  // mov eax, 16; hlt
+  emu.cpu.state().cr0 |= CR0_NE;
+  emu.bus.store<uint16_t>(DATA, 0x037e);  // invalid operation unmasked
+  emu.bus.store(DATA + 8, 1e10);
+  emu.bus.store<uint32_t>(DATA + 16, 0x12345678);
+  emu.reg(3) = DATA;
+  emu.reg(0) = 0;
+  // fldcw [rbx]; fld qword [rbx+8]; fist dword [rbx+16] (1e10 does not fit); mov ecx, 1; fwait
+  ASSERT_TRUE(emu.run({0xd9, 0x2b, 0xdd, 0x43, 0x08, 0xdb, 0x53, 0x10, 0xb9, 1, 0, 0, 0, 0x9b}));
+  EXPECT_EQ(emu.reg(0), 16u) << "#MF";
+  EXPECT_EQ(emu.reg(1), 1u) << "raised at the FWAIT, not at the FIST";
+  EXPECT_EQ(emu.bus.load<uint32_t>(DATA + 16), 0x12345678u) << "the invalid store was dropped";
+  const X87State& x = emu.cpu.state().x87;
+  EXPECT_EQ(x.status & (X87_ES | 1), X87_ES | 1);
+  EXPECT_EQ(x.ip, CODE + 5) << "the FIST";
+  EXPECT_EQ(x.opcode, 0x353) << "DB 53";
+  EXPECT_EQ(x.dp, DATA + 16);
+
+  // fnclex; fnstenv [rbx+32]: non-waiting, so no #MF; the environment names the FIST.
+  emu.reg(0) = 0;
+  ASSERT_TRUE(emu.run({0xdb, 0xe2, 0xd9, 0x73, 0x20}));
+  EXPECT_EQ(emu.reg(0), 0u);
+  EXPECT_EQ(emu.bus.load<uint16_t>(DATA + 32), 0x037e);
+  EXPECT_EQ(emu.cpu.state().x87.control, 0x037f) << "FNSTENV then masks every exception";
+  EXPECT_EQ(emu.bus.load<uint16_t>(DATA + 36) & 0x3f, 0) << "FNCLEX cleared the flags";
+  EXPECT_EQ(emu.bus.load<uint32_t>(DATA + 44), CODE + 5);
+  EXPECT_EQ(emu.bus.load<uint32_t>(DATA + 48), 0x03530008u) << "opcode and CS";
+  EXPECT_EQ(emu.bus.load<uint32_t>(DATA + 52), DATA + 16);
+}
+
+// FNSAVE writes the environment and ST(0)-ST(7) and initialises; FRSTOR brings it back, and
+// FXSAVE shows the same registers with an abridged tag.
+TEST(EmuX87, SaveRestoreAndFxsaveAgree) {
+  LongMode emu;
+  emu.reg(3) = DATA;
+  // fld1; fldpi; fnsave [rbx]; fnstsw ax; frstor [rbx]; fxsave [rbx+0x200]
+  ASSERT_TRUE(emu.run({0xd9, 0xe8, 0xd9, 0xeb, 0xdd, 0x33, 0xdf, 0xe0, 0xdd, 0x23, 0x0f, 0xae, 0x83,
+                       0x00, 0x02, 0x00, 0x00}))
+      << emu.cpu.failure();
+  EXPECT_EQ(emu.reg(0) & 0xffff, 0u) << "FNSAVE initialised the FPU";
+  EXPECT_EQ(emu.bus.load<uint16_t>(DATA), 0x037f);
+  EXPECT_EQ(emu.bus.load<uint16_t>(DATA + 4) >> 11 & 7, 6) << "TOP after two pushes";
+  EXPECT_EQ(emu.bus.load<uint16_t>(DATA + 8), 0x0fff) << "R6 and R7 valid, the rest empty";
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 28), 0xc90fdaa22168c235u) << "ST(0): pi";
+  EXPECT_EQ(emu.bus.load<uint16_t>(DATA + 36), 0x4000);
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 38), 1ull << 63) << "ST(1): 1";
+  EXPECT_EQ(emu.bus.load<uint16_t>(DATA + 46), 0x3fff);
+  EXPECT_EQ(emu.cpu.state().x87.top(), 6u) << "FRSTOR";
+  EXPECT_EQ(emu.bus.load<uint8_t>(DATA + 0x204), 0xc0) << "abridged tag: R6, R7";
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 0x220), 0xc90fdaa22168c235u) << "FXSAVE ST(0)";
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 0x230), 1ull << 63) << "FXSAVE ST(1)";
+  // fninit; fxrstor [rbx+0x200]; fmulp st1, st0; fstp qword [rbx+0x100]
+  ASSERT_TRUE(emu.run({0xdb, 0xe3, 0x0f, 0xae, 0x8b, 0x00, 0x02, 0x00, 0x00, 0xde, 0xc9, 0xdd, 0x9b,
+                       0x00, 0x01, 0x00, 0x00}))
+      << emu.cpu.failure();
+  EXPECT_EQ(emu.bus.load<double>(DATA + 0x100), 3.141592653589793);
+}
+
+// In real mode FNSTENV keeps linear pointers split around the opcode, in 14 bytes at 16-bit
+// operand size and 28 at 32-bit (SDM Vol. 1, Figures 8-11 and 8-12).
+TEST(EmuX87, RealModeEnvironment) {
+  TestBus bus;
+  Cpu cpu{bus, emuSupportedCpuid()};
+  cpu.state().segment[CS].selector = 0x100;
+  cpu.state().segment[CS].base = 0x1000;
+  // At 0x100:0x10: fld1; fnstenv [0x2000]; o32 fnstenv [0x2100]; hlt
+  bus.put(0x1010, {0xd9, 0xe8, 0xd9, 0x36, 0x00, 0x20, 0x66, 0xd9, 0x36, 0x00, 0x21, 0xf4});
+  cpu.state().rip = 0x10;
+  cpu.stateChanged();
+  ASSERT_EQ(cpu.run(100), StopReason::HALTED) << cpu.failure();
+  EXPECT_EQ(bus.load<uint16_t>(0x2000), 0x037f);
+  EXPECT_EQ(bus.load<uint16_t>(0x2002), 0x3800) << "TOP 7";
+  EXPECT_EQ(bus.load<uint16_t>(0x2004), 0x3fff) << "R7 valid";
+  EXPECT_EQ(bus.load<uint16_t>(0x2006), 0x1010) << "FLD1's linear address, low 16 bits";
+  EXPECT_EQ(bus.load<uint16_t>(0x2008), 0x01e8) << "its bits 16-19, then FOP D9 E8";
+  EXPECT_EQ(bus.load<uint16_t>(0x2100 + 4), 0x3800);
+  EXPECT_EQ(bus.load<uint32_t>(0x2100 + 12), 0x1010u);
+  EXPECT_EQ(bus.load<uint32_t>(0x2100 + 16), 0x01e8u);
+}
+
+// CR0.EM or CR0.TS: x87 instructions raise #NM (vector 7); FWAIT only with TS and MP.
+TEST(EmuX87, DeviceNotAvailable) {
+  for (uint64_t bits : {CR0_TS, CR0_EM, CR0_TS | CR0_MP}) {
+    for (bool wait : {false, true}) {
+      LongMode emu;
+      emu.handle(7, 0x3000);
+      emu.bus.put(0x3000, {0xb8, 7, 0, 0, 0, 0xf4});  // mov eax, 7; hlt
+      emu.cpu.state().cr0 |= bits;
+      emu.reg(0) = 0;
+      ASSERT_TRUE(emu.run(wait ? std::vector<uint8_t>{0x9b} : std::vector<uint8_t>{0xd9, 0xe8}));
+      bool expected = !wait || bits == (CR0_TS | CR0_MP);
+      EXPECT_EQ(emu.reg(0), expected ? 7u : 0u) << std::hex << bits << (wait ? " fwait" : " fld1");
+    }
+  }
 }
 
 }  // namespace

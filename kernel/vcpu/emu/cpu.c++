@@ -69,6 +69,11 @@ bool convert(const ZydisDecodedInstruction& in, const ZydisDecodedOperand* opera
   out.relative = false;
   out.unmodeled = false;
   out.far = in.meta.branch_type == ZYDIS_BRANCH_TYPE_FAR;
+  out.x87 = 0;
+  if (in.opcode_map == ZYDIS_OPCODE_MAP_DEFAULT && in.opcode >= 0xd8 && in.opcode <= 0xdf) {
+    uint8_t modrm = (in.raw.modrm.mod << 6) | (in.raw.modrm.reg << 3) | in.raw.modrm.rm;
+    out.x87 = 0x800 | ((in.opcode & 7) << 8) | modrm;
+  }
   out.operandCount = in.operand_count_visible > 4 ? 4 : in.operand_count_visible;
   for (unsigned i = 0; i < out.operandCount; ++i) {
     const ZydisDecodedOperand& z = operands[i];

@@ -32,6 +32,7 @@
 #include "kernel/guestview/inspect.h"
 #include "kernel/vcpu/cpu-model.h"
 #include "kernel/vcpu/emu/flags.h"
+#include "kernel/vcpu/emu/x87.h"
 
 namespace bulkhead::emu {
 
@@ -69,10 +70,10 @@ struct CpuState {
   uint64_t star = 0, lstar = 0, cstar = 0, sfmask = 0, kernelGsBase = 0;
   uint64_t sysenterCs = 0, sysenterEsp = 0, sysenterEip = 0;
   uint64_t pat = 0x0007040600070406, apicBase = 0xfee00900, miscEnable = 1, tscAdjust = 0;
-  // SSE state: xmm0-15 and MXCSR; the x87 control and status words (FNINIT/FNSTSW probes).
+  // SSE state: xmm0-15 and MXCSR; the x87 FPU (as KVM resets it: FNINIT's state).
   uint64_t xmm[16][2] = {};
   uint32_t mxcsr = 0x1f80;
-  uint16_t fpuControl = 0x37f, fpuStatus = 0, fpuTag = 0xffff;
+  X87State x87;
   bool halted = false;
 };
 

@@ -58,6 +58,8 @@ struct Insn {
   bool relative;   // a branch whose immediate is relative to the next instruction
   bool far;        // a far JMP, CALL or RET
   bool unmodeled;  // names a register the interpreter does not model (decided once, at decode)
+  // An x87 instruction (opcode D8-DF): 0x800 | the FPU opcode (the opcode's low 3 bits, ModRM).
+  uint16_t x87;
   Operand op[4];
   uint16_t end;  // the offset of the next instruction from the block's first byte
   // fast.c++'s handler for this form, or nullptr: the generic interpreter (Cpu::execute).

@@ -3,6 +3,7 @@
 // architectural state (the run loop then restores RIP and delivers it).
 #include <x86intrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <optional>
@@ -753,12 +754,22 @@ struct Executor {
   }
   bool sse(ZydisMnemonic m);
   void fxsave(bool restore);
+  // x87 (x87.h runs the arithmetic on the host's FPU).
+  bool x87();
+  bool x87Control(uint8_t opcode, uint8_t modrm);
+  void x87Pending() const {  // a waiting instruction with an unmasked exception flagged: #MF
+    // With CR0.NE clear a PC raises IRQ 13 through FERR#; this CPU ignores the exception
+    // instead (as with IGNNE# asserted). docs/emu.md.
+    if (s.x87.exceptionPending() && (s.cr0 & CR0_NE)) throw GuestFault{16, false, 0};
+  }
+  void x87Environment(SegmentIndex segment, uint64_t at, bool restore);
 
   // Returns false for an instruction the interpreter does not implement.
   bool run();
 };
 
 bool Executor::run() {
+  if (in.x87) return x87();
   ZydisMnemonic m = in.mnemonic;
   const Operand* op = in.op;
   switch (m) {
@@ -774,8 +785,11 @@ bool Executor::run() {
     case ZYDIS_MNEMONIC_PREFETCHW:
     case ZYDIS_MNEMONIC_ENDBR32:
     case ZYDIS_MNEMONIC_ENDBR64:
-    case ZYDIS_MNEMONIC_FWAIT:
     case ZYDIS_MNEMONIC_CLFLUSH:
+      return true;
+    case ZYDIS_MNEMONIC_FWAIT:
+      if ((s.cr0 & (CR0_MP | CR0_TS)) == (CR0_MP | CR0_TS)) throw GuestFault{7, false, 0};
+      x87Pending();
       return true;
     case ZYDIS_MNEMONIC_MOV:
     case ZYDIS_MNEMONIC_MOVNTI:
@@ -1267,20 +1281,6 @@ bool Executor::run() {
       setReg(op[0].reg, op[0].size, pointer.offset);
       return true;
     }
-    case ZYDIS_MNEMONIC_FNINIT:
-      s.fpuControl = 0x37f;
-      s.fpuStatus = 0;
-      s.fpuTag = 0xffff;
-      return true;
-    case ZYDIS_MNEMONIC_FNSTSW:
-      set(op[0], s.fpuStatus);
-      return true;
-    case ZYDIS_MNEMONIC_FNSTCW:
-      set(op[0], s.fpuControl);
-      return true;
-    case ZYDIS_MNEMONIC_FLDCW:
-      s.fpuControl = static_cast<uint16_t>(get(op[0]));
-      return true;
     default:
       break;
   }
@@ -1941,18 +1941,36 @@ bool Executor::floatLanes(ZydisMnemonic m) {
 }
 
 void Executor::fxsave(bool restore) {
-  // The FXSAVE area (SDM Vol. 1, 10.5.1): x87 control/status/tag, MXCSR, XMM0-15.
+  // The FXSAVE area (SDM Vol. 1, 10.5.1): x87 state, MXCSR, ST(0)-ST(7), XMM0-15. FXSAVE64
+  // keeps 64-bit x87 instruction and data pointers where FXSAVE keeps offset and selector.
   SegmentIndex segment = segmentOf(in.op[0]);
   uint64_t at = offset(in.op[0]);
   if (at & 15) throw GuestFault{13, true, 0};
   c.linearAddress(segment, at, 512, !restore);
   unsigned registers = c.modeKey == 2 ? 16 : 8;
+  bool wide = in.mnemonic == ZYDIS_MNEMONIC_FXSAVE64 || in.mnemonic == ZYDIS_MNEMONIC_FXRSTOR64;
+  X87State& x = s.x87;
   if (restore) {
     uint32_t mxcsr = static_cast<uint32_t>(c.read(segment, at + 24, 4));
     if (mxcsr & ~0xffffu) throw GuestFault{13, true, 0};
-    s.fpuControl = static_cast<uint16_t>(c.read(segment, at, 2));
-    s.fpuStatus = static_cast<uint16_t>(c.read(segment, at + 2, 2));
-    s.fpuTag = c.read(segment, at + 4, 1) ? 0 : 0xffff;
+    X87State next;
+    next.control = static_cast<uint16_t>(c.read(segment, at, 2));
+    next.status = static_cast<uint16_t>(c.read(segment, at + 2, 2));
+    next.opcode = static_cast<uint16_t>(c.read(segment, at + 6, 2)) & 0x7ff;
+    next.ip = c.read(segment, at + 8, wide ? 8 : 4);
+    next.dp = c.read(segment, at + 16, wide ? 8 : 4);
+    if (!wide) {
+      next.cs = static_cast<uint16_t>(c.read(segment, at + 12, 2));
+      next.ds = static_cast<uint16_t>(c.read(segment, at + 20, 2));
+    }
+    for (unsigned i = 0; i < 8; ++i) {
+      X87State::Register& r = next.r[(next.top() + i) & 7];
+      r.significand = c.read(segment, at + 32 + i * 16, 8);
+      r.signExponent = static_cast<uint16_t>(c.read(segment, at + 40 + i * 16, 2));
+    }
+    next.tag = x87TagFromAbridged(next, static_cast<uint8_t>(c.read(segment, at + 4, 1)));
+    next.summarise();
+    x = next;
     s.mxcsr = mxcsr;
     for (unsigned i = 0; i < registers; ++i) {
       s.xmm[i][0] = c.read(segment, at + 160 + i * 16, 8);
@@ -1960,14 +1978,222 @@ void Executor::fxsave(bool restore) {
     }
     return;
   }
-  c.write(segment, at, 2, s.fpuControl);
-  c.write(segment, at + 2, 2, s.fpuStatus);
-  c.write(segment, at + 4, 1, s.fpuTag == 0xffff ? 0 : 0xff);
+  c.write(segment, at, 2, x.control);
+  c.write(segment, at + 2, 2, x.status);
+  c.write(segment, at + 4, 2, x87AbridgedTag(x.tag));
+  c.write(segment, at + 6, 2, x.opcode);
+  if (wide) {
+    c.write(segment, at + 8, 8, x.ip);
+    c.write(segment, at + 16, 8, x.dp);
+  } else {
+    c.write(segment, at + 8, 8, (x.ip & 0xffffffff) | uint64_t{x.cs} << 32);
+    c.write(segment, at + 16, 8, (x.dp & 0xffffffff) | uint64_t{x.ds} << 32);
+  }
   c.write(segment, at + 24, 4, s.mxcsr);
   c.write(segment, at + 28, 4, 0xffff);  // MXCSR_MASK
+  for (unsigned i = 0; i < 8; ++i) {
+    const X87State::Register& r = x.r[(x.top() + i) & 7];
+    c.write(segment, at + 32 + i * 16, 8, r.significand);
+    c.write(segment, at + 40 + i * 16, 8, r.signExponent);
+  }
   for (unsigned i = 0; i < registers; ++i) {
     c.write(segment, at + 160 + i * 16, 8, s.xmm[i][0]);
     c.write(segment, at + 168 + i * 16, 8, s.xmm[i][1]);
+  }
+}
+
+namespace {
+
+// Whether the x87 memory form `opcode` /`reg` stores (FST, FIST, FISTTP, FBSTP and the popping
+// ones), rather than reads, its memory operand.
+bool x87Stores(uint8_t opcode, unsigned reg) {
+  switch (opcode) {
+    case 0xd9:
+      return reg == 2 || reg == 3;
+    case 0xdb:
+      return reg == 1 || reg == 2 || reg == 3 || reg == 7;
+    case 0xdd:
+      return reg == 1 || reg == 2 || reg == 3;
+    case 0xdf:
+      return reg == 1 || reg == 2 || reg == 3 || reg == 6 || reg == 7;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+bool Executor::x87() {
+  uint8_t opcode = static_cast<uint8_t>(0xd8 | ((in.x87 >> 8) & 7));
+  uint8_t modrm = static_cast<uint8_t>(in.x87);
+  if (s.cr0 & (CR0_EM | CR0_TS)) throw GuestFault{7, false, 0};
+  if (x87Control(opcode, modrm)) return true;
+  if (!x87HostRuns(opcode, modrm)) return false;
+  const Operand* memoryOperand = nullptr;
+  for (unsigned i = 0; i < in.operandCount; ++i) {
+    if (in.op[i].kind == OperandKind::MEM) memoryOperand = &in.op[i];
+  }
+  if (((modrm >> 6) != 3) != (memoryOperand != nullptr)) return false;
+  x87Pending();
+
+  X87State next = s.x87;
+  next.opcode = in.x87 & 0x7ff;
+  next.ip = (s.rip - in.length) & c.ripMask;
+  next.cs = s.segment[CS].selector;
+  uint8_t memory[16] = {};
+  SegmentIndex segment = DS;
+  uint64_t at = 0;
+  unsigned size = 0;
+  bool store = false;
+  if (memoryOperand != nullptr) {
+    segment = segmentOf(*memoryOperand);
+    at = offset(*memoryOperand);
+    size = memoryOperand->size;
+    if (size == 0 || size > 10) return false;
+    store = x87Stores(opcode, (modrm >> 3) & 7);
+    if (store) {
+      c.linearAddress(segment, at, size, true);
+    } else {
+      for (unsigned done = 0; done < size; done += 8) {
+        unsigned part = std::min(8u, size - done);
+        uint64_t value = c.read(segment, at + done, part);
+        memcpy(memory + done, &value, part);
+      }
+    }
+    next.dp = at;
+    next.ds = s.segment[segment].selector;
+  }
+  X87HostResult result = runOnHost(next, opcode, modrm, memory, s.rflags);
+  if (store && !(result.raised & 0x1f)) {
+    for (unsigned done = 0; done < size; done += 8) {
+      unsigned part = std::min(8u, size - done);
+      uint64_t value = 0;
+      memcpy(&value, memory + done, part);
+      c.write(segment, at + done, part, value);
+    }
+  }
+  s.x87 = next;
+  s.rflags = result.rflags;
+  return true;
+}
+
+bool Executor::x87Control(uint8_t opcode, uint8_t modrm) {
+  X87State& x = s.x87;
+  if ((modrm >> 6) == 3) {
+    switch (opcode << 8 | modrm) {
+      case 0xdbe2:  // FNCLEX
+        x.status &= ~(0x3f | X87_SF | X87_ES | X87_BUSY);
+        return true;
+      case 0xdbe3:  // FNINIT
+        x.init();
+        return true;
+      case 0xdfe0:  // FNSTSW AX
+        setReg(0, 2, x.status);
+        return true;
+      case 0xdbe0:  // FENI, FDISI, FSETPM: FNOP since the 80287
+      case 0xdbe1:
+      case 0xdbe4:
+        x87Pending();
+        return true;
+      default:
+        return false;
+    }
+  }
+  const Operand& o = in.op[0];
+  switch (opcode << 8 | ((modrm >> 3) & 7)) {
+    case 0xd905:  // FLDCW
+      x87Pending();
+      x.control = static_cast<uint16_t>(get(o));
+      x.summarise();
+      return true;
+    case 0xd907:  // FNSTCW
+      set(o, x.control);
+      return true;
+    case 0xdd07:  // FNSTSW m16
+      set(o, x.status);
+      return true;
+    case 0xd904:  // FLDENV
+    case 0xdd04:  // FRSTOR
+      x87Pending();
+      x87Environment(segmentOf(o), offset(o), true);
+      return true;
+    case 0xd906:  // FNSTENV: then all exceptions masked
+      x87Environment(segmentOf(o), offset(o), false);
+      x.control |= 0x3f;
+      x.summarise();
+      return true;
+    case 0xdd06:  // FNSAVE: then FNINIT
+      x87Environment(segmentOf(o), offset(o), false);
+      x.init();
+      return true;
+    default:
+      return false;
+  }
+}
+
+void Executor::x87Environment(SegmentIndex segment, uint64_t at, bool restore) {
+  // FLDENV/FNSTENV's environment (SDM Vol. 1, 8.1.10): seven fields of 2 bytes (16-bit operand
+  // size) or 4, then for FRSTOR/FNSAVE (registers: opcode DD) ST(0)-ST(7), 10 bytes each. In
+  // real mode the pointers are linear addresses, split around the opcode.
+  X87State& x = s.x87;
+  bool registers = ((in.x87 >> 8) & 7) == 5;  // DD: FRSTOR, FNSAVE
+  unsigned field = in.operandSize == 2 ? 2 : 4;
+  bool real = !(s.cr0 & CR0_PE) || (s.rflags & FLAG_VM);
+  unsigned size = 7 * field + (registers ? 80 : 0);
+  c.linearAddress(segment, at, size, !restore);
+  uint64_t fields[7];
+  if (restore) {
+    for (unsigned i = 0; i < 7; ++i) fields[i] = c.read(segment, at + i * field, field);
+    X87State next = x;
+    next.control = static_cast<uint16_t>(fields[0]);
+    next.status = static_cast<uint16_t>(fields[1]);
+    next.tag = static_cast<uint16_t>(fields[2]);
+    if (real) {
+      next.ip = (fields[3] & 0xffff) | (fields[4] >> 12) << 16;
+      next.opcode = fields[4] & 0x7ff;
+      next.dp = (fields[5] & 0xffff) | (fields[6] >> 12) << 16;
+      next.cs = next.ds = 0;
+    } else {
+      next.ip = fields[3];
+      next.cs = static_cast<uint16_t>(fields[4]);
+      next.opcode = field == 4 ? (fields[4] >> 16) & 0x7ff : 0;
+      next.dp = fields[5];
+      next.ds = static_cast<uint16_t>(fields[6]);
+    }
+    if (registers) {
+      for (unsigned i = 0; i < 8; ++i) {
+        X87State::Register& r = next.r[(next.top() + i) & 7];
+        r.significand = c.read(segment, at + 7 * field + i * 10, 8);
+        r.signExponent = static_cast<uint16_t>(c.read(segment, at + 7 * field + i * 10 + 8, 2));
+      }
+    }
+    next.summarise();
+    x = next;
+    return;
+  }
+  uint64_t reserved = field == 4 ? 0xffff0000 : 0;
+  fields[0] = reserved | x.control;
+  fields[1] = reserved | x.status;
+  fields[2] = reserved | x87TagWord(x);
+  if (real) {
+    uint64_t ip = (uint64_t{x.cs} * 16 + x.ip) & 0xffffffff, dp = (uint64_t{x.ds} * 16 + x.dp);
+    fields[3] = ip & 0xffff;
+    fields[4] = (ip >> 16) << 12 | x.opcode;
+    fields[5] = dp & 0xffff;
+    fields[6] = ((dp & 0xffffffff) >> 16) << 12;
+  } else {
+    fields[3] = x.ip & 0xffffffff;
+    fields[4] = x.cs | (field == 4 ? uint64_t{x.opcode} << 16 : 0);
+    fields[5] = x.dp & 0xffffffff;
+    fields[6] = reserved | x.ds;
+  }
+  for (unsigned i = 0; i < 7; ++i) c.write(segment, at + i * field, field, fields[i] & mask(field));
+  if (registers) {
+    for (unsigned i = 0; i < 8; ++i) {
+      const X87State::Register& r = x.r[(x.top() + i) & 7];
+      c.write(segment, at + 7 * field + i * 10, 8, r.significand);
+      c.write(segment, at + 7 * field + i * 10 + 8, 2, r.signExponent);
+    }
   }
 }
 
@@ -2044,7 +2270,8 @@ int conditionOf(ZydisMnemonic m) {
 
 bool Cpu::execute(const Insn& insn) {
   if (insn.unmodeled) {
-    failed = "an instruction on registers the software CPU does not model";
+    failed = absl::StrFormat("%s names registers the software CPU does not model",
+                             ZydisMnemonicGetString(insn.mnemonic));
     return false;
   }
   Executor executor{*this, s, insn};
