@@ -66,13 +66,13 @@ TEST(Differential, TinyGuestsEndTheSameUnderKvmAndEmu) {
 
 // What the software CPU cannot run ends the VM with one line naming the instruction, decoded.
 TEST(Emu, AnUnimplementedInstructionEndsTheVmWithOneLine) {
-  std::string path = ::testing::TempDir() + "/bulkhead-paddb.bin";
-  std::ofstream(path, std::ios::binary) << "\x0f\xfc\xc1\xf4";  // paddb mm0, mm1 (MMX); hlt
+  std::string path = ::testing::TempDir() + "/bulkhead-maskmovq.bin";
+  std::ofstream(path, std::ios::binary) << "\x0f\xf7\xc1\xf4";  // maskmovq mm0, mm1; hlt
   RunResult run = runBulkhead({"run", "--accel", "emu", "--flat", path, "--entry", "0x100000",
                                "--mode", "64", "--serial", "none"});
   EXPECT_EQ(run.status, 4) << run.err;
-  EXPECT_NE(run.err.find("paddb names registers the software CPU does not model at RIP "
-                         "0018:0x100000 (64-bit)"),
+  EXPECT_NE(run.err.find("the software CPU does not implement maskmovq at RIP 0018:0x100000 "
+                         "(64-bit)"),
             std::string::npos)
       << run.err;
   EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << run.err;

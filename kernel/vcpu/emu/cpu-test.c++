@@ -899,10 +899,10 @@ TEST(EmuCpu, UnimplementedInstructionsAreReportedNotGuessed) {
   emu.cpu.state().rip = CODE;
   EXPECT_EQ(emu.cpu.run(10), StopReason::SHUTDOWN);
   LongMode other;
-  other.bus.put(CODE, {0x0f, 0xfc, 0xc1});  // paddb mm0, mm1: MMX is not modelled
+  other.bus.put(CODE, {0x0f, 0xf7, 0xc1});  // maskmovq mm0, mm1
   other.cpu.state().rip = CODE;
   EXPECT_EQ(other.cpu.run(10), StopReason::FAILED);
-  EXPECT_NE(other.cpu.failure().find("paddb"), std::string::npos) << other.cpu.failure();
+  EXPECT_NE(other.cpu.failure().find("maskmovq"), std::string::npos) << other.cpu.failure();
 }
 
 // --- x87 -------------------------------------------------------------------------------------
@@ -1073,6 +1073,58 @@ TEST(EmuX87, RealModeEnvironment) {
   EXPECT_EQ(bus.load<uint16_t>(0x2100 + 4), 0x3800);
   EXPECT_EQ(bus.load<uint32_t>(0x2100 + 12), 0x1010u);
   EXPECT_EQ(bus.load<uint32_t>(0x2100 + 16), 0x01e8u);
+}
+
+// MMX: the registers are the x87 registers' significands; arithmetic, shifts by an immediate,
+// moves to and from general registers and memory, shuffles and extracts, with known results.
+TEST(EmuMmx, ArithmeticMovesAndTheX87State) {
+  LongMode emu;
+  uint64_t a = 0x7f80ff0102030405, b = 0x0101010101010101;
+  emu.bus.store(DATA, a);
+  emu.bus.store(DATA + 8, b);
+  emu.reg(3) = DATA;
+  emu.reg(2) = 0x1122334455667788;
+  emu.reg(7) = 0xbeef;
+  // movq mm0, [rbx]; movq mm1, [rbx+8]; paddb mm0, mm1; movq [rbx+16], mm0;
+  // psrlw mm1, 4; psllq mm1, 8; movd eax, mm0; movq rcx, mm1; movd mm2, edx; movq mm3, rdx;
+  // pshufw mm4, mm0, 0x1b; pextrw esi, mm4, 2; pinsrw mm4, edi, 0; pmovmskb ebp, mm0;
+  // movq [rbx+24], mm4; movq [rbx+32], mm2; movq [rbx+40], mm3
+  ASSERT_TRUE(emu.run({0x0f, 0x6f, 0x03, 0x0f, 0x6f, 0x4b, 0x08, 0x0f, 0xfc, 0xc1, 0x0f, 0x7f, 0x43,
+                       0x10, 0x0f, 0x71, 0xd1, 0x04, 0x0f, 0x73, 0xf1, 0x08, 0x0f, 0x7e, 0xc0, 0x48,
+                       0x0f, 0x7e, 0xc9, 0x0f, 0x6e, 0xd2, 0x48, 0x0f, 0x6e, 0xda, 0x0f, 0x70, 0xe0,
+                       0x1b, 0x0f, 0xc5, 0xf4, 0x02, 0x0f, 0xc4, 0xe7, 0x00, 0x0f, 0xd7, 0xe8, 0x0f,
+                       0x7f, 0x63, 0x18, 0x0f, 0x7f, 0x53, 0x20, 0x0f, 0x7f, 0x5b, 0x28}))
+      << emu.cpu.failure();
+  uint64_t sum = 0x8081000203040506;  // bytewise, wrapping
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 16), sum);
+  EXPECT_EQ(emu.reg(0), sum & 0xffffffff) << "MOVD zero-extends";
+  EXPECT_EQ(emu.reg(1), 0x0010001000100010ull << 8) << "word shifts right by 4, then << 8";
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 32), 0x55667788u) << "MOVD mm2, edx";
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 40), 0x1122334455667788u) << "MOVQ mm3, rdx";
+  uint64_t reversed = 0x0506030400028081;  // the words of `sum` in reverse order
+  EXPECT_EQ(emu.reg(6), (reversed >> 32) & 0xffff) << "PEXTRW word 2";
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 24), (reversed & ~0xffffull) | 0xbeef);
+  EXPECT_EQ(emu.reg(5), 0xc0u) << "PMOVMSKB: bytes 6 and 7 have their top bit set";
+  const X87State& x = emu.cpu.state().x87;
+  EXPECT_EQ(x.top(), 0u);
+  EXPECT_EQ(x87AbridgedTag(x.tag), 0xff) << "no register empty";
+  EXPECT_EQ(x.r[0].significand, sum);
+  EXPECT_EQ(x.r[0].signExponent, 0xffff);
+  ASSERT_TRUE(emu.run({0x0f, 0x77}));  // emms
+  EXPECT_EQ(emu.cpu.state().x87.tag, 0xffff);
+}
+
+// An MMX instruction with CR0.EM raises #UD, with CR0.TS #NM (SDM Vol. 3, Table 2-2).
+TEST(EmuMmx, EmulationIsUndefinedAndTaskSwitchedIsNotAvailable) {
+  for (auto [bits, vector] : {std::pair{CR0_EM, 6u}, std::pair{CR0_TS, 7u}}) {
+    LongMode emu;
+    emu.handle(vector, 0x3000);
+    emu.bus.put(0x3000, {0xb8, static_cast<uint8_t>(vector), 0, 0, 0, 0xf4});  // mov eax, v; hlt
+    emu.cpu.state().cr0 |= bits;
+    emu.reg(0) = 0;
+    ASSERT_TRUE(emu.run({0x0f, 0xfc, 0xc1}));  // paddb mm0, mm1
+    EXPECT_EQ(emu.reg(0), vector);
+  }
 }
 
 // CR0.EM or CR0.TS: x87 instructions raise #NM (vector 7); FWAIT only with TS and MP.

@@ -52,6 +52,8 @@ uint8_t registerId(ZydisRegister reg) {
   if (reg == ZYDIS_REGISTER_RIP || reg == ZYDIS_REGISTER_EIP || reg == ZYDIS_REGISTER_IP) {
     return REG_IP;
   }
+  if (reg >= ZYDIS_REGISTER_MM0 && reg <= ZYDIS_REGISTER_MM7)
+    return REG_MMX + (reg - ZYDIS_REGISTER_MM0);
   if (reg >= ZYDIS_REGISTER_ST0 && reg <= ZYDIS_REGISTER_ST7)
     return REG_X87 + (reg - ZYDIS_REGISTER_ST0);
   return REG_UNMODELED;  // execute() rejects the instruction
@@ -69,10 +71,14 @@ bool convert(const ZydisDecodedInstruction& in, const ZydisDecodedOperand* opera
   out.relative = false;
   out.unmodeled = false;
   out.far = in.meta.branch_type == ZYDIS_BRANCH_TYPE_FAR;
-  out.x87 = 0;
+  out.opcode = in.opcode;
+  out.modrm =
+      static_cast<uint8_t>((in.raw.modrm.mod << 6) | (in.raw.modrm.reg << 3) | in.raw.modrm.rm);
+  out.unit = Insn::Unit::NONE;
   if (in.opcode_map == ZYDIS_OPCODE_MAP_DEFAULT && in.opcode >= 0xd8 && in.opcode <= 0xdf) {
-    uint8_t modrm = (in.raw.modrm.mod << 6) | (in.raw.modrm.reg << 3) | in.raw.modrm.rm;
-    out.x87 = 0x800 | ((in.opcode & 7) << 8) | modrm;
+    out.unit = Insn::Unit::X87;
+  } else if (in.mnemonic == ZYDIS_MNEMONIC_EMMS) {
+    out.unit = Insn::Unit::MMX;
   }
   out.operandCount = in.operand_count_visible > 4 ? 4 : in.operand_count_visible;
   for (unsigned i = 0; i < out.operandCount; ++i) {
@@ -85,6 +91,7 @@ bool convert(const ZydisDecodedInstruction& in, const ZydisDecodedOperand* opera
         o.kind = OperandKind::REG;
         o.reg = registerId(z.reg.value);
         if (o.reg == REG_UNMODELED) out.unmodeled = true;
+        if (o.reg >= REG_MMX && o.reg < REG_MMX + 8) out.unit = Insn::Unit::MMX;
         break;
       case ZYDIS_OPERAND_TYPE_MEMORY:
         o.kind = OperandKind::MEM;

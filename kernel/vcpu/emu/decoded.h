@@ -10,14 +10,15 @@
 namespace bulkhead::emu {
 
 // Register ids: 0-15 general registers (the width comes from the operand), 16-19 AH CH DH BH,
-// 32-37 segment registers, 40-55 CR0-CR15, 56-63 DR0-DR7, 64-79 XMM0-XMM15, 96 the
-// instruction pointer (RIP-relative addressing).
+// 32-37 segment registers, 40-55 CR0-CR15, 56-63 DR0-DR7, 64-79 XMM0-XMM15, 80-87 MM0-MM7,
+// 96 the instruction pointer (RIP-relative addressing), 100-107 ST(0)-ST(7).
 enum : uint8_t {
   REG_HIGH8 = 16,
   REG_SEGMENT = 32,
   REG_CR = 40,
   REG_DR = 56,
   REG_XMM = 64,
+  REG_MMX = 80,
   REG_IP = 96,
   REG_X87 = 100,
   REG_UNMODELED = 0xfe,  // a register the interpreter does not model
@@ -58,8 +59,10 @@ struct Insn {
   bool relative;   // a branch whose immediate is relative to the next instruction
   bool far;        // a far JMP, CALL or RET
   bool unmodeled;  // names a register the interpreter does not model (decided once, at decode)
-  // An x87 instruction (opcode D8-DF): 0x800 | the FPU opcode (the opcode's low 3 bits, ModRM).
-  uint16_t x87;
+  // x87 (opcodes D8-DF) and MMX instructions run on the host's FPU (x87.h): which unit, and the
+  // encoding that needs: the last opcode byte and the ModRM byte.
+  enum class Unit : uint8_t { NONE, X87, MMX } unit;
+  uint8_t opcode, modrm;
   Operand op[4];
   uint16_t end;  // the offset of the next instruction from the block's first byte
   // fast.c++'s handler for this form, or nullptr: the generic interpreter (Cpu::execute).

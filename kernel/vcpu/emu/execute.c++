@@ -763,13 +763,15 @@ struct Executor {
     if (s.x87.exceptionPending() && (s.cr0 & CR0_NE)) throw GuestFault{16, false, 0};
   }
   void x87Environment(SegmentIndex segment, uint64_t at, bool restore);
+  bool mmx();
 
   // Returns false for an instruction the interpreter does not implement.
   bool run();
 };
 
 bool Executor::run() {
-  if (in.x87) return x87();
+  if (in.unit == Insn::Unit::X87) return x87();
+  if (in.unit == Insn::Unit::MMX) return mmx();
   ZydisMnemonic m = in.mnemonic;
   const Operand* op = in.op;
   switch (m) {
@@ -2024,8 +2026,7 @@ bool x87Stores(uint8_t opcode, unsigned reg) {
 }  // namespace
 
 bool Executor::x87() {
-  uint8_t opcode = static_cast<uint8_t>(0xd8 | ((in.x87 >> 8) & 7));
-  uint8_t modrm = static_cast<uint8_t>(in.x87);
+  uint8_t opcode = in.opcode, modrm = in.modrm;
   if (s.cr0 & (CR0_EM | CR0_TS)) throw GuestFault{7, false, 0};
   if (x87Control(opcode, modrm)) return true;
   if (!x87HostRuns(opcode, modrm)) return false;
@@ -2037,7 +2038,7 @@ bool Executor::x87() {
   x87Pending();
 
   X87State next = s.x87;
-  next.opcode = in.x87 & 0x7ff;
+  next.opcode = static_cast<uint16_t>((opcode & 7) << 8 | modrm);
   next.ip = (s.rip - in.length) & c.ripMask;
   next.cs = s.segment[CS].selector;
   uint8_t memory[16] = {};
@@ -2074,6 +2075,112 @@ bool Executor::x87() {
   }
   s.x87 = next;
   s.rflags = result.rflags;
+  return true;
+}
+
+bool Executor::mmx() {
+  // MMX (SDM Vol. 1, chapter 9): the registers are the x87 registers' significands, and every
+  // MMX instruction but EMMS leaves TOP 0 and every register valid.
+  if (s.cr0 & CR0_EM) throw GuestFault{6, false, 0};
+  if (s.cr0 & CR0_TS) throw GuestFault{7, false, 0};
+  x87Pending();
+  X87State next = s.x87;
+  if (in.mnemonic == ZYDIS_MNEMONIC_EMMS) {
+    s.x87.tag = 0xffff;
+    return true;
+  }
+  const Operand* op = in.op;
+  auto enter = [&] {
+    next.status &= ~(7 << 11);
+    next.tag = 0;
+  };
+  auto mm = [&](const Operand& o) { return next.r[o.reg - REG_MMX].significand; };
+  auto setMm = [&](const Operand& o, uint64_t value) {
+    next.r[o.reg - REG_MMX] = {value, 0xffff};
+    enter();
+  };
+  auto source = [&](const Operand& o) { return o.kind == OperandKind::REG ? mm(o) : get(o); };
+  auto word = [](uint64_t value, unsigned i) { return (value >> (16 * i)) & 0xffff; };
+  uint8_t opcode = in.opcode, modrm = in.modrm;
+  uint8_t memory[16] = {};
+  auto runMemoryForm = [&](uint8_t stubOpcode, unsigned stubReg) {
+    runMmxOnHost(next, stubOpcode, static_cast<uint8_t>(stubReg << 3 | 6), memory);
+  };
+  switch (opcode) {
+    case 0x70: {  // PSHUFW mm, mm/m64, imm8
+      uint64_t from = source(op[1]), result = 0;
+      for (unsigned i = 0; i < 4; ++i)
+        result |= word(from, (op[2].value >> (2 * i)) & 3) << (16 * i);
+      setMm(op[0], result);
+      break;
+    }
+    case 0xc4: {  // PINSRW mm, r32/m16, imm8
+      unsigned at = 16 * (op[2].value & 3);
+      setMm(op[0], (mm(op[0]) & ~(0xffffull << at)) | (get(op[1]) & 0xffff) << at);
+      break;
+    }
+    case 0xc5:  // PEXTRW r32, mm, imm8
+      set(op[0], word(mm(op[1]), op[2].value & 3));
+      enter();
+      break;
+    case 0xd7: {  // PMOVMSKB r32, mm
+      uint64_t value = mm(op[1]), mask = 0;
+      for (unsigned i = 0; i < 8; ++i) mask |= ((value >> (8 * i + 7)) & 1) << i;
+      set(op[0], mask);
+      enter();
+      break;
+    }
+    case 0x71:  // shifts by an immediate: the same shift with the count in memory
+    case 0x72:
+    case 0x73: {
+      static constexpr uint8_t byCount[3][8] = {{0, 0, 0xd1, 0, 0xe1, 0, 0xf1, 0},
+                                                {0, 0, 0xd2, 0, 0xe2, 0, 0xf2, 0},
+                                                {0, 0, 0xd3, 0, 0, 0, 0xf3, 0}};
+      uint8_t stubOpcode = byCount[opcode - 0x71][(modrm >> 3) & 7];
+      if (stubOpcode == 0) return false;
+      uint64_t count = static_cast<uint8_t>(op[1].value);
+      memcpy(memory, &count, 8);
+      runMemoryForm(stubOpcode, modrm & 7);
+      break;
+    }
+    case 0x6e: {  // MOVD/MOVQ mm, r/m32/64
+      uint64_t value = get(op[1]);
+      memcpy(memory, &value, 8);
+      runMemoryForm(op[1].size == 8 ? 0x6f : 0x6e, (modrm >> 3) & 7);
+      break;
+    }
+    case 0x7e: {  // MOVD/MOVQ r/m32/64, mm: with memory, only after the move ran
+      if (op[0].kind == OperandKind::MEM)
+        c.linearAddress(segmentOf(op[0]), offset(op[0]), op[0].size, true);
+      runMemoryForm(op[0].size == 8 ? 0x7f : 0x7e, (modrm >> 3) & 7);
+      uint64_t value = 0;
+      memcpy(&value, memory, op[0].size);
+      set(op[0], value);
+      break;
+    }
+    default: {
+      if (!mmxHostRuns(opcode, modrm)) return false;
+      const Operand* memoryOperand = nullptr;
+      for (unsigned i = 0; i < in.operandCount; ++i) {
+        if (op[i].kind == OperandKind::MEM) memoryOperand = &op[i];
+      }
+      if (((modrm >> 6) != 3) != (memoryOperand != nullptr)) return false;
+      bool store = opcode == 0x7f || opcode == 0xe7;
+      if (memoryOperand != nullptr && memoryOperand->size > 8) return false;
+      if (memoryOperand != nullptr && !store) {
+        uint64_t value = get(*memoryOperand);
+        memcpy(memory, &value, 8);
+      }
+      runMmxOnHost(next, opcode, modrm, memory);
+      if (memoryOperand != nullptr && store) {
+        uint64_t value = 0;
+        memcpy(&value, memory, memoryOperand->size);
+        set(*memoryOperand, value);
+      }
+      break;
+    }
+  }
+  s.x87 = next;
   return true;
 }
 
@@ -2136,7 +2243,7 @@ void Executor::x87Environment(SegmentIndex segment, uint64_t at, bool restore) {
   // size) or 4, then for FRSTOR/FNSAVE (registers: opcode DD) ST(0)-ST(7), 10 bytes each. In
   // real mode the pointers are linear addresses, split around the opcode.
   X87State& x = s.x87;
-  bool registers = ((in.x87 >> 8) & 7) == 5;  // DD: FRSTOR, FNSAVE
+  bool registers = in.opcode == 0xdd;  // FRSTOR, FNSAVE
   unsigned field = in.operandSize == 2 ? 2 : 4;
   bool real = !(s.cr0 & CR0_PE) || (s.rflags & FLAG_VM);
   unsigned size = 7 * field + (registers ? 80 : 0);

@@ -34,7 +34,46 @@ bulkheadX87Stubs:
     .popsection
 )");
 
+// MMX instructions (0F 60-7F and 0F D0-FF, no prefix), the same way, 72 stubs per opcode: the
+// 64 ModRM bytes of the register forms (C0-FF), then the memory forms of ModRM.reg 0-7, on
+// (%rsi). Only those mmxHostRuns() accepts are called (not, say, the forms naming a general
+// register, which would be the host's).
+asm(R"(
+    .pushsection .text.bulkhead_mmx, "ax", @progbits
+    .balign 16
+    .globl bulkheadMmxStubs
+    .hidden bulkheadMmxStubs
+bulkheadMmxStubs:
+    .macro bulkhead_mmx_stub
+    .balign 16
+    endbr64
+    frstor (%rdi)
+    .byte 0x0f, opcode, modrm
+    fnsave (%rdi)
+    ret
+    .endm
+    .set opcode, 0x60
+    .rept 0x20 + 0x30
+    .set modrm, 0xc0
+    .rept 64
+    bulkhead_mmx_stub
+    .set modrm, modrm + 1
+    .endr
+    .set modrm, 0x06
+    .rept 8
+    bulkhead_mmx_stub
+    .set modrm, modrm + 8
+    .endr
+    .set opcode, opcode + 1
+    .if opcode == 0x80
+    .set opcode, 0xd0
+    .endif
+    .endr
+    .popsection
+)");
+
 extern "C" const uint8_t bulkheadX87Stubs[];
+extern "C" const uint8_t bulkheadMmxStubs[];
 
 namespace bulkhead::emu {
 
@@ -126,8 +165,15 @@ bool x87HostRuns(uint8_t opcode, uint8_t modrm) {
   }
 }
 
-X87HostResult runOnHost(X87State& x87, uint8_t opcode, uint8_t modrm, uint8_t* memory,
-                        uint64_t rflags) {
+namespace {
+
+struct StubResult {
+  uint64_t flags;
+  uint16_t raised;  // unmasked exceptions
+};
+
+// Runs `stub` on `x87` (see the stub tables above).
+StubResult runStub(X87State& x87, const uint8_t* stub, uint8_t* memory, uint64_t flags) {
   // The guest's unmasked exception flags would make the host's instruction trap (#MF): the
   // caller took them as an exception already, or ignores them (CR0.NE clear). They are kept
   // out of the host's status and put back after.
@@ -142,18 +188,14 @@ X87HostResult runOnHost(X87State& x87, uint8_t opcode, uint8_t modrm, uint8_t* m
     put(image + IMAGE_REGISTERS + 10 * i + 8, r.signExponent);
   }
 
-  uint8_t stubModrm = (modrm >> 6) == 3 ? modrm : static_cast<uint8_t>((modrm & 0x38) | 6);
   using Stub = uint64_t (*)(uint8_t * image, uint8_t * memory, uint64_t flags);
-  auto stub = reinterpret_cast<Stub>(
-      const_cast<uint8_t*>(bulkheadX87Stubs + (((opcode & 7u) << 8) | stubModrm) * 16));
   uint16_t hostControl;
   asm volatile("fnstcw %0" : "=m"(hostControl));
-  uint64_t hostFlags = stub(image, memory, (rflags & FLAGS_ARITH) | 2);
+  uint64_t hostFlags = reinterpret_cast<Stub>(const_cast<uint8_t*>(stub))(image, memory, flags);
   asm volatile("fldcw %0" : : "m"(hostControl));
 
   uint16_t status = take<uint16_t>(image + 4);
-  X87HostResult result;
-  result.raised = status & ~x87.control & 0x3f;
+  StubResult result{hostFlags, static_cast<uint16_t>(status & ~x87.control & 0x3f)};
   x87.status = status | pending;
   x87.summarise();
   x87.tag = take<uint16_t>(image + 8);
@@ -162,8 +204,41 @@ X87HostResult runOnHost(X87State& x87, uint8_t opcode, uint8_t modrm, uint8_t* m
     r.significand = take<uint64_t>(image + IMAGE_REGISTERS + 10 * i);
     r.signExponent = take<uint16_t>(image + IMAGE_REGISTERS + 10 * i + 8);
   }
-  result.rflags = (rflags & ~FLAGS_ARITH) | (hostFlags & FLAGS_ARITH);
   return result;
+}
+
+}  // namespace
+
+X87HostResult runOnHost(X87State& x87, uint8_t opcode, uint8_t modrm, uint8_t* memory,
+                        uint64_t rflags) {
+  uint8_t stubModrm = (modrm >> 6) == 3 ? modrm : static_cast<uint8_t>((modrm & 0x38) | 6);
+  const uint8_t* stub = bulkheadX87Stubs + (((opcode & 7u) << 8) | stubModrm) * 16;
+  StubResult result = runStub(x87, stub, memory, (rflags & FLAGS_ARITH) | 2);
+  return {(rflags & ~FLAGS_ARITH) | (result.flags & FLAGS_ARITH), result.raised};
+}
+
+bool mmxHostRuns(uint8_t opcode, uint8_t modrm) {
+  bool registerForm = (modrm >> 6) == 3;
+  switch (opcode) {
+    case 0x6e:  // MOVD mm, r/m32 and MOVD r/m32, mm: the caller gives the memory form
+    case 0x7e:
+    case 0xe7:  // MOVNTQ m64, mm
+      return !registerForm;
+    case 0x6f:
+    case 0x7f:
+      return true;
+    default:
+      return (opcode >= 0x60 && opcode <= 0x6b) || (opcode >= 0x74 && opcode <= 0x76) ||
+             (opcode >= 0xd1 && opcode <= 0xd5) || (opcode >= 0xd8 && opcode <= 0xe5) ||
+             (opcode >= 0xe8 && opcode <= 0xef) || (opcode >= 0xf1 && opcode <= 0xf6) ||
+             (opcode >= 0xf8 && opcode <= 0xfe);
+  }
+}
+
+void runMmxOnHost(X87State& x87, uint8_t opcode, uint8_t modrm, uint8_t* memory) {
+  unsigned column = (modrm >> 6) == 3 ? modrm - 0xc0u : 64 + ((modrm >> 3) & 7u);
+  unsigned row = opcode < 0x80 ? opcode - 0x60u : opcode - 0xd0u + 0x20;
+  runStub(x87, bulkheadMmxStubs + (row * 72 + column) * 16, memory, 2);
 }
 
 }  // namespace bulkhead::emu

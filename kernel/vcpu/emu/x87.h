@@ -64,6 +64,14 @@ struct X87HostResult {
 X87HostResult runOnHost(X87State& x87, uint8_t opcode, uint8_t modrm, uint8_t* memory,
                         uint64_t rflags);
 
+// The MMX instructions (0F `opcode` `modrm`, no prefix) that runMmxOnHost() runs: arithmetic,
+// logic, compares, packs, unpacks, shifts by register or memory, and the moves between MMX
+// registers and memory. The forms with a general register or an immediate are the caller's.
+bool mmxHostRuns(uint8_t opcode, uint8_t modrm);
+// Runs one on `x87` (the MMX registers are the significands of R0-R7): as an x87 instruction,
+// it leaves TOP 0, every register valid and a written register's exponent all ones.
+void runMmxOnHost(X87State& x87, uint8_t opcode, uint8_t modrm, uint8_t* memory);
+
 // Whether runOnHost() may run `opcode` `modrm`: the arithmetic, load, store, compare and register
 // instructions, not the control ones (those touching the environment, or not waiting).
 bool x87HostRuns(uint8_t opcode, uint8_t modrm);
