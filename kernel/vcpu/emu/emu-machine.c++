@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <optional>
 
 #include <absl/strings/str_format.h>
 
@@ -21,11 +22,11 @@ namespace bulkhead {
 namespace {
 // Instructions between looks at kicks and interrupts when nothing else ends a run.
 constexpr uint64_t RUN_BUDGET = 1 << 16;
-// The virtual clock of --deterministic: TSC ticks per retired instruction (the figure only has
-// to be fixed, not realistic).
-constexpr uint64_t TICKS_PER_INSTRUCTION = 1;
-// And for the timers: one nanosecond per instruction, a 1 GHz machine at one instruction a cycle.
+// The virtual clock of --deterministic: one nanosecond per retired instruction, a 1 GHz machine
+// at one instruction a cycle (the figures only have to be fixed, not realistic), and TSC ticks
+// per nanosecond of it.
 constexpr uint64_t NS_PER_INSTRUCTION = 1;
+constexpr uint64_t TICKS_PER_NS = 1;
 // The APIC base MSR's flags: this is the bootstrap processor; the local APIC is on.
 constexpr uint64_t APIC_BASE_BSP = 1 << 8, APIC_BASE_ENABLE = 1 << 11;
 }  // namespace
@@ -60,6 +61,8 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
 
   absl::Status setBootState(const BootState& state) override;
   absl::StatusOr<bool> enter() override;
+  // enter() under --deterministic: by turns (EmuMachine::waitForTurn).
+  absl::StatusOr<bool> enterByTurns();
   kvm_run& exitInfo() override { return exit; }
   void kick() override {
     {
@@ -72,6 +75,7 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
     // instructions later) and the kick is seen then.
     if (!machine.deterministic()) cpu.stop();
     wake.notify_all();
+    machine.wakeTurns();
   }
   void clearKick() override {
     std::lock_guard<std::mutex> guard(waitLock);
@@ -139,6 +143,7 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
     // Under waitLock, so that a vCPU between its look at the CPU and its wait sees the raise.
     { std::lock_guard<std::mutex> guard(waitLock); }
     wake.notify_all();
+    if (machine.deterministic()) machine.wakeTurns();
   }
 
  private:
@@ -193,8 +198,10 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
     }
     return apicEnabled() ? lapic.acknowledge() : -1;
   }
+  // Under --deterministic the TSC is the machine's clock, the same on every vCPU (as on hardware
+  // with an invariant TSC), so Linux keeps it as its clocksource with more than one vCPU.
   uint64_t timestamp() override {
-    return machine.deterministic() ? cpu.instructions() * TICKS_PER_INSTRUCTION : __rdtsc();
+    return machine.deterministic() ? machine.clockNs() * TICKS_PER_NS : __rdtsc();
   }
 
   EmuMachine& machine;
@@ -255,6 +262,7 @@ absl::Status EmuVcpu::setBootState(const BootState& state) {
 }
 
 absl::StatusOr<bool> EmuVcpu::enter() {
+  if (machine.deterministic()) return enterByTurns();
   for (;;) {
     // The timer first, with no lock held: its interrupt comes back through interruptRaised(),
     // which takes waitLock (and the machine's vCPU list lock before it).
@@ -276,22 +284,13 @@ absl::StatusOr<bool> EmuVcpu::enter() {
         return kicked || cpu.nmiWaiting() || (cpu.interruptWaiting() && cpu.interruptsEnabled());
       };
       if (cpu.state().halted && !ready()) {
-        bool skip = false;
         if (due == UINT64_MAX) {
           wake.wait(guard, ready);
-        } else if (machine.deterministic()) {
-          // Time moves with instructions; a halted CPU skips ahead to the timer's tick, which
-          // depends only on what the guest did.
-          skip = true;
         } else if (due > now) {
           wake.wait_for(guard, std::chrono::nanoseconds(due - now), ready);
         }
         if (kicked) return false;
-        if (!ready()) {
-          guard.unlock();
-          if (skip) machine.skipClockTo(due);
-          continue;  // the timer is due: poll it
-        }
+        if (!ready()) continue;  // the timer is due: poll it
       }
     }
     emu::StopReason reason;
@@ -316,6 +315,50 @@ absl::StatusOr<bool> EmuVcpu::enter() {
         exit.exit_reason = KVM_EXIT_DEBUG;
         return true;
     }
+  }
+}
+
+absl::StatusOr<bool> EmuVcpu::enterByTurns() {
+  auto isKicked = [this]() {
+    std::lock_guard<std::mutex> guard(waitLock);
+    return kicked;
+  };
+  for (;;) {
+    if (!machine.waitForTurn(vcpuIndex, isKicked)) return false;
+    // From here to passTurn() everything happens at the same point of every run: the timers
+    // are polled in the turn, and a kick that arrives meanwhile is seen after it.
+    uint64_t due = std::min(vcpuIndex == 0 ? machine.pollTimer() : UINT64_MAX, lapic.poll());
+    bool idle;
+    {
+      std::lock_guard<std::mutex> guard(waitLock);
+      idle = waitingForStartup ||
+             (cpu.state().halted &&
+              !(cpu.nmiWaiting() || (cpu.interruptWaiting() && cpu.interruptsEnabled())));
+    }
+    std::optional<emu::StopReason> reason;
+    if (idle) {
+      machine.idleTurn(vcpuIndex, due);
+    } else {
+      machine.busyTurn(vcpuIndex);
+      auto start = std::chrono::steady_clock::now();
+      reason = cpu.run(RUN_BUDGET);
+      running += std::chrono::steady_clock::now() - start;
+    }
+    machine.passTurn();
+    if (reason == emu::StopReason::SHUTDOWN) {
+      exit.exit_reason = KVM_EXIT_SHUTDOWN;
+      return true;
+    }
+    if (reason == emu::StopReason::FAILED) {
+      exit.exit_reason = KVM_EXIT_INTERNAL_ERROR;
+      exit.internal.suberror = KVM_INTERNAL_ERROR_EMULATION;
+      return true;
+    }
+    if (reason == emu::StopReason::DEBUG) {
+      exit.exit_reason = KVM_EXIT_DEBUG;
+      return true;
+    }
+    if (isKicked()) return false;
   }
 }
 
@@ -376,15 +419,13 @@ absl::Status EmuMachine::createPit() {
   return timer->attach(ioBus);
 }
 
-void EmuMachine::skipClockTo(uint64_t time) {
-  uint64_t now = clockNs();
-  if (time > now) skipped += time - now;
-}
-
 uint64_t EmuMachine::clockNs() {
   if (virtualClock) {
+    // Only the vCPU whose turn it is runs: the others' counts stand still.
     std::lock_guard<std::mutex> guard(vcpusLock);
-    return (vcpus.empty() ? 0 : vcpus[0]->instructionCount() * NS_PER_INSTRUCTION) + skipped;
+    uint64_t retired = 0;
+    for (EmuVcpu* vcpu : vcpus) retired += vcpu->instructionCount();
+    return retired * NS_PER_INSTRUCTION + skipped;
   }
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
                                                               started)
@@ -449,6 +490,61 @@ void EmuMachine::sendIpi(unsigned from, uint32_t icrLow, uint8_t destination) {
         break;
     }
   }
+}
+
+bool EmuMachine::waitForTurn(unsigned index, const std::function<bool()>& cancelled) {
+  std::unique_lock<std::mutex> guard(ringLock);
+  ringChanged.wait(guard, [&]() { return ringTurn == index || cancelled(); });
+  return ringTurn == index;
+}
+
+void EmuMachine::passTurn() {
+  size_t count;
+  {
+    std::lock_guard<std::mutex> guard(vcpusLock);
+    count = vcpus.size();
+  }
+  {
+    std::lock_guard<std::mutex> guard(ringLock);
+    ringTurn = static_cast<unsigned>((ringTurn + 1) % count);
+  }
+  ringChanged.notify_all();
+}
+
+void EmuMachine::wakeTurns() {
+  { std::lock_guard<std::mutex> guard(ringLock); }
+  ringChanged.notify_all();
+}
+
+void EmuMachine::busyTurn(unsigned index) {
+  std::lock_guard<std::mutex> guard(ringLock);
+  if (idleUntil.size() <= index) idleUntil.resize(index + 1, 0);
+  idleUntil[index] = 0;
+}
+
+void EmuMachine::idleTurn(unsigned index, uint64_t due) {
+  size_t count;
+  {
+    std::lock_guard<std::mutex> guard(vcpusLock);
+    count = vcpus.size();
+  }
+  uint64_t next = UINT64_MAX;
+  {
+    std::unique_lock<std::mutex> guard(ringLock);
+    if (idleUntil.size() < count) idleUntil.resize(count, 0);
+    idleUntil[index] = due == 0 ? 1 : due;
+    for (uint64_t until : idleUntil) {
+      if (until == 0) return;  // another vCPU still runs: its instructions move the clock
+      next = std::min(next, until);
+    }
+    if (next == UINT64_MAX) {
+      // Only an interrupt from outside (a device on host time, input) can wake the machine.
+      ringChanged.wait_for(guard, std::chrono::milliseconds(10));
+      return;
+    }
+  }
+  uint64_t now = clockNs();
+  if (next > now) skipped += next - now;
 }
 
 void EmuMachine::Turn::lock() {

@@ -7,7 +7,8 @@
 // local APIC page never reaches the bus); interrupt lines reach the PIC and IOAPIC from any
 // thread, wired as KVM wires them: GSIs 0-15 go to both, 16-23 to the IOAPIC alone. vCPUs
 // other than 0 wait for INIT and a start-up IPI, as on a PC. vCPUs run one at a time, in turn
-// (`turn`), so that every guest instruction, locked or not, is atomic to the others. What KVM
+// (`turn`; under --deterministic a fixed ring by index), so that every guest instruction,
+// locked or not, is atomic to the others. What KVM
 // does and this backend does not (irqfd, for which the core falls back to the channel) is
 // listed in docs/emu.md. Doorbells (ioeventfd) work as
 // under KVM: a matching guest write signals the device's eventfd instead of going through the
@@ -17,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -62,11 +64,23 @@ class EmuMachine final : public Accelerator {
   bool deterministic() const { return virtualClock; }
   // Fires the PIT's interrupt if due; returns when to look again (clockNs() time).
   uint64_t pollTimer() { return timer == nullptr ? UINT64_MAX : timer->poll(); }
-  // The timers' clock in nanoseconds: host time, or vCPU 0's instruction count when
-  // deterministic.
+  // The timers' clock in nanoseconds: host time, or when deterministic the instructions all
+  // vCPUs retired (one nanosecond each) plus the time skipped while every vCPU was idle.
   uint64_t clockNs();
-  // Deterministic mode: a halted vCPU moves the clock on to `time`.
-  void skipClockTo(uint64_t time);
+
+  // --deterministic: vCPUs take turns in index order, round and round (host threads would take
+  // them in the order the host wakes them). waitForTurn() returns whether vCPU `index` has the
+  // turn, or false if `cancelled` (its kick) came first; passTurn() hands it to the next.
+  bool waitForTurn(unsigned index, const std::function<bool()>& cancelled);
+  void passTurn();
+  // A kick or an interrupt: turn waiters look again.
+  void wakeTurns();
+  // vCPU `index` used its turn, or had nothing to run in it (halted or waiting for start-up)
+  // until its next timer event at `due` (clockNs() time; UINT64_MAX: none). When every vCPU's
+  // last turn was idle, time skips to the earliest event; with none, the turn waits (on host
+  // time, briefly) for an interrupt from outside.
+  void busyTurn(unsigned index);
+  void idleTurn(unsigned index, uint64_t due);
   // Whether a guest write is a registered doorbell; if so its eventfd has been signalled.
   bool ringDoorbell(bool pio, uint64_t address, unsigned size, uint64_t value);
 
@@ -90,6 +104,12 @@ class EmuMachine final : public Accelerator {
     uint64_t next = 0, serving = 0;
   };
   Turn turn;
+  // The deterministic ring: whose turn it is, and which vCPUs were idle in their last turn and
+  // until when.
+  std::mutex ringLock;
+  std::condition_variable ringChanged;
+  unsigned ringTurn = 0;
+  std::vector<uint64_t> idleUntil;  // per vCPU: 0 busy, else its next timer event
 
   GuestMemory& memory;
   IoBus& ioBus;
