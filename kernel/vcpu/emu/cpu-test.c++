@@ -1114,6 +1114,66 @@ TEST(EmuMmx, ArithmeticMovesAndTheX87State) {
   EXPECT_EQ(emu.cpu.state().x87.tag, 0xffff);
 }
 
+// A hostile guest: every x87 and MMX encoding (register forms, and memory forms on a scratch
+// page), on random register contents, control words that unmask exceptions and status words
+// with exceptions pending, must end in a guest outcome (a halt, a fault, a named failure),
+// never trap on the host (the test process would die of SIGFPE or SIGILL).
+TEST(EmuX87, EveryEncodingWithRandomStateIsSafeForTheHost) {
+  LongMode emu;
+  std::mt19937_64 random(5);
+  emu.reg(3) = DATA;  // memory forms: [rbx]
+  unsigned halted = 0, cases = 0;
+  auto tryCode = [&](std::vector<uint8_t> code) {
+    CpuState& s = emu.cpu.state();
+    for (X87State::Register& r : s.x87.r) {
+      r.significand = random();
+      r.signExponent = static_cast<uint16_t>(random());
+    }
+    s.x87.control = static_cast<uint16_t>(random()) & 0x0f3f;
+    s.x87.status = static_cast<uint16_t>(random());
+    s.x87.tag = static_cast<uint16_t>(random());
+    s.cr0 = (s.cr0 & ~CR0_NE) | (random() % 4 == 0 ? CR0_NE : 0);  // NE: pending ones fault
+    for (unsigned i = 0; i < 16; ++i) emu.bus.store<uint64_t>(DATA + i * 8, random());
+    emu.reg(3) = DATA;
+    emu.reg(4) = STACK_TOP;
+    s.rflags = 2;
+    code.push_back(0xf4);
+    emu.bus.put(CODE, code);
+    s.rip = CODE;
+    s.halted = false;
+    StopReason reason = emu.cpu.run(10);
+    ++cases;
+    if (reason == StopReason::HALTED) ++halted;
+    EXPECT_TRUE(reason == StopReason::HALTED || reason == StopReason::SHUTDOWN ||
+                (reason == StopReason::FAILED && !emu.cpu.failure().empty()))
+        << std::hex << int(code[0]) << " " << int(code[1]) << " " << int(code[2]) << " "
+        << static_cast<int>(reason);
+  };
+  for (unsigned opcode = 0xd8; opcode <= 0xdf; ++opcode) {
+    for (unsigned modrm = 0; modrm < 256; ++modrm) {
+      if ((modrm >> 6) != 3 && (modrm & 7) != 3) continue;  // memory forms: mod 0-2 on [rbx]
+      if ((modrm >> 6) == 1) {
+        tryCode({static_cast<uint8_t>(opcode), static_cast<uint8_t>(modrm), 8});
+      } else if ((modrm >> 6) == 2) {
+        tryCode({static_cast<uint8_t>(opcode), static_cast<uint8_t>(modrm), 16, 0, 0, 0});
+      } else {
+        tryCode({static_cast<uint8_t>(opcode), static_cast<uint8_t>(modrm)});
+      }
+    }
+  }
+  for (unsigned opcode = 0x60; opcode <= 0xff; ++opcode) {
+    if (opcode == 0x80) opcode = 0xd0;
+    if (opcode == 0x77) continue;  // EMMS has no ModRM byte
+    for (unsigned modrm = 0xc0; modrm < 0x100; ++modrm) {
+      tryCode({0x0f, static_cast<uint8_t>(opcode), static_cast<uint8_t>(modrm)});
+    }
+    for (unsigned reg = 0; reg < 8; ++reg) {
+      tryCode({0x0f, static_cast<uint8_t>(opcode), static_cast<uint8_t>(reg << 3 | 3)});
+    }
+  }
+  EXPECT_GT(halted, cases / 2) << "most encodings ran to the HLT: " << halted << " of " << cases;
+}
+
 // An MMX instruction with CR0.EM raises #UD, with CR0.TS #NM (SDM Vol. 3, Table 2-2).
 TEST(EmuMmx, EmulationIsUndefinedAndTaskSwitchedIsNotAvailable) {
   for (auto [bits, vector] : {std::pair{CR0_EM, 6u}, std::pair{CR0_TS, 7u}}) {

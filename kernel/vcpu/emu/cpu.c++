@@ -637,7 +637,8 @@ std::optional<StopReason> Cpu::runBlockDebugging(const Block& block) {
 }
 
 StopReason Cpu::run(uint64_t budget) {
-  recheckCode();  // other vCPUs and devices' DMA may have written code since the last run
+  recheckCode();   // other vCPUs and devices' DMA may have written code since the last run
+  failed.clear();  // a failure is this run's: the stops below look at it
   uint64_t end = retired + budget;
   bool debugging = singleStep || !breakpoints.empty();
   Block* previous = nullptr;  // the block that just ended at a branch or its last instruction
