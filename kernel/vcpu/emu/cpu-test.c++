@@ -776,6 +776,10 @@ TEST(EmuSse, ShufflesShiftsComparesAndConversionsMatchThisHostsCpu) {
       {"cvtdq2ps", {0x0f, 0x5b, 0xc1}},
       {"cvtps2pd", {0x0f, 0x5a, 0xc1}, true},
       {"cvtpd2ps", {0x66, 0x0f, 0x5a, 0xc1}, true},
+      {"cvtps2dq", {0x66, 0x0f, 0x5b, 0xc1}, true},
+      {"cvttps2dq", {0xf3, 0x0f, 0x5b, 0xc1}, true},
+      {"cvtpd2dq", {0xf2, 0x0f, 0xe6, 0xc1}, true},
+      {"cvttpd2dq", {0x66, 0x0f, 0xe6, 0xc1}, true},
       {"ucomisd", {0x66, 0x0f, 0x2e, 0xc1}, true},
       {"comisd", {0x66, 0x0f, 0x2f, 0xc1}, true},
       {"ucomiss", {0x0f, 0x2e, 0xc1}, true},
@@ -1172,6 +1176,56 @@ TEST(EmuX87, EveryEncodingWithRandomStateIsSafeForTheHost) {
     }
   }
   EXPECT_GT(halted, cases / 2) << "most encodings ran to the HLT: " << halted << " of " << cases;
+}
+
+// Float-to-integer conversions round as MXCSR.RC says (CVTT* truncate whatever it says).
+TEST(EmuSse, ConversionsFollowTheMxcsrRoundingControl) {
+  LongMode emu;
+  emu.reg(3) = DATA;
+  float values[4] = {-2.5f, 2.5f, 1.75f, -0.25f};
+  memcpy(&emu.bus.ram[DATA + 16], values, 16);
+  struct Mode {
+    uint32_t mxcsr;
+    int32_t expected[4];
+  };
+  for (const Mode& mode : {Mode{0x1f80, {-2, 2, 2, 0}}, Mode{0x3f80, {-3, 2, 1, -1}},
+                           Mode{0x5f80, {-2, 3, 2, 0}}, Mode{0x7f80, {-2, 2, 1, 0}}}) {
+    emu.bus.store<uint32_t>(DATA, mode.mxcsr);
+    // ldmxcsr [rbx]; cvtps2dq xmm0, [rbx+16]; movdqu [rbx+32], xmm0; cvttps2dq xmm1, [rbx+16];
+    // movdqu [rbx+48], xmm1; cvtss2si eax, [rbx+16]
+    ASSERT_TRUE(emu.run({0x0f, 0xae, 0x13, 0x66, 0x0f, 0x5b, 0x43, 0x10, 0xf3, 0x0f,
+                         0x7f, 0x43, 0x20, 0xf3, 0x0f, 0x5b, 0x4b, 0x10, 0xf3, 0x0f,
+                         0x7f, 0x4b, 0x30, 0xf3, 0x0f, 0x2d, 0x43, 0x10}))
+        << emu.cpu.failure();
+    for (unsigned i = 0; i < 4; ++i) {
+      EXPECT_EQ(emu.bus.load<int32_t>(DATA + 32 + 4 * i), mode.expected[i])
+          << std::hex << mode.mxcsr << " lane " << i;
+      EXPECT_EQ(emu.bus.load<int32_t>(DATA + 48 + 4 * i), static_cast<int32_t>(values[i]));
+    }
+    EXPECT_EQ(static_cast<int32_t>(emu.reg(0)), mode.expected[0]);
+  }
+}
+
+// The conversions between MMX and XMM registers.
+TEST(EmuMmx, ConversionsToAndFromXmm) {
+  LongMode emu;
+  emu.reg(3) = DATA;
+  emu.bus.store<uint64_t>(DATA, (uint64_t{static_cast<uint32_t>(-7)} << 32) | 3);
+  // movq mm0, [rbx]; cvtpi2ps xmm0, mm0; cvtpi2pd xmm2, mm0; cvttps2pi mm1, xmm0;
+  // movq2dq xmm1, mm1; movdq2q mm3, xmm2; movdqu [rbx+16], xmm0; movdqu [rbx+32], xmm1;
+  // movq [rbx+48], mm3; movdqu [rbx+64], xmm2
+  ASSERT_TRUE(
+      emu.run({0x0f, 0x6f, 0x03, 0x0f, 0x2a, 0xc0, 0x66, 0x0f, 0x2a, 0xd0, 0x0f, 0x2c, 0xc8, 0xf3,
+               0x0f, 0xd6, 0xc9, 0xf2, 0x0f, 0xd6, 0xda, 0xf3, 0x0f, 0x7f, 0x43, 0x10, 0xf3, 0x0f,
+               0x7f, 0x4b, 0x20, 0x0f, 0x7f, 0x5b, 0x30, 0xf3, 0x0f, 0x7f, 0x53, 0x40}))
+      << emu.cpu.failure();
+  EXPECT_EQ(emu.bus.load<float>(DATA + 16), 3.0f);
+  EXPECT_EQ(emu.bus.load<float>(DATA + 20), -7.0f);
+  EXPECT_EQ(emu.bus.load<double>(DATA + 64), 3.0);
+  EXPECT_EQ(emu.bus.load<double>(DATA + 72), -7.0);
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 32), emu.bus.load<uint64_t>(DATA)) << "round trip";
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 40), 0u) << "MOVQ2DQ zeroes the upper half";
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 48), 0x4008000000000000u) << "MOVDQ2Q: 3.0";
 }
 
 // An MMX instruction with CR0.EM raises #UD, with CR0.TS #NM (SDM Vol. 3, Table 2-2).

@@ -645,6 +645,29 @@ struct Executor {
   bool isXmm(const Operand& o) const {
     return o.kind == OperandKind::REG && o.reg >= REG_XMM && o.reg < REG_XMM + 16;
   }
+  // A float to an integer of `size` bytes, as CVT(T)xx2xx convert: rounded as MXCSR.RC says,
+  // or truncated; NaN and out of range give the "integer indefinite" (the sign bit alone).
+  uint64_t toInteger(double value, unsigned size, bool truncate) const {
+    if (!truncate) {
+      switch ((s.mxcsr >> 13) & 3) {
+        case 0:
+          value = std::nearbyint(value);  // to nearest even: the host's own mode
+          break;
+        case 1:
+          value = std::floor(value);
+          break;
+        case 2:
+          value = std::ceil(value);
+          break;
+        default:
+          value = std::trunc(value);
+          break;
+      }
+    }
+    double limit = size == 8 ? 9223372036854775808.0 : 2147483648.0;
+    if (value != value || value >= limit || value < -limit) return signBit(size);
+    return static_cast<uint64_t>(static_cast<int64_t>(value)) & mask(size);
+  }
   void requireSse() const {
     if ((s.cr0 & CR0_EM) || !(s.cr4 & CR4_OSFXSR)) throw GuestFault{6, false, 0};
     if (s.cr0 & CR0_TS) throw GuestFault{7, false, 0};
@@ -1347,7 +1370,10 @@ bool Executor::run() {
     fxsave(m == ZYDIS_MNEMONIC_FXRSTOR || m == ZYDIS_MNEMONIC_FXRSTOR64);
     return true;
   }
-  if (vector || m == ZYDIS_MNEMONIC_LDMXCSR || m == ZYDIS_MNEMONIC_STMXCSR) {
+  // (The conversions to a general register name no XMM register when they read memory.)
+  if (vector || m == ZYDIS_MNEMONIC_LDMXCSR || m == ZYDIS_MNEMONIC_STMXCSR ||
+      m == ZYDIS_MNEMONIC_CVTSS2SI || m == ZYDIS_MNEMONIC_CVTSD2SI ||
+      m == ZYDIS_MNEMONIC_CVTTSS2SI || m == ZYDIS_MNEMONIC_CVTTSD2SI) {
     requireSse();
     return sse(m);
   }
@@ -1523,13 +1549,7 @@ bool Executor::sse(ZydisMnemonic m) {
       bool single = m == ZYDIS_MNEMONIC_CVTTSS2SI || m == ZYDIS_MNEMONIC_CVTSS2SI;
       bool truncate = m == ZYDIS_MNEMONIC_CVTTSD2SI || m == ZYDIS_MNEMONIC_CVTTSS2SI;
       double value = toDouble(getVec(op[1], single ? 4 : 8).q[0], single);
-      if (!truncate) value = std::nearbyint(value);  // MXCSR's default: round to nearest
-      unsigned size = op[0].size;
-      double limit = size == 8 ? 9223372036854775808.0 : 2147483648.0;
-      uint64_t result = (value != value || value >= limit || value < -limit)
-                            ? signBit(size)  // the "integer indefinite" value
-                            : static_cast<uint64_t>(static_cast<int64_t>(value));
-      setReg(op[0].reg, size, result);
+      setReg(op[0].reg, op[0].size, toInteger(value, op[0].size, truncate));
       return true;
     }
     case ZYDIS_MNEMONIC_LDMXCSR: {
@@ -1866,6 +1886,20 @@ bool Executor::sse2(ZydisMnemonic m) {
       setVec(op[0], r, 16, true);
       return true;
     }
+    case ZYDIS_MNEMONIC_CVTPS2DQ:
+    case ZYDIS_MNEMONIC_CVTTPS2DQ:
+    case ZYDIS_MNEMONIC_CVTPD2DQ:
+    case ZYDIS_MNEMONIC_CVTTPD2DQ: {
+      bool single = m == ZYDIS_MNEMONIC_CVTPS2DQ || m == ZYDIS_MNEMONIC_CVTTPS2DQ;
+      bool truncate = m == ZYDIS_MNEMONIC_CVTTPS2DQ || m == ZYDIS_MNEMONIC_CVTTPD2DQ;
+      Vec b = getVec(op[1], 16, true), r;
+      for (unsigned i = 0; i < (single ? 4u : 2u); ++i) {
+        double value = toDouble(element(b, i, single ? 4 : 8), single);
+        setElement(r, i, 4, toInteger(value, 4, truncate));
+      }
+      setVec(op[0], r, 16, true);  // the PD forms zero the upper half
+      return true;
+    }
     case ZYDIS_MNEMONIC_CVTPS2PD:
     case ZYDIS_MNEMONIC_CVTPD2PS: {
       bool widen = m == ZYDIS_MNEMONIC_CVTPS2PD;
@@ -2101,6 +2135,58 @@ bool Executor::mmx() {
   };
   auto source = [&](const Operand& o) { return o.kind == OperandKind::REG ? mm(o) : get(o); };
   auto word = [](uint64_t value, unsigned i) { return (value >> (16 * i)) & 0xffff; };
+  // The conversions between MMX and XMM registers (SSE and SSE2).
+  ZydisMnemonic m = in.mnemonic;
+  switch (m) {
+    case ZYDIS_MNEMONIC_CVTPI2PS:
+    case ZYDIS_MNEMONIC_CVTPI2PD: {
+      requireSse();
+      bool pd = m == ZYDIS_MNEMONIC_CVTPI2PD;
+      uint64_t from = source(op[1]);
+      Vec r = getVec(op[0], 16);
+      for (unsigned i = 0; i < 2; ++i) {
+        double value = static_cast<int32_t>(from >> (32 * i));
+        setElement(r, i, pd ? 8 : 4, fromDouble(value, !pd));
+      }
+      setVec(op[0], r, 16, true);
+      if (op[1].kind == OperandKind::REG) enter();
+      s.x87 = next;
+      return true;
+    }
+    case ZYDIS_MNEMONIC_CVTPS2PI:
+    case ZYDIS_MNEMONIC_CVTTPS2PI:
+    case ZYDIS_MNEMONIC_CVTPD2PI:
+    case ZYDIS_MNEMONIC_CVTTPD2PI: {
+      requireSse();
+      bool single = m == ZYDIS_MNEMONIC_CVTPS2PI || m == ZYDIS_MNEMONIC_CVTTPS2PI;
+      bool truncate = m == ZYDIS_MNEMONIC_CVTTPS2PI || m == ZYDIS_MNEMONIC_CVTTPD2PI;
+      Vec b = getVec(op[1], single ? 8 : 16, !single);
+      uint64_t result = 0;
+      for (unsigned i = 0; i < 2; ++i) {
+        double value = toDouble(element(b, i, single ? 4 : 8), single);
+        result |= toInteger(value, 4, truncate) << (32 * i);
+      }
+      setMm(op[0], result);
+      s.x87 = next;
+      return true;
+    }
+    case ZYDIS_MNEMONIC_MOVQ2DQ: {
+      requireSse();
+      Vec r;
+      r.q[0] = mm(op[1]);
+      setVec(op[0], r, 16, true);
+      enter();
+      s.x87 = next;
+      return true;
+    }
+    case ZYDIS_MNEMONIC_MOVDQ2Q:
+      requireSse();
+      setMm(op[0], getVec(op[1], 8).q[0]);
+      s.x87 = next;
+      return true;
+    default:
+      break;
+  }
   uint8_t opcode = in.opcode, modrm = in.modrm;
   uint8_t memory[16] = {};
   auto runMemoryForm = [&](uint8_t stubOpcode, unsigned stubReg) {
