@@ -66,12 +66,12 @@ TEST(Differential, TinyGuestsEndTheSameUnderKvmAndEmu) {
 
 // What the software CPU cannot run ends the VM with one line naming the instruction, decoded.
 TEST(Emu, AnUnimplementedInstructionEndsTheVmWithOneLine) {
-  std::string path = ::testing::TempDir() + "/bulkhead-maskmovq.bin";
-  std::ofstream(path, std::ios::binary) << "\x0f\xf7\xc1\xf4";  // maskmovq mm0, mm1; hlt
+  std::string path = ::testing::TempDir() + "/bulkhead-vmfunc.bin";
+  std::ofstream(path, std::ios::binary) << "\x0f\x01\xd4\xf4";  // vmfunc (no VMX here); hlt
   RunResult run = runBulkhead({"run", "--accel", "emu", "--flat", path, "--entry", "0x100000",
                                "--mode", "64", "--serial", "none"});
   EXPECT_EQ(run.status, 4) << run.err;
-  EXPECT_NE(run.err.find("the software CPU does not implement maskmovq at RIP 0018:0x100000 "
+  EXPECT_NE(run.err.find("the software CPU does not implement vmfunc at RIP 0018:0x100000 "
                          "(64-bit)"),
             std::string::npos)
       << run.err;

@@ -903,10 +903,10 @@ TEST(EmuCpu, UnimplementedInstructionsAreReportedNotGuessed) {
   emu.cpu.state().rip = CODE;
   EXPECT_EQ(emu.cpu.run(10), StopReason::SHUTDOWN);
   LongMode other;
-  other.bus.put(CODE, {0x0f, 0xf7, 0xc1});  // maskmovq mm0, mm1
+  other.bus.put(CODE, {0x0f, 0x01, 0xd4});  // vmfunc: no VMX here
   other.cpu.state().rip = CODE;
   EXPECT_EQ(other.cpu.run(10), StopReason::FAILED);
-  EXPECT_NE(other.cpu.failure().find("maskmovq"), std::string::npos) << other.cpu.failure();
+  EXPECT_NE(other.cpu.failure().find("vmfunc"), std::string::npos) << other.cpu.failure();
 }
 
 // --- x87 -------------------------------------------------------------------------------------
@@ -1226,6 +1226,28 @@ TEST(EmuMmx, ConversionsToAndFromXmm) {
   EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 32), emu.bus.load<uint64_t>(DATA)) << "round trip";
   EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 40), 0u) << "MOVQ2DQ zeroes the upper half";
   EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 48), 0x4008000000000000u) << "MOVDQ2Q: 3.0";
+}
+
+// MASKMOVQ and MASKMOVDQU store the bytes their mask selects to [rDI], segment override and all.
+TEST(EmuMmx, MaskedStoresWriteOnlyTheSelectedBytes) {
+  LongMode emu;
+  emu.reg(3) = DATA;
+  emu.reg(7) = 0x100;  // with FS base DATA + 0x100: DATA + 0x200
+  emu.cpu.state().segment[FS].base = DATA + 0x100;
+  emu.bus.store<uint64_t>(DATA, 0x8877665544332211);
+  emu.bus.store<uint64_t>(DATA + 8, 0x0080008000800080);   // bytes 0, 2, 4, 6
+  emu.bus.store<uint64_t>(DATA + 16, 0xff00000000000000);  // and 15, for MASKMOVDQU
+  for (unsigned i = 0; i < 32; ++i) emu.bus.ram[DATA + 0x200 + i] = 0xee;
+  // movq mm0, [rbx]; movq mm1, [rbx+8]; maskmovq fs:[rdi], mm0, mm1 (fs: 0x64);
+  // movdqu xmm0, [rbx]; movdqu xmm1, [rbx+8]; add edi, 16; maskmovdqu fs:[rdi], xmm0, xmm1
+  ASSERT_TRUE(
+      emu.run({0x0f, 0x6f, 0x03, 0x0f, 0x6f, 0x4b, 0x08, 0x64, 0x0f, 0xf7, 0xc1, 0xf3, 0x0f, 0x6f,
+               0x03, 0xf3, 0x0f, 0x6f, 0x4b, 0x08, 0x83, 0xc7, 0x10, 0x64, 0x66, 0x0f, 0xf7, 0xc1}))
+      << emu.cpu.failure();
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 0x200), 0xee77ee55ee33ee11u);
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 0x210), 0xee77ee55ee33ee11u);
+  // xmm0's byte 15 is DATA + 15: 0x00 (bytes 8-15 of xmm0 are the mask qword 0x0080...).
+  EXPECT_EQ(emu.bus.load<uint64_t>(DATA + 0x218), 0x00eeeeeeeeeeeeeeu);
 }
 
 // An MMX instruction with CR0.EM raises #UD, with CR0.TS #NM (SDM Vol. 3, Table 2-2).

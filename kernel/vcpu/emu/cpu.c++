@@ -81,6 +81,10 @@ bool convert(const ZydisDecodedInstruction& in, const ZydisDecodedOperand* opera
     out.unit = Insn::Unit::MMX;
   }
   out.operandCount = in.operand_count_visible > 4 ? 4 : in.operand_count_visible;
+  // MASKMOVQ and MASKMOVDQU store to an implicit [rDI] (with its segment override): op[2].
+  if (in.mnemonic == ZYDIS_MNEMONIC_MASKMOVQ || in.mnemonic == ZYDIS_MNEMONIC_MASKMOVDQU) {
+    out.operandCount = 3;
+  }
   for (unsigned i = 0; i < out.operandCount; ++i) {
     const ZydisDecodedOperand& z = operands[i];
     Operand& o = out.op[i];

@@ -787,6 +787,19 @@ struct Executor {
   }
   void x87Environment(SegmentIndex segment, uint64_t at, bool restore);
   bool mmx();
+  // MASKMOVQ and MASKMOVDQU: the bytes of `data` whose byte in `mask` has its top bit set, to
+  // the implicit [rDI] (op[2]); `high`, `highMask`: MASKMOVDQU's upper eight.
+  void maskedStore(uint64_t data, uint64_t mask, uint64_t high, uint64_t highMask) {
+    const Operand& to = in.op[2];
+    uint64_t at = offset(to);
+    unsigned bytes = to.size;
+    c.linearAddress(segmentOf(to), at, bytes, true);
+    for (unsigned i = 0; i < bytes; ++i) {
+      uint64_t value = i < 8 ? data >> (8 * i) : high >> (8 * (i - 8));
+      uint64_t select = i < 8 ? mask >> (8 * i) : highMask >> (8 * (i - 8));
+      if (select & 0x80) c.write(segmentOf(to), at + i, 1, value & 0xff);
+    }
+  }
 
   // Returns false for an instruction the interpreter does not implement.
   bool run();
@@ -1482,6 +1495,11 @@ bool Executor::sse(ZydisMnemonic m) {
         return compare ? (x == y ? ~0ull : 0) : add ? x + y : x - y;
       });
       setVec(op[0], r, 16, true);
+      return true;
+    }
+    case ZYDIS_MNEMONIC_MASKMOVDQU: {
+      Vec data = getVec(op[0], 16), select = getVec(op[1], 16);
+      maskedStore(data.q[0], select.q[0], data.q[1], select.q[1]);
       return true;
     }
     case ZYDIS_MNEMONIC_PMOVMSKB: {
@@ -2182,6 +2200,11 @@ bool Executor::mmx() {
     case ZYDIS_MNEMONIC_MOVDQ2Q:
       requireSse();
       setMm(op[0], getVec(op[1], 8).q[0]);
+      s.x87 = next;
+      return true;
+    case ZYDIS_MNEMONIC_MASKMOVQ:
+      maskedStore(mm(op[0]), mm(op[1]), 0, 0);
+      enter();
       s.x87 = next;
       return true;
     default:
