@@ -787,17 +787,17 @@ struct Executor {
   }
   void x87Environment(SegmentIndex segment, uint64_t at, bool restore);
   bool mmx();
-  // MASKMOVQ and MASKMOVDQU: the bytes of `data` whose byte in `mask` has its top bit set, to
-  // the implicit [rDI] (op[2]); `high`, `highMask`: MASKMOVDQU's upper eight.
-  void maskedStore(uint64_t data, uint64_t mask, uint64_t high, uint64_t highMask) {
+  // MASKMOVQ and MASKMOVDQU: the bytes of `data` whose byte in `select` has its top bit set,
+  // to the implicit [rDI] (op[2]); `high`, `selectHigh`: MASKMOVDQU's upper eight.
+  void maskedStore(uint64_t data, uint64_t select, uint64_t high, uint64_t selectHigh) {
     const Operand& to = in.op[2];
     uint64_t at = offset(to);
     unsigned bytes = to.size;
     c.linearAddress(segmentOf(to), at, bytes, true);
     for (unsigned i = 0; i < bytes; ++i) {
       uint64_t value = i < 8 ? data >> (8 * i) : high >> (8 * (i - 8));
-      uint64_t select = i < 8 ? mask >> (8 * i) : highMask >> (8 * (i - 8));
-      if (select & 0x80) c.write(segmentOf(to), at + i, 1, value & 0xff);
+      uint64_t chosen = i < 8 ? select >> (8 * i) : selectHigh >> (8 * (i - 8));
+      if (chosen & 0x80) c.write(segmentOf(to), at + i, 1, value & 0xff);
     }
   }
 

@@ -6,8 +6,11 @@
 // state into the host FPU with FRSTOR, runs the instruction from a table of prebuilt stubs (one
 // per opcode and ModRM byte; a memory form addresses the caller's buffer instead of guest
 // memory) and saves the state back with FNSAVE, which leaves the host FPU initialised. The
-// instruction cannot trap on the host: the caller raises a pending unmasked exception (#MF)
-// before calling, and FNSAVE does not wait. The caller also does what the host must not see:
+// instruction cannot trap on the host: exceptions the guest has pending and unmasked are kept
+// out of the status word the host loads (the caller has raised #MF for them already, or
+// ignores them as CR0.NE says) and put back after, and an exception the instruction raises
+// stays pending in the host FPU only until FNSAVE, which does not wait for it and then
+// reinitialises. The caller also does what the host must not see:
 // guest memory and its faults, CR0.EM/TS, the instruction and data pointers, and the control
 // instructions (FNINIT, FLDENV, FNSAVE, ...), which it implements on X87State directly.
 #pragma once
