@@ -340,7 +340,7 @@ common options:
                        where /dev/kvm can be opened, else emu
   --deterministic      (emu) a virtual clock driven by the instruction count and an RTC fixed
                        at 2000-01-01: the same guest, devices, fault plan and seed give the
-                       same run (with one vCPU and no input from the host)
+                       same run (any number of vCPUs; no input from the host)
   --cpu MODEL[,+FEATURE,-FEATURE]...
                        the guest's CPUID: host (all KVM offers; default) or kvm64 (an x86-64
                        baseline), with features added or hidden, e.g. host,-cx16,-xsave

@@ -911,9 +911,6 @@ TEST(EmuCpu, UnimplementedInstructionsAreReportedNotGuessed) {
 
 // --- x87 -------------------------------------------------------------------------------------
 
-// The 80-bit register ST(i) of a stopped CPU.
-X87State::Register st(const CpuState& s, unsigned i) { return s.x87.r[(s.x87.top() + i) & 7]; }
-
 // Loads, arithmetic through memory and registers, stores and integer conversions, with results
 // known exactly; precision and rounding control.
 TEST(EmuX87, ArithmeticLoadsAndStores) {
@@ -978,7 +975,7 @@ TEST(EmuX87, ComparesSetFlagsAndConditionCodes) {
   // fld qword [rbx+8] (NaN); fucomi st0, st1: unordered, then fcmovu st0, st1 (taken)
   ASSERT_TRUE(emu.run({0xdd, 0x43, 0x08, 0xdb, 0xe9, 0xda, 0xd9}));
   EXPECT_EQ(emu.cpu.state().rflags & (FLAG_CF | FLAG_ZF | FLAG_PF), FLAG_CF | FLAG_ZF | FLAG_PF);
-  EXPECT_EQ(st(emu.cpu.state(), 0).significand, 1ull << 63) << "FCMOVU moved ST(1) (1.0)";
+  EXPECT_EQ(emu.cpu.state().x87.st(0).significand, 1ull << 63) << "FCMOVU moved ST(1) (1.0)";
 }
 
 // A ninth push overflows the stack: IE, SF and C1 flagged and, masked, the indefinite QNaN.
@@ -989,8 +986,8 @@ TEST(EmuX87, StackOverflowGivesTheMaskedResponse) {
   code.insert(code.end(), {0xdf, 0xe0});                              // fnstsw ax
   ASSERT_TRUE(emu.run(code)) << emu.cpu.failure();
   EXPECT_EQ(emu.reg(0) & 0x0241, 0x0241u) << std::hex << emu.reg(0);
-  EXPECT_EQ(st(emu.cpu.state(), 0).signExponent, 0xffff);
-  EXPECT_EQ(st(emu.cpu.state(), 0).significand, 0xc000000000000000u);
+  EXPECT_EQ(emu.cpu.state().x87.st(0).signExponent, 0xffff);
+  EXPECT_EQ(emu.cpu.state().x87.st(0).significand, 0xc000000000000000u);
 }
 
 // An unmasked exception is flagged and raised (#MF, vector 16, with CR0.NE) by the next waiting

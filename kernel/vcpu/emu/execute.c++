@@ -2018,7 +2018,7 @@ void Executor::fxsave(bool restore) {
       next.ds = static_cast<uint16_t>(c.read(segment, at + 20, 2));
     }
     for (unsigned i = 0; i < 8; ++i) {
-      X87State::Register& r = next.r[(next.top() + i) & 7];
+      X87State::Register& r = next.st(i);
       r.significand = c.read(segment, at + 32 + i * 16, 8);
       r.signExponent = static_cast<uint16_t>(c.read(segment, at + 40 + i * 16, 2));
     }
@@ -2046,7 +2046,7 @@ void Executor::fxsave(bool restore) {
   c.write(segment, at + 24, 4, s.mxcsr);
   c.write(segment, at + 28, 4, 0xffff);  // MXCSR_MASK
   for (unsigned i = 0; i < 8; ++i) {
-    const X87State::Register& r = x.r[(x.top() + i) & 7];
+    const X87State::Register& r = x.st(i);
     c.write(segment, at + 32 + i * 16, 8, r.significand);
     c.write(segment, at + 40 + i * 16, 8, r.signExponent);
   }
@@ -2378,7 +2378,7 @@ void Executor::x87Environment(SegmentIndex segment, uint64_t at, bool restore) {
     }
     if (registers) {
       for (unsigned i = 0; i < 8; ++i) {
-        X87State::Register& r = next.r[(next.top() + i) & 7];
+        X87State::Register& r = next.st(i);
         r.significand = c.read(segment, at + 7 * field + i * 10, 8);
         r.signExponent = static_cast<uint16_t>(c.read(segment, at + 7 * field + i * 10 + 8, 2));
       }
@@ -2406,7 +2406,7 @@ void Executor::x87Environment(SegmentIndex segment, uint64_t at, bool restore) {
   for (unsigned i = 0; i < 7; ++i) c.write(segment, at + i * field, field, fields[i] & mask(field));
   if (registers) {
     for (unsigned i = 0; i < 8; ++i) {
-      const X87State::Register& r = x.r[(x.top() + i) & 7];
+      const X87State::Register& r = x.st(i);
       c.write(segment, at + 7 * field + i * 10, 8, r.significand);
       c.write(segment, at + 7 * field + i * 10 + 8, 2, r.signExponent);
     }

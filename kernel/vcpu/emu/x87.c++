@@ -183,7 +183,7 @@ StubResult runStub(X87State& x87, const uint8_t* stub, uint8_t* memory, uint64_t
   put<uint16_t>(image + 4, x87.status & ~(pending | X87_ES | X87_BUSY));
   put<uint16_t>(image + 8, x87.tag);
   for (unsigned i = 0; i < 8; ++i) {
-    const X87State::Register& r = x87.r[(x87.top() + i) & 7];
+    const X87State::Register& r = x87.st(i);
     put(image + IMAGE_REGISTERS + 10 * i, r.significand);
     put(image + IMAGE_REGISTERS + 10 * i + 8, r.signExponent);
   }
@@ -200,7 +200,7 @@ StubResult runStub(X87State& x87, const uint8_t* stub, uint8_t* memory, uint64_t
   x87.summarise();
   x87.tag = take<uint16_t>(image + 8);
   for (unsigned i = 0; i < 8; ++i) {
-    X87State::Register& r = x87.r[(x87.top() + i) & 7];
+    X87State::Register& r = x87.st(i);
     r.significand = take<uint64_t>(image + IMAGE_REGISTERS + 10 * i);
     r.signExponent = take<uint16_t>(image + IMAGE_REGISTERS + 10 * i + 8);
   }

@@ -24,7 +24,7 @@ struct X87State {
     uint64_t significand = 0;
     uint16_t signExponent = 0;
   };
-  Register r[8];  // physical R0-R7; ST(i) is r[(top() + i) % 8]
+  Register r[8];  // physical R0-R7; ST(i) is st(i)
   uint16_t control = 0x37f, status = 0;
   uint16_t tag = 0xffff;  // two bits per physical register: 00 valid, 01 zero, 10 special, 11 empty
   // The last non-control instruction: its opcode (11 bits), address and memory operand.
@@ -32,6 +32,8 @@ struct X87State {
   uint64_t ip = 0, dp = 0;
 
   unsigned top() const { return (status >> 11) & 7; }
+  Register& st(unsigned i) { return r[(top() + i) & 7]; }  // ST(i)
+  const Register& st(unsigned i) const { return r[(top() + i) & 7]; }
   void init() {  // FNINIT
     control = 0x37f;
     status = 0;
