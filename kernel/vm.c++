@@ -10,6 +10,7 @@
 #include <absl/strings/str_format.h>
 #include <kj/async-unix.h>
 
+#include "faults/fault-plan.h"
 #include "kernel/base/errno-status.h"
 #include "kernel/base/status-macros.h"
 #include "kernel/control/control-server.h"
@@ -17,7 +18,6 @@
 #include "kernel/exit-status.h"
 #include "kernel/vcpu/emu/emu-machine.h"
 #include "kernel/vcpu/kvm/kvm-vm.h"
-#include "servers/sdk/fault-plan.h"
 
 namespace bulkhead {
 

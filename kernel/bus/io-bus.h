@@ -7,15 +7,11 @@
 #include <cstdint>
 #include <string>
 
+#include "channel/device-description.h"
 #include "kernel/base/log.h"
 #include "kernel/bus/range-map.h"
 
 namespace bulkhead {
-
-// PIO and MMIO are bus addresses; the rest name what a PCI function sees (protocols/device.capnp
-// lists them in the same order): its configuration space and offsets into its BARs.
-enum class Space : uint8_t { PIO, MMIO, PCI_CONFIG, BAR0, BAR1, BAR2, BAR3, BAR4, BAR5 };
-constexpr Space barSpace(unsigned index) { return static_cast<Space>(3 + index); }
 
 class IoHandler {
  public:

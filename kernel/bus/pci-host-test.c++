@@ -44,16 +44,16 @@ class PciHostTest : public ::testing::Test {
     PciFunctionSpec s;
     s.owner = "test";
     s.handler = &device;
-    s.vendorId = 0x1af4;
-    s.deviceId = 0x1042;
-    s.classCode = 0x018000;
-    s.revision = 1;
-    s.subsystemVendorId = 0x1af4;
-    s.subsystemId = 2;
-    s.capabilities = 0x40;
-    s.interruptPin = true;
-    s.bars = {{0, 0x4000, false}, {2, 0x20, true}};
-    s.doorbells = {{0, 0x3000, 2, 0, 7}};
+    s.function.vendorId = 0x1af4;
+    s.function.deviceId = 0x1042;
+    s.function.classCode = 0x018000;
+    s.function.revision = 1;
+    s.function.subsystemVendorId = 0x1af4;
+    s.function.subsystemId = 2;
+    s.function.capabilities = 0x40;
+    s.function.interruptPin = true;
+    s.function.bars = {{0, 0x4000, false}, {2, 0x20, true}};
+    s.doorbells = {{{0, 0x3000, 2, 0}, 7}};
     return s;
   }
   uint32_t config(unsigned slot, unsigned offset) {
@@ -144,39 +144,39 @@ TEST_F(PciHostTest, PlacesSizesAndMovesBars) {
 
 TEST_F(PciHostTest, RefusesBadBarsAndDoorbells) {
   PciFunctionSpec s = spec();
-  s.bars = {{0, 0x3000, false}};  // not a power of two
+  s.function.bars = {{0, 0x3000, false}};  // not a power of two
   EXPECT_FALSE(pci.add(s).ok());
   s = spec();
-  s.bars = {{7, 0x1000, false}};
+  s.function.bars = {{7, 0x1000, false}};
   EXPECT_FALSE(pci.add(s).ok());
   s = spec();
-  s.bars = {{0, 0x1000, false}, {0, 0x1000, false}};
+  s.function.bars = {{0, 0x1000, false}, {0, 0x1000, false}};
   EXPECT_FALSE(pci.add(s).ok());
   s = spec();
-  s.doorbells = {{0, 0x3fff, 2, 0, 7}};  // straddles the BAR's end
+  s.doorbells = {{{0, 0x3fff, 2, 0}, 7}};  // straddles the BAR's end
   EXPECT_FALSE(pci.add(s).ok());
   s = spec();
-  s.capabilities = 0x20;
+  s.function.capabilities = 0x20;
   EXPECT_FALSE(pci.add(s).ok());
   s = spec();
-  s.bars = {{0, 2ull << 30, false}};
+  s.function.bars = {{0, 2ull << 30, false}};
   EXPECT_FALSE(pci.add(s).ok());
 }
 
 TEST_F(PciHostTest, ADoorbellOfSizeZeroRingsOnAnyWriteAndMovesWithItsBar) {
   PciFunctionSpec s = spec();
-  s.doorbells = {{0, 0x3004, 0, 0, 7}};
+  s.doorbells = {{{0, 0x3004, 0, 0}, 7}};
   ASSERT_TRUE(pci.add(s).ok());
   uint64_t bar0 = pci.barAddress(1, 0);
   ASSERT_EQ(doorbells.size(), 1u);
   EXPECT_EQ(doorbells[0], std::make_pair(bar0 + 0x3004, uint64_t{0}));
-  s.doorbells = {{0, 0x4000, 0, 0, 7}};  // at the BAR's end: outside it
+  s.doorbells = {{{0, 0x4000, 0, 0}, 7}};  // at the BAR's end: outside it
   EXPECT_FALSE(pci.add(s).ok());
 }
 
 TEST_F(PciHostTest, WritesToTheMsixTableAreSynchronousAndOnlyThose) {
   PciFunctionSpec s = spec();
-  s.msix = {3, 0, 0x2000};  // 3 vectors: 0x2000-0x202f of BAR 0
+  s.function.msix = {3, 0, 0x2000};  // 3 vectors: 0x2000-0x202f of BAR 0
   ASSERT_TRUE(pci.add(s).ok());
   uint64_t bar0 = pci.barAddress(1, 0);
   for (uint64_t offset : {0x1ffcull, 0x2000ull, 0x202cull, 0x2030ull}) {
@@ -187,22 +187,22 @@ TEST_F(PciHostTest, WritesToTheMsixTableAreSynchronousAndOnlyThose) {
 
 TEST_F(PciHostTest, RefusesAnMsixTableThatDoesNotFit) {
   PciFunctionSpec s = spec();
-  s.msix = {3, 0, 0x3ff0};  // runs past BAR 0's 16 KiB
+  s.function.msix = {3, 0, 0x3ff0};  // runs past BAR 0's 16 KiB
   EXPECT_FALSE(pci.add(s).ok());
-  s.msix = {3, 2, 0};  // BAR 2 is an I/O BAR
+  s.function.msix = {3, 2, 0};  // BAR 2 is an I/O BAR
   EXPECT_FALSE(pci.add(s).ok());
-  s.msix = {3, 1, 0};  // there is no BAR 1
+  s.function.msix = {3, 1, 0};  // there is no BAR 1
   EXPECT_FALSE(pci.add(s).ok());
-  s.msix = {33, 0, 0};
+  s.function.msix = {33, 0, 0};
   EXPECT_FALSE(pci.add(s).ok());
-  s.msix = {3, 0, 0x2004};  // misaligned
+  s.function.msix = {3, 0, 0x2004};  // misaligned
   EXPECT_FALSE(pci.add(s).ok());
 }
 
 TEST_F(PciHostTest, FillsTheBusAndSaysSo) {
   for (unsigned i = 1; i < PCI_SLOTS; ++i) {
     PciFunctionSpec s = spec();
-    s.bars = {{0, 0x1000, false}};
+    s.function.bars = {{0, 0x1000, false}};
     s.doorbells.clear();
     ASSERT_TRUE(pci.add(s).ok()) << i;
   }

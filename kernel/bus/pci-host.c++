@@ -34,9 +34,9 @@ PciHost::PciHost() : slots(PCI_SLOTS) {
   Function bridge;
   bridge.spec.owner = "pci-host";
   bridge.spec.handler = nullptr;
-  bridge.spec.vendorId = 0x8086;
-  bridge.spec.deviceId = 0x1237;
-  bridge.spec.classCode = 0x060000;
+  bridge.spec.function.vendorId = 0x8086;
+  bridge.spec.function.deviceId = 0x1237;
+  bridge.spec.function.classCode = 0x060000;
   slots[0] = std::move(bridge);
 }
 
@@ -55,14 +55,15 @@ absl::StatusOr<unsigned> PciHost::add(PciFunctionSpec spec) {
     return absl::ResourceExhaustedError(
         absl::StrFormat("%s: all %u PCI slots of bus 0 are taken", spec.owner, PCI_SLOTS - 1));
   }
-  if (spec.capabilities != 0 && (spec.capabilities < HEADER_BYTES || spec.capabilities % 4 != 0)) {
+  const PciFunction& pci = spec.function;
+  if (pci.capabilities != 0 && (pci.capabilities < HEADER_BYTES || pci.capabilities % 4 != 0)) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: its capability list starts at %#x, not in 0x40-0xfc", spec.owner, spec.capabilities));
+        "%s: its capability list starts at %#x, not in 0x40-0xfc", spec.owner, pci.capabilities));
   }
   Function function;
   uint64_t mmio = nextMmio;
   uint64_t io = nextIo;
-  for (const PciBarSpec& bar : spec.bars) {
+  for (const PciBar& bar : pci.bars) {
     uint64_t minimum = bar.io ? 4 : 16;
     uint64_t maximum = bar.io ? 256 : MAX_BAR_BYTES;
     if (bar.index >= 6 || function.barSize[bar.index] != 0 || !powerOfTwo(bar.size) ||
@@ -84,7 +85,8 @@ absl::StatusOr<unsigned> PciHost::add(PciFunctionSpec spec) {
     function.barIo[bar.index] = bar.io;
     function.barValue[bar.index] = static_cast<uint32_t>(base) | (bar.io ? 1 : 0);
   }
-  for (const PciDoorbellSpec& bell : spec.doorbells) {
+  for (const PciDoorbellSpec& wired : spec.doorbells) {
+    const Doorbell& bell = wired.bell;
     if (bell.bar >= 6 || function.barSize[bell.bar] == 0 ||
         (bell.size != 0 && bell.size != 1 && bell.size != 2 && bell.size != 4) ||
         bell.offset > function.barSize[bell.bar] - (bell.size == 0 ? 1 : bell.size)) {
@@ -93,7 +95,7 @@ absl::StatusOr<unsigned> PciHost::add(PciFunctionSpec spec) {
                           bell.bar, bell.offset));
     }
   }
-  const PciMsixSpec& msix = spec.msix;
+  const PciMsix& msix = pci.msix;
   if (msix.vectors > 0 &&
       (msix.vectors > MAX_MSIX_VECTORS || msix.bar >= 6 || function.barSize[msix.bar] == 0 ||
        function.barIo[msix.bar] || msix.tableOffset % 8 != 0 ||
@@ -106,7 +108,7 @@ absl::StatusOr<unsigned> PciHost::add(PciFunctionSpec spec) {
   nextMmio = mmio;
   nextIo = io;
   function.command = COMMAND_IO | COMMAND_MEMORY;
-  function.interruptLine = spec.interruptPin ? gsiForSlot(slot) : 0xff;
+  function.interruptLine = pci.interruptPin ? gsiForSlot(slot) : 0xff;
   function.spec = std::move(spec);
   slots[slot] = std::move(function);
   moveDoorbells(*slots[slot], true);
@@ -126,9 +128,10 @@ std::optional<uint64_t> PciHost::decoded(const Function& function, unsigned bar)
 
 void PciHost::moveDoorbells(Function& function, bool assign) {
   if (!doorbellMoved) return;
-  for (const PciDoorbellSpec& bell : function.spec.doorbells) {
+  for (const PciDoorbellSpec& wired : function.spec.doorbells) {
+    const Doorbell& bell = wired.bell;
     if (auto base = decoded(function, bell.bar)) {
-      doorbellMoved(function.barIo[bell.bar], *base + bell.offset, bell.size, bell.value, bell.fd,
+      doorbellMoved(function.barIo[bell.bar], *base + bell.offset, bell.size, bell.value, wired.fd,
                     assign);
     }
   }
@@ -138,7 +141,8 @@ std::vector<std::pair<unsigned, uint32_t>> PciHost::interruptRoutes() {
   std::lock_guard<std::mutex> guard(lock);
   std::vector<std::pair<unsigned, uint32_t>> routes;
   for (unsigned slot = 1; slot < PCI_SLOTS; ++slot) {
-    if (slots[slot] && slots[slot]->spec.interruptPin) routes.emplace_back(slot, gsiForSlot(slot));
+    if (slots[slot] && slots[slot]->spec.function.interruptPin)
+      routes.emplace_back(slot, gsiForSlot(slot));
   }
   return routes;
 }
@@ -160,7 +164,7 @@ PciHost::Function* PciHost::selected(unsigned* offset) {
 }
 
 uint32_t PciHost::readConfigDword(const Function& function, unsigned offset) {
-  const PciFunctionSpec& spec = function.spec;
+  const PciFunction& spec = function.spec.function;
   switch (offset) {
     case 0x00:
       return spec.vendorId | static_cast<uint32_t>(spec.deviceId) << 16;
@@ -271,7 +275,7 @@ std::optional<PciHost::Target> PciHost::findBar(bool io, uint64_t address) {
       auto base = decoded(function, bar);
       if (base && address >= *base && address - *base < function.barSize[bar]) {
         uint64_t offset = address - *base;
-        const PciMsixSpec& msix = function.spec.msix;
+        const PciMsix& msix = function.spec.function.msix;
         bool table = msix.vectors > 0 && msix.bar == bar && offset >= msix.tableOffset &&
                      offset - msix.tableOffset < 16ull * msix.vectors;
         return Target{function.spec.handler, barSpace(bar), offset, table};

@@ -34,41 +34,18 @@ constexpr unsigned PCI_SLOTS = 32;
 // INTx of the function in slot S goes to IOAPIC pin PCI_GSI_BASE + (S - 1) % 8.
 constexpr uint32_t PCI_GSI_BASE = 16;
 
-struct PciBarSpec {
-  uint8_t index;
-  uint64_t size;
-  bool io;
-};
-
+// A PCI function as the core adds it: the server's description (checked by add()), who serves
+// it, and the eventfd each doorbell signals.
 struct PciDoorbellSpec {
-  uint8_t bar;
-  uint64_t offset;
-  uint8_t size;
-  uint64_t value;
-  int fd;  // eventfd the guest's write signals
-};
-
-// MSI-X: the function serves its table itself; the core makes the guest's writes to it
-// synchronous, so the route each makes is in place before the guest goes on.
-constexpr unsigned MAX_MSIX_VECTORS = 32;
-struct PciMsixSpec {
-  uint16_t vectors = 0;  // 0: no MSI-X
-  uint8_t bar = 0;
-  uint64_t tableOffset = 0;
+  Doorbell bell;
+  int fd;
 };
 
 struct PciFunctionSpec {
   std::string owner;
   IoHandler* handler;  // gets PCI_CONFIG and BARn accesses
-  uint16_t vendorId, deviceId;
-  uint32_t classCode;
-  uint8_t revision;
-  uint16_t subsystemVendorId, subsystemId;
-  uint8_t capabilities;
-  bool interruptPin;
-  std::vector<PciBarSpec> bars;
+  PciFunction function;
   std::vector<PciDoorbellSpec> doorbells;
-  PciMsixSpec msix;
 };
 
 class PciHost final : public IoHandler {

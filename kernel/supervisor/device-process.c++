@@ -24,8 +24,8 @@
 #include <absl/strings/str_cat.h>
 #include <absl/strings/str_format.h>
 
+#include "channel/fd-capability.h"
 #include "device.capnp.h"
-#include "fd-capability.h"
 #include "kernel/base/errno-status.h"
 #include "kernel/base/status-macros.h"
 
@@ -405,33 +405,17 @@ std::string DeviceProcess::addPciFunction(protocol::PciFunction::Reader pci,
     return absl::StrFormat("it asked for %u doorbells and %u BARs (at most 8 and 6)",
                            doorbells.size(), pci.getBars().size());
   }
-  PciFunctionSpec function;
-  function.owner = spec.kind;
-  function.handler = remote.get();
-  function.vendorId = pci.getVendorId();
-  function.deviceId = pci.getDeviceId();
-  function.classCode = pci.getClassCode();
-  function.revision = pci.getRevision();
-  function.subsystemVendorId = pci.getSubsystemVendorId();
-  function.subsystemId = pci.getSubsystemId();
-  function.capabilities = pci.getCapabilities();
-  function.interruptPin = pci.getInterruptPin();
-  for (auto bar : pci.getBars()) {
-    function.bars.push_back(PciBarSpec{bar.getIndex(), bar.getSize(), bar.getIo()});
-  }
-  auto msix = pci.getMsix();
-  function.msix = PciMsixSpec{msix.getVectors(), msix.getBar(), msix.getTableOffset()};
+  PciFunctionSpec function{spec.kind, remote.get(), decodePciFunction(pci), {}};
   for (auto bell : doorbells) {
     auto fd = makeEventfd();
     if (!fd.ok()) return std::string(fd.status().message());
-    function.doorbells.push_back(PciDoorbellSpec{bell.getBar(), bell.getOffset(), bell.getSize(),
-                                                 bell.getValue(), fd->get()});
+    function.doorbells.push_back(PciDoorbellSpec{decodeDoorbell(bell), fd->get()});
     doorbellFds.push_back(std::move(*fd));
   }
   auto slot = spec.platform->pci().add(std::move(function));
   if (!slot.ok()) return std::string(slot.status().message());
-  if (msix.getVectors() > 0) {
-    std::string failure = addMsiVectors(msix.getVectors());
+  if (pci.getMsix().getVectors() > 0) {
+    std::string failure = addMsiVectors(pci.getMsix().getVectors());
     if (!failure.empty()) return failure;
   }
   pciInterruptGsi = PciHost::gsiForSlot(*slot);

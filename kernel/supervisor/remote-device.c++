@@ -10,7 +10,7 @@
 #include <absl/strings/str_cat.h>
 #include <absl/strings/str_format.h>
 #include <kj/exception.h>
-#include "servers/sdk/fault-plan.h"
+#include "faults/fault-plan.h"
 
 namespace bulkhead {
 
@@ -21,11 +21,6 @@ constexpr auto SPIN_FOR_REPLY = std::chrono::microseconds(300);
 constexpr auto PURE_SPIN = std::chrono::microseconds(20);
 constexpr auto ROUND_TRIP_TIMEOUT = std::chrono::milliseconds(5000);
 constexpr auto FULL_RING_TIMEOUT = std::chrono::milliseconds(5000);
-
-protocol::Space wireSpace(Space space) {
-  static_assert(static_cast<int>(Space::BAR5) == static_cast<int>(protocol::Space::BAR5));
-  return static_cast<protocol::Space>(static_cast<uint16_t>(space));
-}
 
 }  // namespace
 

@@ -21,13 +21,13 @@
 
 #include <kj/io.h>
 
+#include "channel/channel.h"
+#include "channel/state-region.h"
 #include "device.capnp.h"
 #include "faults.capnp.h"
+#include "faults/fault-engine.h"
 #include "kernel/base/log.h"
 #include "kernel/bus/io-bus.h"
-#include "servers/sdk/channel.h"
-#include "servers/sdk/fault-engine.h"
-#include "servers/sdk/state-region.h"
 
 namespace bulkhead {
 

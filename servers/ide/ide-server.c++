@@ -30,8 +30,8 @@ class IdeDevice final : public sdk::Device {
   std::vector<uint8_t> irqLines() override { return {IRQ}; }
   // Also a PCI function, as a PC's IDE controller is (PIIX3's IDC IDs, legacy-mode programming
   // interface, no BARs): BIOSes such as SeaBIOS look for ATA controllers on the PCI bus.
-  std::optional<sdk::PciIdentity> pciIdentity() override {
-    sdk::PciIdentity identity;
+  std::optional<sdk::PciFunction> pciFunction() override {
+    sdk::PciFunction identity;
     identity.vendorId = 0x8086;
     identity.deviceId = 0x7010;
     identity.classCode = 0x010180;  // IDE, legacy mode on both channels, bus-master capable

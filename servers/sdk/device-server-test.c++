@@ -13,10 +13,10 @@
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 
-#include "servers/sdk/channel.h"
+#include "channel/channel.h"
+#include "channel/fd-capability.h"
+#include "channel/state-region.h"
 #include "servers/sdk/device.h"
-#include "servers/sdk/fd-capability.h"
-#include "servers/sdk/state-region.h"
 
 namespace bulkhead {
 namespace {

@@ -22,19 +22,20 @@
 #include <cstring>
 #include <optional>
 #include <thread>
+#include <type_traits>
 
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 #include <kj/async-unix.h>
 #include <kj/debug.h>
 
-#include "channel.h"
+#include "channel/channel.h"
+#include "channel/state-region.h"
 #include "device.capnp.h"
 #include "device.h"
 #include "dma-memory.h"
-#include "fault-engine.h"
+#include "faults/fault-engine.h"
 #include "sandbox.h"
-#include "state-region.h"
 
 namespace bulkhead::sdk {
 
@@ -145,9 +146,9 @@ class Runtime final : public DeviceHost {
     }
 
     device = factory(config, *this);
-    auto identity = device->pciIdentity();
-    pciInterrupt = identity.has_value() && identity->interruptPin;
-    msixVectors = identity.has_value() ? identity->msixVectors : 0;
+    auto pci = device->pciFunction();
+    pciInterrupt = pci.has_value() && pci->interruptPin;
+    msixVectors = pci.has_value() ? pci->msix.vectors : 0;
     for (uint8_t line : device->irqLines()) {
       KJ_REQUIRE(line < ISA_LINES, "device declares an interrupt line beyond 15", line);
       declaredLines |= 1u << line;
@@ -331,7 +332,9 @@ class Runtime final : public DeviceHost {
     replySeq = saved.replySeq;
     replyValue = saved.replyValue;
     replyKind = static_cast<ReplyKind>(saved.replyKind);
-    faults.state() = saved.faults;
+    KJ_REQUIRE(saved.faultBytes == sizeof(FaultEngineState),
+               "the committed fault state does not match this fault engine's");
+    memcpy(&faults.state(), saved.faults, sizeof(FaultEngineState));
     faultsThrough = saved.faultsThrough;
     faultsDecided = true;
     stateMapping->header().committedOutput.store(outputHead, std::memory_order_release);
@@ -461,7 +464,7 @@ class Runtime final : public DeviceHost {
     next.replyValue = replyValue;
     next.replyKind = static_cast<uint8_t>(replyKind);
     next.irqLevels = irqBits | (pciLevel ? PCI_LEVEL_BIT : 0);
-    next.faults = faults.state();
+    saveFaults(next);
     next.faultsThrough = faultsThrough;
     kj::ArrayPtr<uint8_t> declared = device->declaredState();
     KJ_REQUIRE(declared.size() <= STATE_MAX_BYTES, "declared state is larger than 2 KiB");
@@ -552,9 +555,16 @@ class Runtime final : public DeviceHost {
     const Checkpoint* committed = state->committed();
     Checkpoint& next = state->next();
     memcpy(&next, committed, sizeof(Checkpoint));
-    next.faults = faults.state();
+    saveFaults(next);
     next.faultsThrough = currentSeq;
     state->commit();
+  }
+
+  void saveFaults(Checkpoint& next) {
+    static_assert(sizeof(FaultEngineState) <= FAULT_STATE_MAX_BYTES);
+    static_assert(std::is_trivially_copyable_v<FaultEngineState>);
+    next.faultBytes = sizeof(FaultEngineState);
+    memcpy(next.faults, &faults.state(), sizeof(FaultEngineState));
   }
 
   void pause(uint32_t microseconds) {
@@ -635,10 +645,9 @@ class Runtime final : public DeviceHost {
   static bool validAccess(protocol::Access::Reader access) {
     unsigned size = access.getSize();
     return (size == 1 || size == 2 || size == 4 || size == 8) &&
-           static_cast<uint16_t>(access.getSpace()) <= static_cast<uint16_t>(Space::BAR5);
+           validSpace(static_cast<uint16_t>(access.getSpace()));
   }
   static Space space(protocol::Access::Reader access) {
-    // The two enums list the same spaces in the same order.
     return static_cast<Space>(static_cast<uint16_t>(access.getSpace()));
   }
 
@@ -704,27 +713,6 @@ class Runtime final : public DeviceHost {
   ErrorHandler errorHandler;
   kj::TaskSet tasks;
 };
-
-void describePci(const PciIdentity& identity, protocol::PciFunction::Builder pci) {
-  pci.setVendorId(identity.vendorId);
-  pci.setDeviceId(identity.deviceId);
-  pci.setClassCode(identity.classCode);
-  pci.setRevision(identity.revision);
-  pci.setSubsystemVendorId(identity.subsystemVendorId);
-  pci.setSubsystemId(identity.subsystemId);
-  pci.setCapabilities(identity.capabilities);
-  pci.setInterruptPin(identity.interruptPin);
-  auto msix = pci.initMsix();
-  msix.setVectors(identity.msixVectors);
-  msix.setBar(identity.msixBar);
-  msix.setTableOffset(identity.msixTableOffset);
-  auto bars = pci.initBars(identity.bars.size());
-  for (size_t i = 0; i < identity.bars.size(); ++i) {
-    bars[i].setIndex(identity.bars[i].index);
-    bars[i].setSize(identity.bars[i].size);
-    bars[i].setIo(identity.bars[i].io);
-  }
-}
 
 // Our own copies of descriptors that arrived with an RPC (the RPC system closes its own): each
 // one must have arrived.
@@ -794,16 +782,10 @@ class DeviceImpl final : public protocol::Device::Server {
           std::vector<uint8_t> lines = runtime.model().irqLines();
           auto irqs = results.initIrqLines(lines.size());
           for (size_t i = 0; i < lines.size(); ++i) irqs.set(i, lines[i]);
-          if (auto identity = runtime.model().pciIdentity())
-            describePci(*identity, results.initPci());
+          if (auto pci = runtime.model().pciFunction()) encodePciFunction(*pci, results.initPci());
           std::vector<Doorbell> bells = runtime.model().doorbells();
           auto doorbells = results.initDoorbells(bells.size());
-          for (size_t i = 0; i < bells.size(); ++i) {
-            doorbells[i].setBar(bells[i].bar);
-            doorbells[i].setOffset(bells[i].offset);
-            doorbells[i].setSize(bells[i].size);
-            doorbells[i].setValue(bells[i].value);
-          }
+          for (size_t i = 0; i < bells.size(); ++i) encodeDoorbell(bells[i], doorbells[i]);
         });
   }
 

@@ -18,54 +18,20 @@
 #include <kj/memory.h>
 #include <kj/string.h>
 
+#include "channel/device-description.h"
 #include "sandbox.h"
 
 namespace bulkhead::sdk {
 
-// Where an access goes: a port, an MMIO address, the device's PCI configuration space
-// (offsets 0x40..0xff; the core serves the standard header), or an offset into one of its BARs.
-enum class Space : uint8_t { PIO, MMIO, PCI_CONFIG, BAR0, BAR1, BAR2, BAR3, BAR4, BAR5 };
-constexpr Space barSpace(unsigned index) { return static_cast<Space>(3 + index); }
-
-struct IoRange {
-  Space space;
-  uint64_t base;
-  uint64_t size;
-  bool synchronous = false;  // the guest's write waits until write() returned
-};
-
-// A device that is a PCI function describes itself with this (see protocols/device.capnp).
-struct PciBar {
-  uint8_t index;
-  uint64_t size;  // a power of two
-  bool io = false;
-};
-
-struct PciIdentity {
-  uint16_t vendorId = 0;
-  uint16_t deviceId = 0;
-  uint32_t classCode = 0;
-  uint8_t revision = 0;
-  uint16_t subsystemVendorId = 0;
-  uint16_t subsystemId = 0;
-  uint8_t capabilities = 0;  // first capability's offset in config space, or 0
-  bool interruptPin = false;
-  std::vector<PciBar> bars;
-  // MSI-X: the device serves the capability and the table (16 bytes per vector, at
-  // `msixTableOffset` in BAR `msixBar`); the core routes what the guest writes there.
-  uint16_t msixVectors = 0;  // at most 32; 0 for none
-  uint8_t msixBar = 0;
-  uint64_t msixTableOffset = 0;
-};
-
-// A register the guest writes to ring a bell; it arrives as an eventfd (doorbellsReady) where
-// the host can, and otherwise as an ordinary write.
-struct Doorbell {
-  uint8_t bar;
-  uint64_t offset;
-  uint8_t size;  // 1, 2 or 4 (a write of `value`); 0: any write at `offset`
-  uint64_t value;
-};
+// The device's description (Space, IoRange, PciFunction, Doorbell) is the channel's own, shared
+// with the core: channel/device-description.h.
+using bulkhead::barSpace;
+using bulkhead::Doorbell;
+using bulkhead::IoRange;
+using bulkhead::PciBar;
+using bulkhead::PciFunction;
+using bulkhead::PciMsix;
+using bulkhead::Space;
 
 class DmaMemory;
 
@@ -85,9 +51,9 @@ class DeviceHost {
   virtual void watchReadable(int fd, kj::Function<bool()> onReadable) = 0;
   // Calls `callback` once, on the device's thread, after `delay` (a backend that was full).
   virtual void after(std::chrono::microseconds delay, kj::Function<void()> callback) = 0;
-  // Drives the PCI function's INTx line (devices whose PciIdentity has interruptPin).
+  // Drives the PCI function's INTx line (devices whose PciFunction has interruptPin).
   virtual void setPciInterrupt(bool level) = 0;
-  // MSI-X (devices whose PciIdentity has msixVectors): the guest wrote table entry `vector`,
+  // MSI-X (devices whose PciFunction has msix.vectors): the guest wrote table entry `vector`,
   // whose message is now (`address`, `data`); call it from the table write itself (those
   // writes are synchronous), so the route is in place before the guest goes on. Then
   // signalMsi() sends the vector's message; the device keeps masked vectors pending itself.
@@ -106,7 +72,7 @@ class Device {
   virtual std::vector<IoRange> ranges() = 0;
   virtual std::vector<uint8_t> irqLines() { return {}; }
   // A PCI function returns its identity; other devices return nothing.
-  virtual std::optional<PciIdentity> pciIdentity() { return std::nullopt; }
+  virtual std::optional<PciFunction> pciFunction() { return std::nullopt; }
   virtual std::vector<Doorbell> doorbells() { return {}; }
   // The doorbells' eventfds, in the order of doorbells(), once the core has wired them (after
   // every start, including a restart). Empty where the host has no ioeventfd.

@@ -23,7 +23,7 @@
 
 #include <kj/debug.h>
 
-#include "servers/sdk/channel.h"
+#include "channel/channel.h"
 #include "servers/sdk/device.h"
 
 namespace bulkhead {
@@ -80,9 +80,9 @@ class HostileDevice final : public sdk::Device {
     if (attack == "abort-at-start") abort();
   }
   std::vector<sdk::IoRange> ranges() override { return {{sdk::Space::PIO, 0x510, 4}}; }
-  std::optional<sdk::PciIdentity> pciIdentity() override {
+  std::optional<sdk::PciFunction> pciFunction() override {
     if (attack != "abort-at-wire") return std::nullopt;
-    return sdk::PciIdentity{.vendorId = 0x1234, .deviceId = 0xbad0, .classCode = 0xff0000};
+    return sdk::PciFunction{.vendorId = 0x1234, .deviceId = 0xbad0, .classCode = 0xff0000};
   }
   void stateRestored() override { restarted = true; }
   void doorbellsReady(std::vector<int>) override {

@@ -6,7 +6,7 @@
 
 #include <kj/debug.h>
 
-#include "channel.h"
+#include "channel/channel.h"
 
 namespace bulkhead::sdk::virtio {
 
@@ -105,8 +105,8 @@ VirtioPciDevice::VirtioPciDevice(DeviceHost& host, std::unique_ptr<VirtioModel> 
   reset();
 }
 
-std::optional<PciIdentity> VirtioPciDevice::pciIdentity() {
-  PciIdentity identity;
+std::optional<PciFunction> VirtioPciDevice::pciFunction() {
+  PciFunction identity;
   identity.vendorId = VENDOR_ID;
   identity.deviceId = MODERN_DEVICE_BASE + model->deviceType();
   identity.classCode = model->classCode();
@@ -116,9 +116,9 @@ std::optional<PciIdentity> VirtioPciDevice::pciIdentity() {
   identity.capabilities = CAPABILITIES_AT;
   identity.interruptPin = true;
   identity.bars = {PciBar{0, BAR_BYTES, false}};
-  identity.msixVectors = msixVectors();
-  identity.msixBar = 0;
-  identity.msixTableOffset = MSIX_TABLE_OFFSET;
+  identity.msix.vectors = msixVectors();
+  identity.msix.bar = 0;
+  identity.msix.tableOffset = MSIX_TABLE_OFFSET;
   return identity;
 }
 

@@ -106,7 +106,7 @@ class VirtioPciDevice final : public Device, public VirtioQueues {
   VirtioPciDevice(DeviceHost& host, std::unique_ptr<VirtioModel> model);
 
   std::vector<IoRange> ranges() override { return {}; }
-  std::optional<PciIdentity> pciIdentity() override;
+  std::optional<PciFunction> pciFunction() override;
   std::vector<Doorbell> doorbells() override;
   void doorbellsReady(std::vector<int> eventfds) override;
   uint64_t read(Space space, uint64_t address, unsigned size) override;

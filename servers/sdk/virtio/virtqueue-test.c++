@@ -190,7 +190,7 @@ class TransportTest : public ::testing::Test {
 };
 
 TEST_F(TransportTest, DescribesItselfAsAModernVirtioFunction) {
-  auto identity = device.pciIdentity();
+  auto identity = device.pciFunction();
   ASSERT_TRUE(identity.has_value());
   EXPECT_EQ(identity->vendorId, 0x1af4);
   EXPECT_EQ(identity->deviceId, 0x1040 + 42);
@@ -214,9 +214,9 @@ TEST_F(TransportTest, DescribesItselfAsAModernVirtioFunction) {
   EXPECT_EQ(head >> 16, 1u);  // table size N-1; disabled, not masked
   EXPECT_EQ(device.read(Space::PCI_CONFIG, at + 4, 4), MSIX_TABLE_OFFSET);
   EXPECT_EQ(device.read(Space::PCI_CONFIG, at + 8, 4), MSIX_PBA_OFFSET);
-  EXPECT_EQ(identity->msixVectors, 2u);
-  EXPECT_EQ(identity->msixBar, 0u);
-  EXPECT_EQ(identity->msixTableOffset, MSIX_TABLE_OFFSET);
+  EXPECT_EQ(identity->msix.vectors, 2u);
+  EXPECT_EQ(identity->msix.bar, 0u);
+  EXPECT_EQ(identity->msix.tableOffset, MSIX_TABLE_OFFSET);
 }
 
 // Finds the MSI-X capability and turns MSI-X on; programs vector 1 (for queue 0) unmasked

@@ -8,8 +8,8 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 
+#include "channel/ring.h"
 #include "device.capnp.h"
-#include "ring.h"
 
 namespace bulkhead {
 

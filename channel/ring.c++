@@ -1,4 +1,4 @@
-#include "ring.h"
+#include "channel/ring.h"
 
 #include <cstring>
 

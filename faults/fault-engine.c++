@@ -1,4 +1,4 @@
-#include "fault-engine.h"
+#include "faults/fault-engine.h"
 
 #include <kj/debug.h>
 

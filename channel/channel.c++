@@ -1,4 +1,4 @@
-#include "channel.h"
+#include "channel/channel.h"
 
 #include <sys/mman.h>
 #include <sys/stat.h>

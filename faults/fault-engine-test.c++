@@ -1,11 +1,11 @@
 // Fault plans: the text form, trigger matching, state transitions and seeded determinism.
-#include "servers/sdk/fault-engine.h"
+#include "faults/fault-engine.h"
 
 #include <gtest/gtest.h>
 
 #include <capnp/message.h>
 
-#include "servers/sdk/fault-plan.h"
+#include "faults/fault-plan.h"
 
 namespace bulkhead {
 namespace {

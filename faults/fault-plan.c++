@@ -1,4 +1,4 @@
-#include "fault-plan.h"
+#include "faults/fault-plan.h"
 
 #include <cerrno>
 #include <cstdlib>

@@ -1,4 +1,4 @@
-#include "servers/sdk/ring.h"
+#include "channel/ring.h"
 
 #include <gtest/gtest.h>
 

@@ -20,11 +20,10 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "fault-engine.h"
-
 namespace bulkhead {
 
 constexpr size_t STATE_MAX_BYTES = 2048;        // a device's declared state, at most
+constexpr size_t FAULT_STATE_MAX_BYTES = 1024;  // the fault engine's state, at most
 constexpr size_t OUTPUT_LOG_BYTES = 64 * 1024;  // a power of two
 
 enum class ReplyKind : uint8_t { NONE = 0, READ = 1, DONE = 2 };
@@ -39,8 +38,12 @@ struct Checkpoint {
   uint32_t irqLevels;   // bit n: level of ISA line n
   uint32_t stateBytes;  // how much of `state` the device declared
   uint32_t reserved2;
-  uint64_t faultsThrough;   // faults of requests up to this one were already decided
-  FaultEngineState faults;  // the fault engine, so its sequence survives a restart
+  uint64_t faultsThrough;  // faults of requests up to this one were already decided
+  // The fault engine's state (faults/fault-engine.h), so its sequence survives a restart. The
+  // channel keeps it as bytes; the SDK checks `faultBytes` before it copies them back.
+  uint32_t faultBytes;
+  uint32_t reserved3;
+  uint8_t faults[FAULT_STATE_MAX_BYTES];
   uint8_t state[STATE_MAX_BYTES];
 };
 

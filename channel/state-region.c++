@@ -1,4 +1,4 @@
-#include "state-region.h"
+#include "channel/state-region.h"
 
 #include <cstring>
 
