@@ -38,7 +38,6 @@ TEST(Guests, SixteenBitFlatGuestRunsInRealMode) {
 // The same tiny guests under KVM and under the software CPU end with the same registers, flags
 // and memory (regdump prints them all and a hash of what it wrote), the same output and status.
 TEST(Differential, TinyGuestsEndTheSameUnderKvmAndEmu) {
-  if (testAccel() == "emu") GTEST_SKIP() << "runs both backends itself, in the kvm suite";
   REQUIRE_KVM();
   std::vector<std::vector<std::string>> guests = {
       {"--flat", guest("regdump.bin"), "--entry", "0x100000", "--mode", "64"},

@@ -69,6 +69,7 @@ TEST(Hostile, LyingMessagesFenceTheDevice) {
 }
 
 TEST(Hostile, AServerThatDiesWhileStartingIsStartedAgainWithinItsBudgetThenRefused) {
+  REQUIRE_KVM();
   // Needs no guest code to run: the servers start before the first instruction.
   RunResult run = runBulkhead({"run", "--kernel", guestDir() + "/probe.elf", "--device",
                                "hostile,attack=abort-at-start,restarts=2/60s"});
@@ -81,6 +82,7 @@ TEST(Hostile, AServerThatDiesWhileStartingIsStartedAgainWithinItsBudgetThenRefus
 }
 
 TEST(Hostile, AServerThatDiesAfterItWasPlacedIsStartedAgainInItsPlace) {
+  REQUIRE_KVM();
   // The first incarnation answers its attach (the core puts its ports and PCI function on the
   // buses), then dies when the core hands it its interrupt and doorbells. The next one must be
   // checked against that placement, not placed a second time (which the buses refuse).
@@ -94,6 +96,7 @@ TEST(Hostile, AServerThatDiesAfterItWasPlacedIsStartedAgainInItsPlace) {
 }
 
 TEST(Hostile, AServerThatTakesARequestAndHangsIsKilledByTheWatchdog) {
+  REQUIRE_KVM();
   // The ring is empty, yet a vCPU waits for an answer: that is a hang too. The watchdog kills
   // the server; its successors refuse the ring it left (or hang the same way), so after two
   // restarts the device is fenced for dying, not for the 5 s round-trip limit the vCPU would
@@ -107,6 +110,7 @@ TEST(Hostile, AServerThatTakesARequestAndHangsIsKilledByTheWatchdog) {
 }
 
 TEST(Hostile, AServerThatRefusesItsOptionsIsNotStartedAgain) {
+  REQUIRE_KVM();
   RunResult run = runBulkhead({"run", "--kernel", guestDir() + "/probe.elf", "--device",
                                "hostile,restarts=2/60s"});  // no attack=: the server refuses
   EXPECT_EQ(run.status, 2) << run.err;
