@@ -30,18 +30,8 @@ constexpr auto DRAIN_TIMEOUT = std::chrono::milliseconds(2000);
 
 void ignoreKick(int) {}
 
-const char* internalErrorName(uint32_t suberror) {
-  switch (suberror) {
-    case KVM_INTERNAL_ERROR_EMULATION:
-      return "KVM could not emulate an instruction";
-    case KVM_INTERNAL_ERROR_SIMUL_EX:
-      return "an exception occurred while delivering another";
-    case KVM_INTERNAL_ERROR_DELIVERY_EV:
-      return "delivering an event to the guest failed";
-    default:
-      return "KVM reported an internal error";
-  }
-}
+// The vCPU this thread runs, for the bus's trace.
+thread_local Vcpu* currentVcpu = nullptr;
 
 absl::StatusOr<std::unique_ptr<Accelerator>> createAccelerator(const VmConfig& config,
                                                                GuestMemory& memory, IoBus& bus) {
@@ -57,7 +47,7 @@ absl::StatusOr<std::unique_ptr<Accelerator>> createAccelerator(const VmConfig& c
         "instructions exactly)");
   }
   if (accel == "kvm") {
-    ASSIGN_OR_RETURN(std::unique_ptr<KvmVm> kvm, KvmVm::create());
+    ASSIGN_OR_RETURN(std::unique_ptr<KvmVm> kvm, KvmVm::create(bus));
     return std::unique_ptr<Accelerator>(std::move(kvm));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<EmuMachine> emu,
@@ -102,7 +92,7 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::create(const VmConfig& config, kj::Async
   vm->debugEvent = kj::AutoCloseFd(fd);
   if (config.traceExits) {
     ASSIGN_OR_RETURN(vm->trace, ExitTrace::open(config.tracePath));
-    vm->accel->setTrace(vm->trace.get());
+    vm->ioBus.setTracer(vm.get());
   }
   if (!config.faultLog.empty()) {
     int log = open(config.faultLog.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -239,32 +229,13 @@ void Vm::faultFired(const std::string& device, const std::string& rule, const st
   (void)ignored;
 }
 
-void Vm::handleIo(kvm_run& run) {
-  auto& exit = run.io;
-  uint8_t* data = reinterpret_cast<uint8_t*>(&run) + exit.data_offset;
-  for (uint32_t i = 0; i < exit.count; ++i, data += exit.size) {
-    uint64_t value = 0;
-    if (exit.direction == KVM_EXIT_IO_OUT) {
-      memcpy(&value, data, exit.size);
-      ioBus.write(Space::PIO, exit.port, exit.size, value);
-    } else {
-      value = ioBus.read(Space::PIO, exit.port, exit.size);
-      memcpy(data, &value, exit.size);
-    }
-  }
-}
-
-void Vm::handleMmio(kvm_run& run) {
-  auto& exit = run.mmio;
-  unsigned size = exit.len <= 8 ? exit.len : 8;
-  uint64_t value = 0;
-  if (exit.is_write) {
-    memcpy(&value, exit.data, size);
-    ioBus.write(Space::MMIO, exit.phys_addr, size, value);
-  } else {
-    value = ioBus.read(Space::MMIO, exit.phys_addr, size);
-    memcpy(exit.data, &value, size);
-  }
+void Vm::traced(bool write, Space space, uint64_t address, unsigned size, uint64_t value) {
+  Vcpu* vcpu = currentVcpu;
+  if (vcpu == nullptr) return;  // not a guest access
+  std::string access = space == Space::PIO
+                           ? describeIo(write, static_cast<uint16_t>(address), size, value, 1)
+                           : describeMmio(write, address, size, value);
+  trace->record(vcpu->index(), access, vcpu->describeAccessLocation(*ram));
 }
 
 void Vm::vcpuLoop(Vcpu& vcpu) {
@@ -274,14 +245,15 @@ void Vm::vcpuLoop(Vcpu& vcpu) {
   pthread_sigmask(SIG_UNBLOCK, &kick, nullptr);
   unsigned index = vcpu.index();
   parkIfPaused();  // a debugger may want the VM stopped before its first instruction
+  currentVcpu = &vcpu;
   while (!stopping.load(std::memory_order_acquire)) {
-    absl::StatusOr<bool> entered = vcpu.enter();
-    if (!entered.ok()) {
+    absl::StatusOr<VcpuExit> exit = vcpu.run();
+    if (!exit.ok()) {
       requestExit(EXIT_HOST_FAILURE,
-                  absl::StrFormat("vCPU %u: %s", index, entered.status().message()));
+                  absl::StrFormat("vCPU %u: %s", index, exit.status().message()));
       break;
     }
-    if (!*entered) {
+    if (std::holds_alternative<vcpu_exit::Kicked>(*exit)) {
       vcpu.clearKick();
       if (stopping.load(std::memory_order_acquire)) break;
       parkIfPaused();
@@ -294,112 +266,41 @@ void Vm::vcpuLoop(Vcpu& vcpu) {
       }
       continue;
     }
-    kvm_run& run = vcpu.exitInfo();
-    // Traced before handling (the instruction at RIP is the one that exited) and, for reads,
-    // with the value the guest gets, after.
-    bool traceAfter =
-        trace != nullptr && (run.exit_reason == KVM_EXIT_IO || run.exit_reason == KVM_EXIT_MMIO);
-    std::string location;
-    // KVM has already stepped past an IN or OUT when it exits: the instruction shown is the
-    // next one.
-    if (traceAfter) {
-      location = (run.exit_reason == KVM_EXIT_IO ? "next " : "") + vcpu.describeLocation(*ram);
-    }
-    if (trace != nullptr && !traceAfter) {
-      trace->record(index, describeExit(run), vcpu.describeLocation(*ram));
-    }
-    switch (run.exit_reason) {
-      case KVM_EXIT_IO:
-        handleIo(run);
-        break;
-      case KVM_EXIT_MMIO:
-        handleMmio(run);
-        break;
-      case KVM_EXIT_INTR:
-        break;
-      case KVM_EXIT_DEBUG:
-        // A breakpoint or a step: stop every vCPU and tell the debugger (gdb-stub).
-        {
-          std::lock_guard<std::mutex> lock(pauseLock);
-          pauseRequested = true;
-          debugStopPending = true;
-        }
-        for (auto& other : vcpus) {
-          if (other.get() != &vcpu) other->kick();
-        }
-        parkIfPaused();
-        break;
-      case KVM_EXIT_HLT:
-        requestExit(EXIT_GUEST_CRASHED,
-                    absl::StrFormat("vCPU %u halted at %s", index, vcpu.describeLocation(*ram)));
-        break;
-      case KVM_EXIT_SHUTDOWN:
-        requestExit(EXIT_GUEST_CRASHED,
-                    absl::StrFormat("vCPU %u: triple fault (the CPU shut down) at %s", index,
-                                    vcpu.describeLocation(*ram)));
-        break;
-      case KVM_EXIT_INTERNAL_ERROR:
-        if (!vcpu.failure().empty()) {  // the software CPU says what it lacks
-          requestExit(EXIT_GUEST_CRASHED,
-                      absl::StrFormat("vCPU %u: %s at %s", index, vcpu.failure(),
-                                      vcpu.describeLocation(*ram)));
-          break;
-        }
-        requestExit(EXIT_GUEST_CRASHED,
-                    absl::StrFormat("vCPU %u: %s (suberror %u) at %s", index,
-                                    internalErrorName(run.internal.suberror), run.internal.suberror,
-                                    vcpu.describeLocation(*ram)));
-        break;
-      case KVM_EXIT_FAIL_ENTRY:
-        requestExit(EXIT_HOST_FAILURE,
-                    absl::StrFormat("vCPU %u: VM entry failed (hardware reason %#x) at %s", index,
-                                    run.fail_entry.hardware_entry_failure_reason,
-                                    vcpu.describeLocation(*ram)));
-        break;
-      case KVM_EXIT_SYSTEM_EVENT:
-        requestExit(EXIT_POWER_OFF,
-                    run.system_event.type == KVM_SYSTEM_EVENT_RESET
-                        ? "the guest asked for a reset; resets end the VM (as QEMU -no-reboot)"
-                        : "the guest powered off");
-        break;
-      default:
-        requestExit(EXIT_HOST_FAILURE,
-                    absl::StrFormat("vCPU %u: unexpected KVM exit reason %u at %s", index,
-                                    run.exit_reason, vcpu.describeLocation(*ram)));
-        break;
-    }
-    if (traceAfter) trace->record(index, describeExit(run), location);
+    if (trace != nullptr) trace->record(index, describeExit(*exit), vcpu.describeLocation(*ram));
+    handleExit(vcpu, *exit);
   }
+  currentVcpu = nullptr;
 }
 
-std::string Vm::describeExit(const kvm_run& run) {
-  switch (run.exit_reason) {
-    case KVM_EXIT_IO: {
-      const auto& io = run.io;
-      uint64_t value = 0;
-      memcpy(&value, reinterpret_cast<const uint8_t*>(&run) + io.data_offset,
-             io.size <= 8 ? io.size : 8);
-      return describeIo(io.direction == KVM_EXIT_IO_OUT, io.port, io.size, value, io.count);
+void Vm::handleExit(Vcpu& vcpu, const VcpuExit& exit) {
+  unsigned index = vcpu.index();
+  if (std::holds_alternative<vcpu_exit::Debug>(exit)) {
+    // A breakpoint or a step: stop every vCPU and tell the debugger (gdb-stub).
+    {
+      std::lock_guard<std::mutex> lock(pauseLock);
+      pauseRequested = true;
+      debugStopPending = true;
     }
-    case KVM_EXIT_MMIO: {
-      uint64_t value = 0;
-      memcpy(&value, run.mmio.data, run.mmio.len <= 8 ? run.mmio.len : 8);
-      return describeMmio(run.mmio.is_write, run.mmio.phys_addr, run.mmio.len, value);
+    for (auto& other : vcpus) {
+      if (other.get() != &vcpu) other->kick();
     }
-    case KVM_EXIT_HLT:
-      return "hlt";
-    case KVM_EXIT_SHUTDOWN:
-      return "shutdown";
-    case KVM_EXIT_INTERNAL_ERROR:
-      return absl::StrFormat("internal-error %u", run.internal.suberror);
-    case KVM_EXIT_FAIL_ENTRY:
-      return "fail-entry";
-    case KVM_EXIT_SYSTEM_EVENT:
-      return absl::StrFormat("system-event %u", run.system_event.type);
-    case KVM_EXIT_INTR:
-      return "interrupted";
-    default:
-      return absl::StrFormat("exit-reason %u", run.exit_reason);
+    parkIfPaused();
+  } else if (std::holds_alternative<vcpu_exit::Halted>(exit)) {
+    requestExit(EXIT_GUEST_CRASHED,
+                absl::StrFormat("vCPU %u halted at %s", index, vcpu.describeLocation(*ram)));
+  } else if (std::holds_alternative<vcpu_exit::Shutdown>(exit)) {
+    requestExit(EXIT_GUEST_CRASHED,
+                absl::StrFormat("vCPU %u: triple fault (the CPU shut down) at %s", index,
+                                vcpu.describeLocation(*ram)));
+  } else if (std::holds_alternative<vcpu_exit::PowerOff>(exit)) {
+    requestExit(EXIT_POWER_OFF, "the guest powered off");
+  } else if (std::holds_alternative<vcpu_exit::Reset>(exit)) {
+    requestExit(EXIT_POWER_OFF,
+                "the guest asked for a reset; resets end the VM (as QEMU -no-reboot)");
+  } else if (const auto* failure = std::get_if<vcpu_exit::Failure>(&exit)) {
+    requestExit(
+        failure->host ? EXIT_HOST_FAILURE : EXIT_GUEST_CRASHED,
+        absl::StrFormat("vCPU %u: %s at %s", index, failure->what, vcpu.describeLocation(*ram)));
   }
 }
 
@@ -439,17 +340,17 @@ void Vm::resumeVcpus() {
   pauseChanged.notify_all();
 }
 
-absl::Status Vm::setGuestDebug(unsigned index, const kvm_guest_debug& debug) {
+absl::Status Vm::setDebug(unsigned index, const GuestDebug& debug) {
   if (index >= vcpus.size()) return absl::InvalidArgumentError("no such vCPU");
-  return vcpus[index]->setGuestDebug(debug);
+  return vcpus[index]->setDebug(debug);
 }
 
-absl::StatusOr<VcpuSnapshot> Vm::snapshot(unsigned index) {
+absl::StatusOr<ArchState> Vm::snapshot(unsigned index) {
   if (index >= vcpus.size()) {
     return absl::InvalidArgumentError(
         absl::StrFormat("there is no vCPU %u (the VM has %u)", index, vcpus.size()));
   }
-  return vcpus[index]->snapshot();
+  return vcpus[index]->getState();
 }
 
 kj::Promise<void> Vm::serviceDevice(DeviceProcess& process,

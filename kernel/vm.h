@@ -53,7 +53,7 @@ struct VmConfig {
   std::string tracePath;
 };
 
-class Vm final : public DeviceSink, public DevicePlatform {
+class Vm final : public DeviceSink, public DevicePlatform, private BusTracer {
  public:
   static absl::StatusOr<std::unique_ptr<Vm>> create(const VmConfig& config, kj::AsyncIoContext& io);
   ~Vm();
@@ -91,10 +91,10 @@ class Vm final : public DeviceSink, public DevicePlatform {
   bool pauseVcpus(std::chrono::milliseconds timeout);
   void resumeVcpus();
   // While paused: one vCPU's registers.
-  absl::StatusOr<VcpuSnapshot> snapshot(unsigned vcpu);
+  absl::StatusOr<ArchState> snapshot(unsigned vcpu);
   unsigned vcpuCount() const { return vcpus.size(); }
   // While paused: sets a vCPU's debugging (breakpoints, single step).
-  absl::Status setGuestDebug(unsigned vcpu, const kvm_guest_debug& debug);
+  absl::Status setDebug(unsigned vcpu, const GuestDebug& debug);
 
   // DevicePlatform.
   std::vector<DmaGrant> dmaGrants() override;
@@ -113,9 +113,10 @@ class Vm final : public DeviceSink, public DevicePlatform {
   Vm(kj::AsyncIoContext& io, const VmConfig& config) : io(io), config(config) {}
   void vcpuLoop(Vcpu& vcpu);
   void parkIfPaused();
-  void handleIo(kvm_run& run);
-  void handleMmio(kvm_run& run);
-  static std::string describeExit(const kvm_run& run);
+  // What the core does about a vCPU's exit (all but Kicked).
+  void handleExit(Vcpu& vcpu, const VcpuExit& exit);
+  // BusTracer (--trace exits): the access, the vCPU that made it and where it is.
+  void traced(bool write, Space space, uint64_t address, unsigned size, uint64_t value) override;
   kj::Promise<void> serviceDevice(DeviceProcess& process, kj::UnixEventPort::FdObserver& observer);
   kj::Promise<void> watchHalts();
   kj::Promise<void> watchDevices();

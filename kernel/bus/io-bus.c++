@@ -1,5 +1,7 @@
 #include "kernel/bus/io-bus.h"
 
+#include <unistd.h>
+
 #include <absl/strings/str_cat.h>
 
 namespace bulkhead {
@@ -21,17 +23,22 @@ absl::Status IoBus::add(Space space, uint64_t base, uint64_t size, Route route) 
 }
 
 uint64_t IoBus::read(Space space, uint64_t address, unsigned size) {
+  uint64_t value = allOnes(size);
   if (const auto* entry = mapFor(space).find(address)) {
-    return entry->value.handler->read(space, address, size) & allOnes(size);
-  }
-  if (unclaimed.admit()) {
+    value = entry->value.handler->read(space, address, size) & allOnes(size);
+  } else if (unclaimed.admit()) {
     logf("guest read %u byte(s) from unclaimed %s %#x; returning all-ones", size, spaceName(space),
          address);
   }
-  return allOnes(size);
+  if (tracer != nullptr) tracer->traced(false, space, address, size, value);
+  return value;
 }
 
 void IoBus::write(Space space, uint64_t address, unsigned size, uint64_t value) {
+  if (tracer != nullptr) tracer->traced(true, space, address, size, value);
+  if (anyDoorbell.load(std::memory_order_acquire) && ringDoorbell(space, address, size, value)) {
+    return;
+  }
   if (const auto* entry = mapFor(space).find(address)) {
     entry->value.handler->write(space, address, size, value & allOnes(size),
                                 entry->value.synchronous || allSynchronous);
@@ -40,6 +47,30 @@ void IoBus::write(Space space, uint64_t address, unsigned size, uint64_t value) 
   if (unclaimed.admit()) {
     logf("guest wrote %#x to unclaimed %s %#x; ignored", value, spaceName(space), address);
   }
+}
+
+void IoBus::setDoorbell(Space space, uint64_t address, unsigned size, uint64_t value, int fd,
+                        bool assign) {
+  std::lock_guard<std::mutex> guard(doorbellsLock);
+  std::erase_if(doorbells, [&](const Doorbell& bell) {
+    return bell.space == space && bell.address == address && bell.value == value && bell.fd == fd;
+  });
+  if (assign) doorbells.push_back(Doorbell{space, address, size, value, fd});
+  anyDoorbell.store(!doorbells.empty(), std::memory_order_release);
+}
+
+bool IoBus::ringDoorbell(Space space, uint64_t address, unsigned size, uint64_t value) {
+  std::lock_guard<std::mutex> guard(doorbellsLock);
+  for (const Doorbell& bell : doorbells) {
+    bool matches = bell.size == 0 || (bell.size == size && bell.value == value);
+    if (bell.space == space && bell.address == address && matches) {
+      uint64_t one = 1;
+      ssize_t ignored = ::write(bell.fd, &one, sizeof(one));
+      (void)ignored;
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace bulkhead

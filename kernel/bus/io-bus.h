@@ -2,10 +2,16 @@
 //
 // Accesses nobody claims behave as on a PC with nothing at that address: reads return all-ones,
 // writes are ignored; both are counted and logged with a rate limit.
+//
+// Every guest port and MMIO access of either CPU backend passes here, so this is where they are
+// traced (--trace exits) and where doorbells a backend cannot match itself are rung.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "channel/device-description.h"
 #include "kernel/base/log.h"
@@ -29,6 +35,14 @@ struct Route {
   std::string owner;  // for messages
 };
 
+// Sees every access, on the accessing vCPU's thread (writes before they are handled, reads
+// after, with the value the guest gets).
+class BusTracer {
+ public:
+  virtual ~BusTracer() noexcept(false) = default;
+  virtual void traced(bool write, Space space, uint64_t address, unsigned size, uint64_t value) = 0;
+};
+
 class IoBus {
  public:
   absl::Status add(Space space, uint64_t base, uint64_t size, Route route);
@@ -38,14 +52,34 @@ class IoBus {
   // --deterministic: every write waits for its device, so what the device does in answer (an
   // interrupt, a completion) takes effect before the next instruction, in every run.
   void makeWritesSynchronous() { allSynchronous = true; }
+  void setTracer(BusTracer* tracer) { this->tracer = tracer; }
+
+  // A doorbell: a guest write of `value` (`size` bytes; size 0: any write) at `address` signals
+  // eventfd `fd` instead of reaching the range's handler (for a backend without ioeventfds of
+  // its own). `assign` false removes it.
+  void setDoorbell(Space space, uint64_t address, unsigned size, uint64_t value, int fd,
+                   bool assign);
 
  private:
+  struct Doorbell {
+    Space space;
+    uint64_t address;
+    unsigned size;
+    uint64_t value;
+    int fd;
+  };
+  bool ringDoorbell(Space space, uint64_t address, unsigned size, uint64_t value);
+
   RangeMap<Route>& mapFor(Space space) { return space == Space::PIO ? ports : mmio; }
 
   RangeMap<Route> ports;
   RangeMap<Route> mmio;
   RateLimitedLog unclaimed;
   bool allSynchronous = false;
+  BusTracer* tracer = nullptr;
+  std::mutex doorbellsLock;
+  std::vector<Doorbell> doorbells;
+  std::atomic<bool> anyDoorbell{false};
 };
 
 constexpr uint64_t allOnes(unsigned size) { return size >= 8 ? ~0ull : (1ull << (size * 8)) - 1; }

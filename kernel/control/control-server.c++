@@ -2,6 +2,7 @@
 
 #include <kj/debug.h>
 
+#include "kernel/guestview/inspect.h"
 #include "kernel/vm.h"
 
 namespace bulkhead {
@@ -57,7 +58,7 @@ kj::Promise<void> ControlServer::inspect(InspectContext context) {
     KJ_FAIL_REQUIRE(kj::str("the vCPUs did not pause within 2 s"));
   }
   KJ_DEFER(vm.resumeVcpus());
-  absl::StatusOr<VcpuSnapshot> snapshot = vm.snapshot(params.getVcpu());
+  absl::StatusOr<ArchState> snapshot = vm.snapshot(params.getVcpu());
   if (!snapshot.ok()) {
     std::string message(snapshot.status().message());
     KJ_FAIL_REQUIRE(kj::str(message.c_str()));

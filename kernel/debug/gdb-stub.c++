@@ -1,7 +1,5 @@
 #include "kernel/debug/gdb-stub.h"
 
-#include <linux/kvm.h>
-
 #include <absl/strings/str_format.h>
 
 #include "kernel/base/log.h"
@@ -102,7 +100,7 @@ kj::Promise<void> GdbStub::send(const std::string& payload) {
 std::string GdbStub::stopReply(int signal) const { return absl::StrFormat("S%02x", signal); }
 
 std::string GdbStub::registers() {
-  absl::StatusOr<VcpuSnapshot> s = vm.snapshot(0);
+  absl::StatusOr<ArchState> s = vm.snapshot(0);
   if (!s.ok()) return "E01";
   const uint64_t* g = s->gpr;  // rax rcx rdx rbx rsp rbp rsi rdi r8-r15
   uint32_t segments[6] = {s->cs.selector, s->ss.selector, s->ds.selector,
@@ -131,7 +129,7 @@ std::string GdbStub::readMemory(const std::string& arguments) {
       !parseHex(arguments.substr(comma + 1), length) || length > 4096) {
     return "E01";
   }
-  absl::StatusOr<VcpuSnapshot> s = vm.snapshot(0);
+  absl::StatusOr<ArchState> s = vm.snapshot(0);
   if (!s.ok()) return "E01";
   GuestInspector inspector(*s, vm.memory());
   absl::StatusOr<std::string> bytes = inspector.memory(address, length, /*physical=*/false);
@@ -157,24 +155,16 @@ std::string GdbStub::breakpoint(const std::string& arguments, bool insert) {
 }
 
 bool GdbStub::applyDebug(bool singleStep) {
-  kvm_guest_debug debug{};
-  debug.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP;
-  if (singleStep) debug.control |= KVM_GUESTDBG_SINGLESTEP;
-  uint64_t dr7 = 0;
-  unsigned slot = 0;
+  GuestDebug debug;
+  debug.singleStep = singleStep;
   if (!singleStep || !steppingOver) {
-    for (uint64_t address : breakpoints) {
-      debug.arch.debugreg[slot] = address;
-      dr7 |= uint64_t{1} << (slot * 2);  // Ln: enabled; R/W and LEN 0: instruction
-      ++slot;
-    }
+    for (uint64_t address : breakpoints) debug.breakpoints.push_back(address);
   }
-  debug.arch.debugreg[7] = dr7;
-  return vm.setGuestDebug(0, debug).ok();
+  return vm.setDebug(0, debug).ok();
 }
 
 void GdbStub::resume(bool singleStep) {
-  absl::StatusOr<VcpuSnapshot> s = vm.snapshot(0);
+  absl::StatusOr<ArchState> s = vm.snapshot(0);
   // Continuing from a breakpoint would hit it again at once: step off it first.
   steppingOver = !singleStep && s.ok() && breakpoints.count(s->rip + s->cs.base) > 0;
   applyDebug(singleStep || steppingOver);

@@ -28,7 +28,7 @@ std::string segment(const char* name, const SegmentState& s) {
 
 }  // namespace
 
-GuestInspector::GuestInspector(const VcpuSnapshot& vcpu, GuestMemory& memory)
+GuestInspector::GuestInspector(const ArchState& vcpu, GuestMemory& memory)
     : vcpu(vcpu), ram(memory) {}
 
 PagingRegisters GuestInspector::paging() const {

@@ -9,7 +9,7 @@
 
 namespace bulkhead {
 
-std::string describeLocation(const VcpuSnapshot& registers, GuestMemory& memory) {
+std::string describeLocation(const ArchState& registers, GuestMemory& memory) {
   CodeWidth width = registers.cs.longMode ? CodeWidth::BITS64
                     : registers.cs.big    ? CodeWidth::BITS32
                                           : CodeWidth::BITS16;
@@ -41,6 +41,36 @@ std::string describeLocation(const VcpuSnapshot& registers, GuestMemory& memory)
   size_t shown = disassembly.valid ? disassembly.length : length;
   return absl::StrFormat("%s: %s [%s]", where, disassembly.text,
                          hexBytes(kj::arrayPtr(bytes, shown)));
+}
+
+absl::Status Vcpu::setBootState(const BootState& boot) {
+  absl::StatusOr<ArchState> state = getState();
+  if (!state.ok()) return state.status();
+  applyBootState(boot, *state);
+  return setState(*state);
+}
+
+std::string Vcpu::describeLocation(GuestMemory& memory) {
+  absl::StatusOr<ArchState> registers = getState();
+  if (!registers.ok()) {
+    return absl::StrFormat("(registers unreadable: %s)", registers.status().message());
+  }
+  return bulkhead::describeLocation(*registers, memory);
+}
+
+std::string describeExit(const VcpuExit& exit) {
+  struct Describe {
+    std::string operator()(const vcpu_exit::Kicked&) { return "kicked"; }
+    std::string operator()(const vcpu_exit::Debug&) { return "debug"; }
+    std::string operator()(const vcpu_exit::Halted&) { return "hlt"; }
+    std::string operator()(const vcpu_exit::Shutdown&) { return "shutdown"; }
+    std::string operator()(const vcpu_exit::PowerOff&) { return "power-off"; }
+    std::string operator()(const vcpu_exit::Reset&) { return "reset"; }
+    std::string operator()(const vcpu_exit::Failure& failure) {
+      return (failure.host ? "host-failure: " : "failure: ") + failure.what;
+    }
+  };
+  return std::visit(Describe{}, exit);
 }
 
 }  // namespace bulkhead

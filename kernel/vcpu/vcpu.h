@@ -2,56 +2,88 @@
 // memory, interrupt lines, vCPU creation) and its Vcpus. Two implement them: `kvm/` (the host's
 // KVM) and `emu/` (the software CPU, for hosts where KVM is absent or cannot run the guest).
 //
-// The exit record is KVM's `struct kvm_run` layout for both: the software CPU fills the same
-// fields (exit_reason, internal), so the Vm's exit handling is one code path. The software CPU
-// reaches port I/O and MMIO by calling the bus itself, without an exit.
+// The contract is Bulkhead's own: registers are an ArchState (kernel/x86/arch-state.h), a run
+// ends with a VcpuExit, debugging is a GuestDebug. Both backends serve port I/O and MMIO
+// themselves by calling the bus (kernel/bus/io-bus.h), which traces them; a run returns only
+// for what the core must decide. Only kernel/vcpu/kvm/ names KVM's structures.
 #pragma once
 
-#include <linux/kvm.h>
 #include <pthread.h>
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <variant>
+#include <vector>
 
 #include <absl/status/statusor.h>
 
 #include "kernel/boot/boot-state.h"
-#include "kernel/guestview/exit-trace.h"
-#include "kernel/guestview/inspect.h"
 #include "kernel/memory/guest-memory.h"
 #include "kernel/vcpu/cpu-model.h"
+#include "kernel/x86/arch-state.h"
 
 namespace bulkhead {
+
+class IoBus;
+
+// Why Vcpu::run() returned.
+namespace vcpu_exit {
+struct Kicked {};    // kick() interrupted it; nothing happened in the guest
+struct Debug {};     // a breakpoint or a single step
+struct Halted {};    // HLT where the backend has nothing to wait in (KVM without its irqchip)
+struct Shutdown {};  // a triple fault
+struct PowerOff {};  // the guest asked the platform to power off
+struct Reset {};     // the guest asked the platform to reset
+// The backend could not go on: `what` says why ("the software CPU does not implement fld1").
+// `host`: the host failed (a VM entry failure), not the guest.
+struct Failure {
+  std::string what;
+  bool host = false;
+};
+}  // namespace vcpu_exit
+using VcpuExit =
+    std::variant<vcpu_exit::Kicked, vcpu_exit::Debug, vcpu_exit::Halted, vcpu_exit::Shutdown,
+                 vcpu_exit::PowerOff, vcpu_exit::Reset, vcpu_exit::Failure>;
+
+// "shutdown", "debug", ...: for traces.
+std::string describeExit(const VcpuExit& exit);
+
+// Breakpoints on execution (linear addresses, at most MAX_BREAKPOINTS) and single steps.
+struct GuestDebug {
+  static constexpr unsigned MAX_BREAKPOINTS = 4;
+  bool singleStep = false;
+  std::vector<uint64_t> breakpoints;
+};
 
 class Vcpu {
  public:
   virtual ~Vcpu() noexcept(false) = default;
 
-  virtual absl::Status setBootState(const BootState& state) = 0;
-  // Runs the guest until the next exit. Returns false when interrupted by kick(); exitInfo()
-  // then describes nothing new. Errors are host failures.
-  virtual absl::StatusOr<bool> enter() = 0;
-  virtual kvm_run& exitInfo() = 0;
+  // The registers; only while the vCPU's thread is outside run() (parked).
+  virtual absl::StatusOr<ArchState> getState() = 0;
+  virtual absl::Status setState(const ArchState& state) = 0;
+  // A loader's starting state, on top of the state after power-on (applyBootState).
+  absl::Status setBootState(const BootState& boot);
 
-  // Makes a running or about-to-run enter() return at once. Any thread may call it.
+  // Runs the guest, serving port I/O and MMIO on the bus, until something the core must
+  // decide. Errors are host failures.
+  virtual absl::StatusOr<VcpuExit> run() = 0;
+
+  // Makes a running or about-to-run run() return Kicked at once. Any thread may call it.
   virtual void kick() = 0;
   virtual void clearKick() = 0;
   virtual void setThread(pthread_t thread) = 0;
 
-  // Breakpoints and single steps (KVM's structure; the software CPU supports single steps and
-  // hardware breakpoints on execution).
-  virtual absl::Status setGuestDebug(const kvm_guest_debug& debug) = 0;
-  // The registers; only while the vCPU's thread is outside enter() (parked).
-  virtual absl::StatusOr<VcpuSnapshot> snapshot() = 0;
+  virtual absl::Status setDebug(const GuestDebug& debug) = 0;
   // For reports: "RIP 0008:0x100004 (32-bit): hlt". Failures are described inline.
-  virtual std::string describeLocation(GuestMemory& memory) = 0;
+  std::string describeLocation(GuestMemory& memory);
+  // The same while the vCPU makes a port or MMIO access (for the bus's trace): "next RIP ..."
+  // where the backend has already stepped past the instruction.
+  virtual std::string describeAccessLocation(GuestMemory& memory) = 0;
   // Whether the vCPU sits in HLT with RFLAGS.IF clear, from which nothing here can wake it.
   virtual bool haltedWithInterruptsOff() = 0;
   virtual unsigned index() const = 0;
-  // After an emulation failure (KVM_EXIT_INTERNAL_ERROR): what the backend could not do, when
-  // it knows ("the software CPU does not implement fld1"); "" otherwise.
-  virtual std::string failure() const { return ""; }
 };
 
 // GSIs 0-23 are the PIC's and IOAPIC's pins; MSI-X vectors get GSIs from here up.
@@ -86,12 +118,10 @@ class Accelerator {
   virtual absl::Status setMsiRoute(uint32_t gsi, uint64_t address, uint32_t data) = 0;
   // Sends one MSI message now. Any thread may call it.
   virtual absl::Status signalMsi(uint64_t address, uint32_t data) = 0;
-  // A backend that handles port I/O and MMIO without exits records them here (--trace exits).
-  virtual void setTrace(ExitTrace* trace) {}
 };
 
 // A disassembled description of where a vCPU is, from its registers: "RIP 0008:0x100004
-// (32-bit): hlt [f4]". Shared by the backends; `translate` maps a linear address.
-std::string describeLocation(const VcpuSnapshot& registers, GuestMemory& memory);
+// (32-bit): hlt [f4]".
+std::string describeLocation(const ArchState& registers, GuestMemory& memory);
 
 }  // namespace bulkhead

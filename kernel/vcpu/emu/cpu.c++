@@ -205,8 +205,8 @@ void Cpu::setDebug(bool step, std::vector<uint64_t> addresses) {
   debugStop = false;
 }
 
-VcpuSnapshot Cpu::snapshot() const {
-  VcpuSnapshot out;
+ArchState Cpu::archState() const {
+  ArchState out;
   memcpy(out.gpr, s.gpr, sizeof(out.gpr));
   out.rip = s.rip;
   out.rflags = s.rflags;
@@ -228,6 +228,30 @@ VcpuSnapshot Cpu::snapshot() const {
   out.cr4 = s.cr4;
   out.efer = s.efer;
   return out;
+}
+
+void Cpu::setArchState(const ArchState& in) {
+  memcpy(s.gpr, in.gpr, sizeof(s.gpr));
+  s.rip = in.rip;
+  s.rflags = in.rflags;
+  s.segment[ES] = in.es;
+  s.segment[CS] = in.cs;
+  s.segment[SS] = in.ss;
+  s.segment[DS] = in.ds;
+  s.segment[FS] = in.fs;
+  s.segment[GS] = in.gs;
+  s.tr = in.tr;
+  s.ldtr = in.ldt;
+  s.gdtBase = in.gdtBase;
+  s.gdtLimit = in.gdtLimit;
+  s.idtBase = in.idtBase;
+  s.idtLimit = in.idtLimit;
+  s.cr0 = in.cr0;
+  s.cr2 = in.cr2;
+  s.cr3 = in.cr3;
+  s.cr4 = in.cr4;
+  s.efer = in.efer;
+  stateChanged();
 }
 
 // --- Memory -------------------------------------------------------------------------------

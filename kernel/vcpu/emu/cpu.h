@@ -127,7 +127,9 @@ class Cpu {
 
   uint64_t instructions() const { return retired; }
   const std::string& failure() const { return failed; }
-  VcpuSnapshot snapshot() const;
+  // The architectural registers in the core's terms (what Vcpu::getState/setState carry).
+  ArchState archState() const;
+  void setArchState(const ArchState& state);
   // Debugging: stop after every instruction; stop before executing at these linear addresses.
   void setDebug(bool singleStep, std::vector<uint64_t> breakpoints);
 
@@ -270,8 +272,6 @@ class Cpu {
 
 // A present flat segment (base 0, limit 4 GiB): code execute/read or data read/write, accessed;
 // what boot states and SYSCALL, SYSRET, SYSENTER and SYSEXIT load.
-SegmentState flatSegment(uint16_t selector, bool code, bool code64, unsigned dpl);
-
 // The segment an 8-byte GDT or LDT descriptor describes (the low half of a 16-byte one).
 SegmentState fromDescriptor(uint16_t selector, uint64_t descriptor);
 

@@ -59,11 +59,14 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
     }
   }
 
-  absl::Status setBootState(const BootState& state) override;
-  absl::StatusOr<bool> enter() override;
-  // enter() under --deterministic: by turns (EmuMachine::waitForTurn).
-  absl::StatusOr<bool> enterByTurns();
-  kvm_run& exitInfo() override { return exit; }
+  absl::StatusOr<ArchState> getState() override { return cpu.archState(); }
+  absl::Status setState(const ArchState& state) override {
+    cpu.setArchState(state);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<VcpuExit> run() override;
+  // run() under --deterministic: by turns (EmuMachine::waitForTurn).
+  absl::StatusOr<VcpuExit> runByTurns();
   void kick() override {
     {
       std::lock_guard<std::mutex> guard(waitLock);
@@ -82,25 +85,16 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
     kicked = false;
   }
   void setThread(pthread_t) override {}
-  absl::Status setGuestDebug(const kvm_guest_debug& debug) override {
-    bool enabled = debug.control & KVM_GUESTDBG_ENABLE;
-    std::vector<uint64_t> breakpoints;
-    if (enabled && (debug.control & KVM_GUESTDBG_USE_HW_BP)) {
-      for (unsigned i = 0; i < 4; ++i) {
-        if (debug.arch.debugreg[7] & (1ull << (i * 2)))
-          breakpoints.push_back(debug.arch.debugreg[i]);
-      }
-    }
-    cpu.setDebug(enabled && (debug.control & KVM_GUESTDBG_SINGLESTEP), std::move(breakpoints));
+  absl::Status setDebug(const GuestDebug& debug) override {
+    cpu.setDebug(debug.singleStep, debug.breakpoints);
     return absl::OkStatus();
   }
-  absl::StatusOr<VcpuSnapshot> snapshot() override { return cpu.snapshot(); }
-  std::string describeLocation(GuestMemory& memory) override {
-    return bulkhead::describeLocation(cpu.snapshot(), memory);
+  // The interpreter has stepped past the instruction when its access reaches the bus.
+  std::string describeAccessLocation(GuestMemory& memory) override {
+    return "next " + bulkhead::describeLocation(cpu.archState(), memory);
   }
   bool haltedWithInterruptsOff() override { return cpu.state().halted && !cpu.interruptsEnabled(); }
   unsigned index() const override { return vcpuIndex; }
-  std::string failure() const override { return cpu.failure(); }
   uint64_t instructionCount() const { return cpu.instructions(); }
 
   emu::Lapic& apic() { return lapic; }
@@ -160,9 +154,7 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
       uint64_t value = lapic.read(offset & ~3u) >> ((offset & 3) * 8);
       return size >= 4 ? value : value & ((1ull << (size * 8)) - 1);
     }
-    uint64_t value = machine.bus().read(Space::MMIO, physical, size);
-    if (machine.exitTrace) trace(describeMmio(false, physical, size, value));
-    return value;
+    return machine.bus().read(Space::MMIO, physical, size);
   }
   void mmioWrite(uint64_t physical, unsigned size, uint64_t value) override {
     if (apicPage(physical)) {
@@ -170,24 +162,13 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
       if (size >= 4 && (physical & 3) == 0) lapic.write(physical & 0xfff, value & 0xffffffff);
       return;
     }
-    if (machine.exitTrace) trace(describeMmio(true, physical, size, value));
-    if (machine.ringDoorbell(false, physical, size, value)) return;
     machine.bus().write(Space::MMIO, physical, size, value);
   }
   uint64_t portRead(uint16_t port, unsigned size) override {
-    uint64_t value = machine.bus().read(Space::PIO, port, size);
-    if (machine.exitTrace) trace(describeIo(false, port, size, value, 1));
-    return value;
+    return machine.bus().read(Space::PIO, port, size);
   }
   void portWrite(uint16_t port, unsigned size, uint64_t value) override {
-    if (machine.exitTrace) trace(describeIo(true, port, size, value, 1));
-    if (machine.ringDoorbell(true, port, size, value)) return;
     machine.bus().write(Space::PIO, port, size, value);
-  }
-  // As KVM's exits show them: the instruction after the access (RIP has moved on already).
-  void trace(const std::string& access) {
-    machine.exitTrace->record(vcpuIndex, access,
-                              "next " + bulkhead::describeLocation(cpu.snapshot(), machine.memory));
   }
   // INTA: the PIC's vector when it reaches this CPU (vCPU 0 with the local APIC off, in
   // virtual-wire mode, or through an ExtINT IOAPIC pin), else the local APIC's.
@@ -207,62 +188,23 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
   EmuMachine& machine;
   unsigned vcpuIndex;
   emu::Cpu cpu;
-  kvm_run exit{};
   std::mutex waitLock;
   std::condition_variable wake;
   bool kicked = false;
   std::chrono::steady_clock::duration running{};
   emu::Lapic lapic;
   bool waitingForStartup;  // an application processor before its start-up IPI (waitLock)
+
+  // The exit a run that stopped for `reason` (SHUTDOWN, FAILED or DEBUG) ends with.
+  VcpuExit exitFor(emu::StopReason reason) const {
+    if (reason == emu::StopReason::SHUTDOWN) return vcpu_exit::Shutdown{};
+    if (reason == emu::StopReason::DEBUG) return vcpu_exit::Debug{};
+    return vcpu_exit::Failure{cpu.failure()};
+  }
 };
 
-absl::Status EmuVcpu::setBootState(const BootState& state) {
-  emu::CpuState& s = cpu.state();
-  switch (state.mode) {
-    case CpuMode::RESET:
-      // As after power-on (SDM Vol. 3, 9.1.4): CS base 0xffff0000, IP 0xfff0.
-      s.segment[emu::CS].selector = 0xf000;
-      s.segment[emu::CS].base = 0xffff0000;
-      s.rip = 0xfff0;
-      cpu.stateChanged();
-      return absl::OkStatus();
-    case CpuMode::REAL16:
-      for (SegmentState& segment : s.segment) {
-        segment.selector = 0;
-        segment.base = 0;
-      }
-      break;
-    case CpuMode::PROTECTED32:
-    case CpuMode::LONG64: {
-      bool long64 = state.mode == CpuMode::LONG64;
-      SegmentState data = emu::flatSegment(layout::DATA_SELECTOR, false, false, 0);
-      for (SegmentState& segment : s.segment) segment = data;
-      s.segment[emu::CS] = emu::flatSegment(
-          long64 ? layout::CODE64_SELECTOR : layout::CODE32_SELECTOR, true, long64, 0);
-      s.gdtBase = state.gdtBase;
-      s.gdtLimit = state.gdtLimit;
-      s.cr0 = emu::CR0_PE | emu::CR0_ET;
-      if (long64) {
-        s.cr0 |= emu::CR0_PG;
-        s.cr3 = state.cr3;
-        s.cr4 = emu::CR4_PAE;
-        s.efer = emu::EFER_LME | emu::EFER_LMA;
-      }
-      break;
-    }
-  }
-  s.rip = state.rip;
-  s.gpr[4] = state.rsp;
-  s.gpr[0] = state.rax;
-  s.gpr[3] = state.rbx;
-  s.gpr[6] = state.rsi;
-  s.rflags = 2;
-  cpu.stateChanged();
-  return absl::OkStatus();
-}
-
-absl::StatusOr<bool> EmuVcpu::enter() {
-  if (machine.deterministic()) return enterByTurns();
+absl::StatusOr<VcpuExit> EmuVcpu::run() {
+  if (machine.deterministic()) return runByTurns();
   for (;;) {
     // The timer first, with no lock held: its interrupt comes back through interruptRaised(),
     // which takes waitLock (and the machine's vCPU list lock before it).
@@ -270,10 +212,10 @@ absl::StatusOr<bool> EmuVcpu::enter() {
     uint64_t now = due == UINT64_MAX ? 0 : machine.clockNs();
     {
       std::unique_lock<std::mutex> guard(waitLock);
-      if (kicked) return false;
+      if (kicked) return vcpu_exit::Kicked{};
       if (waitingForStartup) {
         wake.wait(guard, [&]() { return kicked || !waitingForStartup; });
-        if (kicked) return false;
+        if (kicked) return vcpu_exit::Kicked{};
       }
       // HLT: wait for an interrupt the CPU can take, or a kick (KVM's in-kernel HLT too), or
       // the next timer tick (the local APIC's, or the PIT's: vCPU 0 runs the PIT).
@@ -289,7 +231,7 @@ absl::StatusOr<bool> EmuVcpu::enter() {
         } else if (due > now) {
           wake.wait_for(guard, std::chrono::nanoseconds(due - now), ready);
         }
-        if (kicked) return false;
+        if (kicked) return vcpu_exit::Kicked{};
         if (!ready()) continue;  // the timer is due: poll it
       }
     }
@@ -305,26 +247,20 @@ absl::StatusOr<bool> EmuVcpu::enter() {
       case emu::StopReason::HALTED:
         continue;
       case emu::StopReason::SHUTDOWN:
-        exit.exit_reason = KVM_EXIT_SHUTDOWN;
-        return true;
       case emu::StopReason::FAILED:
-        exit.exit_reason = KVM_EXIT_INTERNAL_ERROR;
-        exit.internal.suberror = KVM_INTERNAL_ERROR_EMULATION;
-        return true;
       case emu::StopReason::DEBUG:
-        exit.exit_reason = KVM_EXIT_DEBUG;
-        return true;
+        return exitFor(reason);
     }
   }
 }
 
-absl::StatusOr<bool> EmuVcpu::enterByTurns() {
+absl::StatusOr<VcpuExit> EmuVcpu::runByTurns() {
   auto isKicked = [this]() {
     std::lock_guard<std::mutex> guard(waitLock);
     return kicked;
   };
   for (;;) {
-    if (!machine.waitForTurn(vcpuIndex, isKicked)) return false;
+    if (!machine.waitForTurn(vcpuIndex, isKicked)) return vcpu_exit::Kicked{};
     // From here to passTurn() everything happens at the same point of every run: the timers
     // are polled in the turn, and a kick that arrives meanwhile is seen after it.
     uint64_t due = std::min(vcpuIndex == 0 ? machine.pollTimer() : UINT64_MAX, lapic.poll());
@@ -345,20 +281,11 @@ absl::StatusOr<bool> EmuVcpu::enterByTurns() {
       running += std::chrono::steady_clock::now() - start;
     }
     machine.passTurn();
-    if (reason == emu::StopReason::SHUTDOWN) {
-      exit.exit_reason = KVM_EXIT_SHUTDOWN;
-      return true;
+    if (reason == emu::StopReason::SHUTDOWN || reason == emu::StopReason::FAILED ||
+        reason == emu::StopReason::DEBUG) {
+      return exitFor(*reason);
     }
-    if (reason == emu::StopReason::FAILED) {
-      exit.exit_reason = KVM_EXIT_INTERNAL_ERROR;
-      exit.internal.suberror = KVM_INTERNAL_ERROR_EMULATION;
-      return true;
-    }
-    if (reason == emu::StopReason::DEBUG) {
-      exit.exit_reason = KVM_EXIT_DEBUG;
-      return true;
-    }
-    if (isKicked()) return false;
+    if (isKicked()) return vcpu_exit::Kicked{};
   }
 }
 
@@ -573,26 +500,8 @@ absl::Status EmuMachine::setIrqLine(uint32_t line, bool level) {
 
 absl::Status EmuMachine::setIoeventfd(bool pio, uint64_t address, unsigned size, uint64_t value,
                                       int fd, bool assign) {
-  std::lock_guard<std::mutex> guard(doorbellsLock);
-  std::erase_if(doorbells, [&](const Doorbell& bell) {
-    return bell.pio == pio && bell.address == address && bell.value == value && bell.fd == fd;
-  });
-  if (assign) doorbells.push_back(Doorbell{pio, address, size, value, fd});
+  ioBus.setDoorbell(pio ? Space::PIO : Space::MMIO, address, size, value, fd, assign);
   return absl::OkStatus();
-}
-
-bool EmuMachine::ringDoorbell(bool pio, uint64_t address, unsigned size, uint64_t value) {
-  std::lock_guard<std::mutex> guard(doorbellsLock);
-  for (const Doorbell& bell : doorbells) {
-    bool matches = bell.size == 0 || (bell.size == size && bell.value == value);
-    if (bell.pio == pio && bell.address == address && matches) {
-      uint64_t one = 1;
-      ssize_t ignored = ::write(bell.fd, &one, sizeof(one));
-      (void)ignored;
-      return true;
-    }
-  }
-  return false;
 }
 
 absl::Status EmuMachine::signalMsi(uint64_t address, uint32_t data) {

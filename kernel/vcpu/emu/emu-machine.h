@@ -52,7 +52,6 @@ class EmuMachine final : public Accelerator {
   // No irqfds here: MSI messages come through the channel (signalMsi), so routes are not kept.
   absl::Status setMsiRoute(uint32_t, uint64_t, uint32_t) override { return absl::OkStatus(); }
   absl::Status signalMsi(uint64_t address, uint32_t data) override;
-  void setTrace(ExitTrace* trace) override { exitTrace = trace; }
 
   // For the vCPUs.
   uint8_t* page(uint64_t physical, bool write);
@@ -81,8 +80,6 @@ class EmuMachine final : public Accelerator {
   // time, briefly) for an interrupt from outside.
   void busyTurn(unsigned index);
   void idleTurn(unsigned index, uint64_t due);
-  // Whether a guest write is a registered doorbell; if so its eventfd has been signalled.
-  bool ringDoorbell(bool pio, uint64_t address, unsigned size, uint64_t value);
 
  private:
   EmuMachine(GuestMemory& memory, IoBus& bus, bool deterministic);
@@ -114,22 +111,12 @@ class EmuMachine final : public Accelerator {
   GuestMemory& memory;
   IoBus& ioBus;
   bool virtualClock;
-  ExitTrace* exitTrace = nullptr;
   emu::Pic interrupts;
   emu::Ioapic router;
   std::atomic<bool> extint{false};
   std::unique_ptr<emu::Pit> timer;
   std::atomic<uint64_t> skipped{0};
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
-  struct Doorbell {
-    bool pio;
-    uint64_t address;
-    unsigned size;
-    uint64_t value;
-    int fd;
-  };
-  std::mutex doorbellsLock;
-  std::vector<Doorbell> doorbells;
   std::vector<RamRegion> writable;
   std::vector<RamRegion> readOnly;
   std::mutex vcpusLock;

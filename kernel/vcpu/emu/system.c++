@@ -638,19 +638,6 @@ void Cpu::cpuidInstruction() {
   s.gpr[2] = d;
 }
 
-SegmentState flatSegment(uint16_t selector, bool code, bool code64, unsigned dpl) {
-  return SegmentState{
-      selector,
-      0,
-      0xffffffff,
-      static_cast<uint8_t>(code ? 0xb : 0x3),  // execute/read or read/write, accessed
-      true,
-      false,
-      code64,
-      !code64 || !code,
-      static_cast<uint8_t>(dpl)};
-}
-
 std::vector<CpuidEntry> emuSupportedCpuid() {
   auto text = [](const char* name, unsigned word) {
     uint32_t value = 0;

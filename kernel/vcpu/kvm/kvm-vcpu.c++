@@ -11,21 +11,12 @@
 #include "kernel/base/errno-status.h"
 #include "kernel/base/log.h"
 #include "kernel/base/status-macros.h"
-#include "kernel/boot/layout.h"
+#include "kernel/bus/io-bus.h"
+#include "kernel/x86/registers.h"
 
 namespace bulkhead {
 
 namespace {
-
-// Control-register and EFLAGS bits (SDM Vol. 3, 2.5; Vol. 1, 3.4.3).
-constexpr uint64_t CR0_PE = 1ull << 0;
-constexpr uint64_t CR0_ET = 1ull << 4;
-constexpr uint64_t CR0_PG = 1ull << 31;
-constexpr uint64_t CR4_PAE = 1ull << 5;
-constexpr uint64_t EFER_LME = 1ull << 8;
-constexpr uint64_t EFER_LMA = 1ull << 10;
-constexpr uint64_t RFLAGS_RESERVED = 1ull << 1;
-constexpr uint64_t RFLAGS_IF = 1ull << 9;
 
 // g++ sizes `struct kvm_cpuid2` (a header with a zero-length array) as 12 bytes, not the 8 the
 // kernel encodes in the ioctl numbers, so the headers' macros yield numbers KVM rejects.
@@ -36,34 +27,43 @@ struct CpuidHeader {
 constexpr unsigned long GET_SUPPORTED_CPUID = _IOWR(KVMIO, 0x05, CpuidHeader);
 constexpr unsigned long SET_CPUID2 = _IOW(KVMIO, 0x90, CpuidHeader);
 
-constexpr uint8_t SEGMENT_CODE_READ_ACCESSED = 0xb;
-constexpr uint8_t SEGMENT_DATA_WRITE_ACCESSED = 0x3;
-
-kvm_segment flatSegment(uint16_t selector, uint8_t type, bool code64) {
-  kvm_segment segment{};
-  segment.base = 0;
-  segment.limit = 0xffffffff;
-  segment.selector = selector;
-  segment.type = type;
-  segment.present = 1;
-  segment.s = 1;
-  segment.g = 1;
-  segment.l = code64 ? 1 : 0;
-  segment.db = code64 ? 0 : 1;
-  return segment;
+const char* internalErrorName(uint32_t suberror) {
+  switch (suberror) {
+    case KVM_INTERNAL_ERROR_EMULATION:
+      return "KVM could not emulate an instruction";
+    case KVM_INTERNAL_ERROR_SIMUL_EX:
+      return "an exception occurred while delivering another";
+    case KVM_INTERNAL_ERROR_DELIVERY_EV:
+      return "delivering an event to the guest failed";
+    default:
+      return "KVM reported an internal error";
+  }
 }
 
-void realSegment(kvm_segment& segment) {
-  segment.base = 0;
-  segment.selector = 0;
+SegmentState fromKvm(const kvm_segment& k) {
+  return SegmentState{k.selector, k.base,   k.limit,   k.type, k.present != 0,
+                      k.s == 0,   k.l != 0, k.db != 0, k.dpl};
+}
+
+void toKvm(const SegmentState& segment, kvm_segment& k) {
+  k.selector = segment.selector;
+  k.base = segment.base;
+  k.limit = segment.limit;
+  k.type = segment.type;
+  k.present = segment.present;
+  k.s = !segment.system;
+  k.l = segment.longMode;
+  k.db = segment.big;
+  k.dpl = segment.dpl;
+  k.g = segment.limit > 0xfffff;  // a limit above 1 MiB can only be in 4 KiB units
 }
 
 }  // namespace
 
-KvmVcpu::KvmVcpu(unsigned index, kj::AutoCloseFd fd, kvm_run* run, size_t runBytes)
-    : vcpuIndex(index), vcpuFd(kj::mv(fd)), run(run), runBytes(runBytes) {}
+KvmVcpu::KvmVcpu(unsigned index, kj::AutoCloseFd fd, kvm_run* run, size_t runBytes, IoBus& bus)
+    : vcpuIndex(index), vcpuFd(kj::mv(fd)), shared(run), runBytes(runBytes), bus(bus) {}
 
-KvmVcpu::~KvmVcpu() { munmap(run, runBytes); }
+KvmVcpu::~KvmVcpu() { munmap(shared, runBytes); }
 
 absl::Status KvmVcpu::setCpuid(int kvmFd, const CpuModel& model) {
   for (size_t count = 64; count <= 4096; count *= 2) {
@@ -103,95 +103,26 @@ absl::Status KvmVcpu::setCpuid(int kvmFd, const CpuModel& model) {
   return absl::InternalError("KVM_GET_SUPPORTED_CPUID wants more than 4096 entries");
 }
 
-absl::Status KvmVcpu::setBootState(const BootState& state) {
-  if (state.mode == CpuMode::RESET) return absl::OkStatus();  // KVM creates vCPUs in that state
-  kvm_sregs sregs;
-  if (ioctl(vcpuFd.get(), KVM_GET_SREGS, &sregs) < 0) return errnoStatus("KVM_GET_SREGS");
-  switch (state.mode) {
-    case CpuMode::REAL16:
-      for (kvm_segment* segment :
-           {&sregs.cs, &sregs.ds, &sregs.es, &sregs.fs, &sregs.gs, &sregs.ss}) {
-        realSegment(*segment);
-      }
-      break;
-    case CpuMode::RESET:
-      break;  // handled above
-    case CpuMode::PROTECTED32:
-    case CpuMode::LONG64: {
-      bool long64 = state.mode == CpuMode::LONG64;
-      sregs.cs = flatSegment(long64 ? layout::CODE64_SELECTOR : layout::CODE32_SELECTOR,
-                             SEGMENT_CODE_READ_ACCESSED, long64);
-      kvm_segment data = flatSegment(layout::DATA_SELECTOR, SEGMENT_DATA_WRITE_ACCESSED, false);
-      sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
-      sregs.gdt.base = state.gdtBase;
-      sregs.gdt.limit = state.gdtLimit;
-      sregs.cr0 = CR0_PE | CR0_ET;
-      if (long64) {
-        sregs.cr0 |= CR0_PG;
-        sregs.cr3 = state.cr3;
-        sregs.cr4 = CR4_PAE;
-        sregs.efer = EFER_LME | EFER_LMA;
-      }
-      break;
-    }
-  }
-  if (ioctl(vcpuFd.get(), KVM_SET_SREGS, &sregs) < 0) return errnoStatus("KVM_SET_SREGS");
-  kvm_regs regs{};
-  regs.rip = state.rip;
-  regs.rsp = state.rsp;
-  regs.rax = state.rax;
-  regs.rbx = state.rbx;
-  regs.rsi = state.rsi;
-  regs.rflags = RFLAGS_RESERVED;
-  if (ioctl(vcpuFd.get(), KVM_SET_REGS, &regs) < 0) return errnoStatus("KVM_SET_REGS");
-  return absl::OkStatus();
-}
-
-absl::StatusOr<bool> KvmVcpu::enter() {
-  if (ioctl(vcpuFd.get(), KVM_RUN, 0) < 0) {
-    if (errno == EINTR || errno == EAGAIN) return false;
-    return errnoStatus("KVM_RUN");
-  }
-  return true;
-}
-
-void KvmVcpu::kick() {
-  // immediate_exit covers a kick that lands before KVM_RUN; the signal one inside it.
-  __atomic_store_n(&run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-  if (threadKnown.load(std::memory_order_acquire)) pthread_kill(thread, SIGUSR2);
-}
-
-absl::Status KvmVcpu::setGuestDebug(const kvm_guest_debug& debug) {
-  if (ioctl(vcpuFd.get(), KVM_SET_GUEST_DEBUG, &debug) < 0) {
-    return errnoStatus("KVM_SET_GUEST_DEBUG");
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<VcpuSnapshot> KvmVcpu::snapshot() {
+absl::StatusOr<ArchState> KvmVcpu::getState() {
   kvm_regs regs;
   kvm_sregs sregs;
   if (ioctl(vcpuFd.get(), KVM_GET_REGS, &regs) < 0) return errnoStatus("KVM_GET_REGS");
   if (ioctl(vcpuFd.get(), KVM_GET_SREGS, &sregs) < 0) return errnoStatus("KVM_GET_SREGS");
-  VcpuSnapshot s;
+  ArchState s;
   uint64_t gpr[16] = {regs.rax, regs.rcx, regs.rdx, regs.rbx, regs.rsp, regs.rbp,
                       regs.rsi, regs.rdi, regs.r8,  regs.r9,  regs.r10, regs.r11,
                       regs.r12, regs.r13, regs.r14, regs.r15};
   memcpy(s.gpr, gpr, sizeof(gpr));
   s.rip = regs.rip;
   s.rflags = regs.rflags;
-  auto segment = [](const kvm_segment& k) {
-    return SegmentState{k.selector, k.base,   k.limit,   k.type, k.present != 0,
-                        k.s == 0,   k.l != 0, k.db != 0, k.dpl};
-  };
-  s.cs = segment(sregs.cs);
-  s.ds = segment(sregs.ds);
-  s.es = segment(sregs.es);
-  s.fs = segment(sregs.fs);
-  s.gs = segment(sregs.gs);
-  s.ss = segment(sregs.ss);
-  s.tr = segment(sregs.tr);
-  s.ldt = segment(sregs.ldt);
+  s.cs = fromKvm(sregs.cs);
+  s.ds = fromKvm(sregs.ds);
+  s.es = fromKvm(sregs.es);
+  s.fs = fromKvm(sregs.fs);
+  s.gs = fromKvm(sregs.gs);
+  s.ss = fromKvm(sregs.ss);
+  s.tr = fromKvm(sregs.tr);
+  s.ldt = fromKvm(sregs.ldt);
   s.gdtBase = sregs.gdt.base;
   s.gdtLimit = sregs.gdt.limit;
   s.idtBase = sregs.idt.base;
@@ -204,21 +135,164 @@ absl::StatusOr<VcpuSnapshot> KvmVcpu::snapshot() {
   return s;
 }
 
+absl::Status KvmVcpu::setState(const ArchState& s) {
+  // What ArchState does not hold (the APIC base, CR8, pending interrupts) stays as KVM has it.
+  kvm_sregs sregs;
+  if (ioctl(vcpuFd.get(), KVM_GET_SREGS, &sregs) < 0) return errnoStatus("KVM_GET_SREGS");
+  toKvm(s.cs, sregs.cs);
+  toKvm(s.ds, sregs.ds);
+  toKvm(s.es, sregs.es);
+  toKvm(s.fs, sregs.fs);
+  toKvm(s.gs, sregs.gs);
+  toKvm(s.ss, sregs.ss);
+  toKvm(s.tr, sregs.tr);
+  toKvm(s.ldt, sregs.ldt);
+  sregs.gdt.base = s.gdtBase;
+  sregs.gdt.limit = s.gdtLimit;
+  sregs.idt.base = s.idtBase;
+  sregs.idt.limit = s.idtLimit;
+  sregs.cr0 = s.cr0;
+  sregs.cr2 = s.cr2;
+  sregs.cr3 = s.cr3;
+  sregs.cr4 = s.cr4;
+  sregs.efer = s.efer;
+  if (ioctl(vcpuFd.get(), KVM_SET_SREGS, &sregs) < 0) return errnoStatus("KVM_SET_SREGS");
+  kvm_regs regs{};
+  regs.rax = s.gpr[0];
+  regs.rcx = s.gpr[1];
+  regs.rdx = s.gpr[2];
+  regs.rbx = s.gpr[3];
+  regs.rsp = s.gpr[4];
+  regs.rbp = s.gpr[5];
+  regs.rsi = s.gpr[6];
+  regs.rdi = s.gpr[7];
+  regs.r8 = s.gpr[8];
+  regs.r9 = s.gpr[9];
+  regs.r10 = s.gpr[10];
+  regs.r11 = s.gpr[11];
+  regs.r12 = s.gpr[12];
+  regs.r13 = s.gpr[13];
+  regs.r14 = s.gpr[14];
+  regs.r15 = s.gpr[15];
+  regs.rip = s.rip;
+  regs.rflags = s.rflags;
+  if (ioctl(vcpuFd.get(), KVM_SET_REGS, &regs) < 0) return errnoStatus("KVM_SET_REGS");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<VcpuExit> KvmVcpu::run() {
+  for (;;) {
+    if (ioctl(vcpuFd.get(), KVM_RUN, 0) < 0) {
+      if (errno == EINTR || errno == EAGAIN) return vcpu_exit::Kicked{};
+      return errnoStatus("KVM_RUN");
+    }
+    if (std::optional<VcpuExit> exit = decide()) return *exit;
+  }
+}
+
+std::optional<VcpuExit> KvmVcpu::decide() {
+  switch (shared->exit_reason) {
+    case KVM_EXIT_IO:
+      serveIo();
+      return std::nullopt;
+    case KVM_EXIT_MMIO:
+      serveMmio();
+      return std::nullopt;
+    case KVM_EXIT_INTR:
+      return vcpu_exit::Kicked{};
+    case KVM_EXIT_DEBUG:
+      return vcpu_exit::Debug{};
+    case KVM_EXIT_HLT:
+      return vcpu_exit::Halted{};
+    case KVM_EXIT_SHUTDOWN:
+      return vcpu_exit::Shutdown{};
+    case KVM_EXIT_SYSTEM_EVENT:
+      if (shared->system_event.type == KVM_SYSTEM_EVENT_RESET) return vcpu_exit::Reset{};
+      return vcpu_exit::PowerOff{};
+    case KVM_EXIT_INTERNAL_ERROR:
+      return vcpu_exit::Failure{absl::StrFormat("%s (suberror %u)",
+                                                internalErrorName(shared->internal.suberror),
+                                                shared->internal.suberror)};
+    case KVM_EXIT_FAIL_ENTRY:
+      return vcpu_exit::Failure{absl::StrFormat("VM entry failed (hardware reason %#x)",
+                                                shared->fail_entry.hardware_entry_failure_reason),
+                                /*host=*/true};
+    default:
+      return vcpu_exit::Failure{
+          absl::StrFormat("unexpected KVM exit reason %u", shared->exit_reason), /*host=*/true};
+  }
+}
+
+void KvmVcpu::serveIo() {
+  auto& exit = shared->io;
+  // KVM puts the data inside the kvm_run mapping; a count or offset that points outside it is a
+  // kernel bug we do not follow.
+  size_t bytes = static_cast<size_t>(exit.size) * exit.count;
+  if (exit.size > 8 || exit.data_offset > runBytes || bytes > runBytes - exit.data_offset) return;
+  uint8_t* data = reinterpret_cast<uint8_t*>(shared) + exit.data_offset;
+  for (uint32_t i = 0; i < exit.count; ++i, data += exit.size) {
+    uint64_t value = 0;
+    if (exit.direction == KVM_EXIT_IO_OUT) {
+      memcpy(&value, data, exit.size);
+      bus.write(Space::PIO, exit.port, exit.size, value);
+    } else {
+      value = bus.read(Space::PIO, exit.port, exit.size);
+      memcpy(data, &value, exit.size);
+    }
+  }
+}
+
+void KvmVcpu::serveMmio() {
+  auto& exit = shared->mmio;
+  unsigned size = exit.len <= 8 ? exit.len : 8;
+  uint64_t value = 0;
+  if (exit.is_write) {
+    memcpy(&value, exit.data, size);
+    bus.write(Space::MMIO, exit.phys_addr, size, value);
+  } else {
+    value = bus.read(Space::MMIO, exit.phys_addr, size);
+    memcpy(exit.data, &value, size);
+  }
+}
+
+void KvmVcpu::kick() {
+  // immediate_exit covers a kick that lands before KVM_RUN; the signal one inside it.
+  __atomic_store_n(&shared->immediate_exit, 1, __ATOMIC_SEQ_CST);
+  if (threadKnown.load(std::memory_order_acquire)) pthread_kill(thread, SIGUSR2);
+}
+
+absl::Status KvmVcpu::setDebug(const GuestDebug& debug) {
+  if (debug.breakpoints.size() > GuestDebug::MAX_BREAKPOINTS) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "at most %u breakpoints (the debug registers)", GuestDebug::MAX_BREAKPOINTS));
+  }
+  kvm_guest_debug request{};
+  request.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP;
+  if (debug.singleStep) request.control |= KVM_GUESTDBG_SINGLESTEP;
+  uint64_t dr7 = 0;
+  for (unsigned slot = 0; slot < debug.breakpoints.size(); ++slot) {
+    request.arch.debugreg[slot] = debug.breakpoints[slot];
+    dr7 |= uint64_t{1} << (slot * 2);  // Ln: enabled; R/W and LEN 0: instruction
+  }
+  request.arch.debugreg[7] = dr7;
+  if (ioctl(vcpuFd.get(), KVM_SET_GUEST_DEBUG, &request) < 0) {
+    return errnoStatus("KVM_SET_GUEST_DEBUG");
+  }
+  return absl::OkStatus();
+}
+
 bool KvmVcpu::haltedWithInterruptsOff() {
   kvm_mp_state state;
   kvm_regs regs;
   if (ioctl(vcpuFd.get(), KVM_GET_MP_STATE, &state) < 0) return false;
   if (state.mp_state != KVM_MP_STATE_HALTED) return false;
   if (ioctl(vcpuFd.get(), KVM_GET_REGS, &regs) < 0) return false;
-  return (regs.rflags & RFLAGS_IF) == 0;
+  return (regs.rflags & x86::FLAG_IF) == 0;
 }
 
-std::string KvmVcpu::describeLocation(GuestMemory& memory) {
-  absl::StatusOr<VcpuSnapshot> registers = snapshot();
-  if (!registers.ok()) {
-    return absl::StrFormat("(registers unreadable: %s)", registers.status().message());
-  }
-  return bulkhead::describeLocation(*registers, memory);
+std::string KvmVcpu::describeAccessLocation(GuestMemory& memory) {
+  // KVM has already stepped past an IN or OUT when it exits, not past an MMIO access.
+  return (shared->exit_reason == KVM_EXIT_IO ? "next " : "") + describeLocation(memory);
 }
 
 }  // namespace bulkhead

@@ -32,7 +32,7 @@ bool KvmVm::available(std::string* reason) {
   return true;
 }
 
-absl::StatusOr<std::unique_ptr<KvmVm>> KvmVm::create() {
+absl::StatusOr<std::unique_ptr<KvmVm>> KvmVm::create(IoBus& bus) {
   int raw = open("/dev/kvm", O_RDWR | O_CLOEXEC);
   if (raw < 0) {
     return errnoStatus("opening /dev/kvm (is KVM enabled, and may this user use it?)");
@@ -57,7 +57,7 @@ absl::StatusOr<std::unique_ptr<KvmVm>> KvmVm::create() {
     return errnoStatus(
         "KVM_CREATE_IRQCHIP (this host's KVM has no in-kernel interrupt controller)");
   }
-  return std::unique_ptr<KvmVm>(new KvmVm(kj::mv(kvm), kj::mv(vm), runBytes));
+  return std::unique_ptr<KvmVm>(new KvmVm(kj::mv(kvm), kj::mv(vm), runBytes, bus));
 }
 
 absl::Status KvmVm::addSlot(const RamRegion& region, uint32_t flags, const char* what) {
@@ -101,7 +101,8 @@ absl::StatusOr<std::unique_ptr<Vcpu>> KvmVm::createVcpu(unsigned index, const Cp
   kj::AutoCloseFd fd(raw);
   void* run = mmap(nullptr, runBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (run == MAP_FAILED) return errnoStatus("mapping kvm_run");
-  auto vcpu = std::make_unique<KvmVcpu>(index, kj::mv(fd), static_cast<kvm_run*>(run), runBytes);
+  auto vcpu =
+      std::make_unique<KvmVcpu>(index, kj::mv(fd), static_cast<kvm_run*>(run), runBytes, bus);
   absl::Status status = vcpu->setCpuid(kvmFd.get(), model);
   if (!status.ok()) return status;
   return std::unique_ptr<Vcpu>(std::move(vcpu));

@@ -20,8 +20,9 @@ namespace bulkhead {
 
 class KvmVm final : public Accelerator {
  public:
-  // Opens /dev/kvm and creates a VM with an in-kernel irqchip (PIC, IOAPIC, local APICs).
-  static absl::StatusOr<std::unique_ptr<KvmVm>> create();
+  // Opens /dev/kvm and creates a VM with an in-kernel irqchip (PIC, IOAPIC, local APICs); its
+  // vCPUs serve port I/O and MMIO exits on `bus`.
+  static absl::StatusOr<std::unique_ptr<KvmVm>> create(IoBus& bus);
   // Whether /dev/kvm can be opened here; `reason` says why not.
   static bool available(std::string* reason);
 
@@ -49,12 +50,13 @@ class KvmVm final : public Accelerator {
  private:
   absl::Status addSlot(const RamRegion& region, uint32_t flags, const char* what);
 
-  KvmVm(kj::AutoCloseFd kvm, kj::AutoCloseFd vm, size_t runBytes)
-      : kvmFd(kj::mv(kvm)), vmFd(kj::mv(vm)), runBytes(runBytes) {}
+  KvmVm(kj::AutoCloseFd kvm, kj::AutoCloseFd vm, size_t runBytes, IoBus& bus)
+      : kvmFd(kj::mv(kvm)), vmFd(kj::mv(vm)), runBytes(runBytes), bus(bus) {}
 
   kj::AutoCloseFd kvmFd;
   kj::AutoCloseFd vmFd;
   size_t runBytes;
+  IoBus& bus;
   uint32_t nextSlot = 0;
   std::mutex routesLock;
   MsiRoutes msiRoutes;
