@@ -199,7 +199,6 @@ absl::Status loadGuest(Vm& vm, const Options& options, std::vector<uint8_t>& ker
           absl::StrFormat("--bios %s: %s", path, loaded.status().message()));
     }
     for (const RamRegion& rom : vm.memory().roms()) RETURN_IF_ERROR(vm.mapRom(rom));
-    RETURN_IF_ERROR(vm.createPit());
     return vm.setBootState(*loaded);
   }
   if (!options.flat.empty()) {
@@ -230,7 +229,6 @@ absl::Status loadGuest(Vm& vm, const Options& options, std::vector<uint8_t>& ker
         return absl::InvalidArgumentError(
             absl::StrFormat("kernel %s: %s", options.kernel, loaded.status().message()));
       }
-      RETURN_IF_ERROR(vm.createPit());  // Linux calibrates its clocks with it
       return vm.setBootState(*loaded);
     }
     if (!options.initrd.empty()) {
@@ -296,6 +294,11 @@ int run(Options options) {
   config.cpu = options.cpu;
   config.accel = options.accel;
   config.deterministic = options.deterministic;
+  // BIOS and Linux guests calibrate their clocks with the PIT.
+  auto kernel = kj::arrayPtr(kernelImage.data(), kernelImage.size());
+  bool linuxGuest =
+      options.bios.empty() && options.flat.empty() && (isBzImage(kernel) || isElf64(kernel));
+  config.pit = !options.bios.empty() || linuxGuest;
   config.handleSignals = true;
   config.faultLog = options.faultLog;
   config.controlPath = options.controlPath;
@@ -319,9 +322,6 @@ int run(Options options) {
                : EXIT_HOST_FAILURE;
   }
   std::vector<DeviceSpec> specs;
-  auto kernel = kj::arrayPtr(kernelImage.data(), kernelImage.size());
-  bool linuxGuest =
-      options.bios.empty() && options.flat.empty() && (isBzImage(kernel) || isElf64(kernel));
   if (!options.bios.empty() || linuxGuest) {
     // The PC platform a BIOS expects (Linux uses its clock and reset line too), each in its
     // own process like any device.

@@ -47,11 +47,11 @@ absl::StatusOr<std::unique_ptr<Accelerator>> createAccelerator(const VmConfig& c
         "instructions exactly)");
   }
   if (accel == "kvm") {
-    ASSIGN_OR_RETURN(std::unique_ptr<KvmVm> kvm, KvmVm::create(bus));
+    ASSIGN_OR_RETURN(std::unique_ptr<KvmVm> kvm, KvmVm::create(bus, config.pit));
     return std::unique_ptr<Accelerator>(std::move(kvm));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<EmuMachine> emu,
-                   EmuMachine::create(memory, bus, config.deterministic));
+                   EmuMachine::create(memory, bus, config.deterministic, config.pit));
   return std::unique_ptr<Accelerator>(std::move(emu));
 }
 

@@ -38,6 +38,8 @@ struct VmConfig {
   std::string accel;
   // --deterministic (emu only): a virtual clock driven by the instruction count.
   bool deterministic = false;
+  // The machine has an i8254 PIT (the backend's own: KVM's in-kernel one, or kernel/irqchip/).
+  bool pit = false;
   // SIGINT and SIGTERM end the VM cleanly; the caller must have called
   // kj::UnixEventPort::captureSignal() for both before creating the event loop.
   bool handleSignals = false;
@@ -70,7 +72,6 @@ class Vm final : public DeviceSink, public DevicePlatform, private BusTracer {
   absl::Status setBootState(const BootState& state);
   // A ROM region of guest memory, mapped for the guest (memory().addRom first).
   absl::Status mapRom(const RamRegion& rom) { return accel->mapRom(rom); }
-  absl::Status createPit() { return accel->createPit(); }
   const char* accelName() const { return accel->name(); }
 
   // Runs the guest until it ends; returns the exit status.

@@ -98,8 +98,6 @@ class Accelerator {
   virtual absl::Status mapMemory(GuestMemory& memory) = 0;
   // Registers a ROM region of guest memory; the guest cannot write it.
   virtual absl::Status mapRom(const RamRegion& rom) = 0;
-  // The i8254 PIT on IRQ 0 (BIOS and Linux guests calibrate their clocks with it).
-  virtual absl::Status createPit() = 0;
   virtual absl::StatusOr<std::unique_ptr<Vcpu>> createVcpu(unsigned index,
                                                            const CpuModel& model) = 0;
   // Drives an interrupt line (GSI numbering, ISA lines 0-15). Any thread may call it.

@@ -14,8 +14,8 @@
 #include "kernel/base/status-macros.h"
 #include "kernel/boot/layout.h"
 #include "kernel/boot/mp-table.h"
+#include "kernel/irqchip/lapic.h"
 #include "kernel/vcpu/emu/flags.h"
-#include "kernel/vcpu/emu/lapic.h"
 
 namespace bulkhead {
 
@@ -40,7 +40,7 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
         cpu(*this, std::move(cpuid)),
         lapic(
             index, [&machine]() { return machine.clockNs(); }, [this]() { interruptRaised(); },
-            [&machine](uint8_t vector) { machine.ioapic().endOfInterrupt(vector); },
+            [&machine](uint8_t vector) { machine.irqChip().endOfInterrupt(vector); },
             [&machine, index](uint32_t low, uint8_t destination) {
               machine.sendIpi(index, low, destination);
             }),
@@ -97,7 +97,7 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
   unsigned index() const override { return vcpuIndex; }
   uint64_t instructionCount() const { return cpu.instructions(); }
 
-  emu::Lapic& apic() { return lapic; }
+  irqchip::Lapic& apic() { return lapic; }
   // INIT: the vCPU stops and waits for a start-up IPI (the bootstrap processor ignores it).
   void init() {
     if (vcpuIndex == 0) return;
@@ -173,8 +173,9 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
   // INTA: the PIC's vector when it reaches this CPU (vCPU 0 with the local APIC off, in
   // virtual-wire mode, or through an ExtINT IOAPIC pin), else the local APIC's.
   int acknowledgeInterrupt() override {
-    if (vcpuIndex == 0 && (!apicEnabled() || lapic.acceptsPic() || machine.takeExtint())) {
-      int vector = machine.pic().acknowledge();
+    if (vcpuIndex == 0 &&
+        (!apicEnabled() || lapic.acceptsPic() || machine.irqChip().takeExtint())) {
+      int vector = machine.irqChip().acknowledgePic();
       if (vector >= 0) return vector;
     }
     return apicEnabled() ? lapic.acknowledge() : -1;
@@ -192,7 +193,7 @@ class EmuVcpu final : public Vcpu, private emu::CpuBus {
   std::condition_variable wake;
   bool kicked = false;
   std::chrono::steady_clock::duration running{};
-  emu::Lapic lapic;
+  irqchip::Lapic lapic;
   bool waitingForStartup;  // an application processor before its start-up IPI (waitLock)
 
   // The exit a run that stopped for `reason` (SHUTDOWN, FAILED or DEBUG) ends with.
@@ -290,24 +291,19 @@ absl::StatusOr<VcpuExit> EmuVcpu::runByTurns() {
 }
 
 EmuMachine::EmuMachine(GuestMemory& memory, IoBus& bus, bool deterministic)
-    : memory(memory),
-      ioBus(bus),
-      virtualClock(deterministic),
-      interrupts([this]() { interruptRaised(); }),
-      router([this](uint8_t vector, bool level, uint8_t destination,
-                    bool logical) { deliver(vector, level, destination, logical); },
-             [this]() {
-               extint = true;
-               interruptRaised();
-             }) {}
+    : memory(memory), ioBus(bus), virtualClock(deterministic) {}
 
 EmuMachine::~EmuMachine() = default;
 
 absl::StatusOr<std::unique_ptr<EmuMachine>> EmuMachine::create(GuestMemory& memory, IoBus& bus,
-                                                               bool deterministic) {
+                                                               bool deterministic, bool pit) {
   std::unique_ptr<EmuMachine> machine(new EmuMachine(memory, bus, deterministic));
-  RETURN_IF_ERROR(machine->interrupts.attach(bus));
-  RETURN_IF_ERROR(machine->router.attach(bus, IOAPIC_ADDRESS));
+  EmuMachine* raw = machine.get();
+  IrqChip::Wiring wiring{[raw]() { return raw->clockNs(); }, [raw]() { raw->interruptRaised(); },
+                         [raw](uint8_t vector, bool level, uint8_t destination, bool logical) {
+                           raw->deliver(vector, level, destination, logical);
+                         }};
+  ASSIGN_OR_RETURN(machine->chip, IrqChip::create(bus, std::move(wiring), pit));
   return machine;
 }
 
@@ -334,16 +330,6 @@ uint8_t* EmuMachine::page(uint64_t physical, bool write) {
     }
   }
   return nullptr;
-}
-
-absl::Status EmuMachine::createPit() {
-  if (timer != nullptr) return absl::OkStatus();
-  timer = std::make_unique<emu::Pit>([this]() { return clockNs(); },
-                                     [this]() {
-                                       setIrqLine(0, true).IgnoreError();
-                                       setIrqLine(0, false).IgnoreError();
-                                     });
-  return timer->attach(ioBus);
 }
 
 uint64_t EmuMachine::clockNs() {
@@ -489,13 +475,7 @@ void EmuMachine::Turn::unlock() {
 }
 
 absl::Status EmuMachine::setIrqLine(uint32_t line, bool level) {
-  if (line >= emu::Ioapic::PINS) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("GSI %u is beyond the IOAPIC's %u pins", line, emu::Ioapic::PINS));
-  }
-  if (line < 16) interrupts.setLine(line, level);
-  router.setLine(line, level);
-  return absl::OkStatus();
+  return chip->setLine(line, level);
 }
 
 absl::Status EmuMachine::setIoeventfd(bool pio, uint64_t address, unsigned size, uint64_t value,

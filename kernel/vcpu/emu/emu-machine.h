@@ -1,6 +1,7 @@
 // The `emu` backend: the software CPU (cpu.h) behind the core's Accelerator and Vcpu
-// interfaces, with the interrupt controllers KVM would have in the kernel: the PIC (pic.h),
-// the IOAPIC (ioapic.h), a local APIC per vCPU (lapic.h) and, when asked for, the PIT (pit.h).
+// interfaces, with the interrupt controllers KVM would have in the kernel, from
+// kernel/irqchip/: the PIC and IOAPIC (and the PIT when the machine has one) in an IrqChip, and
+// a local APIC per vCPU.
 //
 // Contract: the guest sees the same RAM, ROMs, I/O bus and device servers as under KVM. Port
 // I/O and MMIO are handled on the vCPU's thread by calling the bus directly (a vCPU's own
@@ -24,10 +25,8 @@
 #include <vector>
 
 #include "kernel/bus/io-bus.h"
+#include "kernel/irqchip/irqchip.h"
 #include "kernel/vcpu/emu/cpu.h"
-#include "kernel/vcpu/emu/ioapic.h"
-#include "kernel/vcpu/emu/pic.h"
-#include "kernel/vcpu/emu/pit.h"
 #include "kernel/vcpu/vcpu.h"
 
 namespace bulkhead {
@@ -36,14 +35,14 @@ class EmuVcpu;
 
 class EmuMachine final : public Accelerator {
  public:
+  // `pit`: the machine has an i8254 (the core emulates it, kernel/irqchip/).
   static absl::StatusOr<std::unique_ptr<EmuMachine>> create(GuestMemory& memory, IoBus& bus,
-                                                            bool deterministic);
+                                                            bool deterministic, bool pit);
   ~EmuMachine() override;
 
   const char* name() const override { return "emu"; }
   absl::Status mapMemory(GuestMemory& memory) override;
   absl::Status mapRom(const RamRegion& rom) override;
-  absl::Status createPit() override;
   absl::StatusOr<std::unique_ptr<Vcpu>> createVcpu(unsigned index, const CpuModel& model) override;
   absl::Status setIrqLine(uint32_t line, bool level) override;
   absl::Status setIoeventfd(bool pio, uint64_t address, unsigned size, uint64_t value, int fd,
@@ -56,13 +55,10 @@ class EmuMachine final : public Accelerator {
   // For the vCPUs.
   uint8_t* page(uint64_t physical, bool write);
   IoBus& bus() { return ioBus; }
-  emu::Pic& pic() { return interrupts; }
-  emu::Ioapic& ioapic() { return router; }
-  // Whether an IOAPIC pin in ExtINT mode fired since the last call (the PIC gives the vector).
-  bool takeExtint() { return extint.exchange(false); }
+  IrqChip& irqChip() { return *chip; }
   bool deterministic() const { return virtualClock; }
   // Fires the PIT's interrupt if due; returns when to look again (clockNs() time).
-  uint64_t pollTimer() { return timer == nullptr ? UINT64_MAX : timer->poll(); }
+  uint64_t pollTimer() { return chip->pollTimer(); }
   // The timers' clock in nanoseconds: host time, or when deterministic the instructions all
   // vCPUs retired (one nanosecond each) plus the time skipped while every vCPU was idle.
   uint64_t clockNs();
@@ -111,10 +107,7 @@ class EmuMachine final : public Accelerator {
   GuestMemory& memory;
   IoBus& ioBus;
   bool virtualClock;
-  emu::Pic interrupts;
-  emu::Ioapic router;
-  std::atomic<bool> extint{false};
-  std::unique_ptr<emu::Pit> timer;
+  std::unique_ptr<IrqChip> chip;
   std::atomic<uint64_t> skipped{0};
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   std::vector<RamRegion> writable;

@@ -32,7 +32,7 @@ bool KvmVm::available(std::string* reason) {
   return true;
 }
 
-absl::StatusOr<std::unique_ptr<KvmVm>> KvmVm::create(IoBus& bus) {
+absl::StatusOr<std::unique_ptr<KvmVm>> KvmVm::create(IoBus& bus, bool pit) {
   int raw = open("/dev/kvm", O_RDWR | O_CLOEXEC);
   if (raw < 0) {
     return errnoStatus("opening /dev/kvm (is KVM enabled, and may this user use it?)");
@@ -56,6 +56,10 @@ absl::StatusOr<std::unique_ptr<KvmVm>> KvmVm::create(IoBus& bus) {
   if (ioctl(vm.get(), KVM_CREATE_IRQCHIP, 0) < 0) {
     return errnoStatus(
         "KVM_CREATE_IRQCHIP (this host's KVM has no in-kernel interrupt controller)");
+  }
+  kvm_pit_config pitConfig{};
+  if (pit && ioctl(vm.get(), KVM_CREATE_PIT2, &pitConfig) < 0) {
+    return errnoStatus("KVM_CREATE_PIT2 (this host's KVM has no in-kernel PIT)");
   }
   return std::unique_ptr<KvmVm>(new KvmVm(kj::mv(kvm), kj::mv(vm), runBytes, bus));
 }
@@ -85,14 +89,6 @@ absl::Status KvmVm::mapRom(const RamRegion& rom) {
   // Read-only where KVM can: a write then becomes an MMIO exit, which nobody claims.
   bool readOnly = ioctl(kvmFd.get(), KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) > 0;
   return addSlot(rom, readOnly ? KVM_MEM_READONLY : 0, "a ROM");
-}
-
-absl::Status KvmVm::createPit() {
-  kvm_pit_config config{};
-  if (ioctl(vmFd.get(), KVM_CREATE_PIT2, &config) < 0) {
-    return errnoStatus("KVM_CREATE_PIT2 (this host's KVM has no in-kernel PIT)");
-  }
-  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<Vcpu>> KvmVm::createVcpu(unsigned index, const CpuModel& model) {

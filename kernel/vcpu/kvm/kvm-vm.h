@@ -21,8 +21,9 @@ namespace bulkhead {
 class KvmVm final : public Accelerator {
  public:
   // Opens /dev/kvm and creates a VM with an in-kernel irqchip (PIC, IOAPIC, local APICs); its
-  // vCPUs serve port I/O and MMIO exits on `bus`.
-  static absl::StatusOr<std::unique_ptr<KvmVm>> create(IoBus& bus);
+  // vCPUs serve port I/O and MMIO exits on `bus`. `pit`: the machine has an i8254 (KVM's
+  // in-kernel one).
+  static absl::StatusOr<std::unique_ptr<KvmVm>> create(IoBus& bus, bool pit);
   // Whether /dev/kvm can be opened here; `reason` says why not.
   static bool available(std::string* reason);
 
@@ -30,8 +31,6 @@ class KvmVm final : public Accelerator {
   absl::Status mapMemory(GuestMemory& memory) override;
   // Read-only where KVM can; otherwise writable.
   absl::Status mapRom(const RamRegion& rom) override;
-  // The in-kernel i8254.
-  absl::Status createPit() override;
   absl::StatusOr<std::unique_ptr<Vcpu>> createVcpu(unsigned index, const CpuModel& model) override;
   // The in-kernel PIC/IOAPIC.
   absl::Status setIrqLine(uint32_t line, bool level) override;

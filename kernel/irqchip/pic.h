@@ -15,7 +15,7 @@
 
 #include "kernel/bus/io-bus.h"
 
-namespace bulkhead::emu {
+namespace bulkhead::irqchip {
 
 class Pic final : public IoHandler {
  public:
@@ -51,4 +51,4 @@ class Pic final : public IoHandler {
   std::function<void()> onOutput;
 };
 
-}  // namespace bulkhead::emu
+}  // namespace bulkhead::irqchip

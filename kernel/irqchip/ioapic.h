@@ -19,7 +19,7 @@
 
 #include "kernel/bus/io-bus.h"
 
-namespace bulkhead::emu {
+namespace bulkhead::irqchip {
 
 class Ioapic final : public IoHandler {
  public:
@@ -64,4 +64,4 @@ class Ioapic final : public IoHandler {
   bool asserted[PINS] = {};
 };
 
-}  // namespace bulkhead::emu
+}  // namespace bulkhead::irqchip

@@ -1,8 +1,8 @@
-#include "kernel/vcpu/emu/pit.h"
+#include "kernel/irqchip/pit.h"
 
 #include "kernel/base/status-macros.h"
 
-namespace bulkhead::emu {
+namespace bulkhead::irqchip {
 
 absl::Status Pit::attach(IoBus& bus) {
   RETURN_IF_ERROR(bus.add(Space::PIO, 0x40, 4, Route{this, false, "pit"}));
@@ -156,4 +156,4 @@ void Pit::write(Space, uint64_t address, unsigned, uint64_t value, bool) {
   load(index, now);
 }
 
-}  // namespace bulkhead::emu
+}  // namespace bulkhead::irqchip

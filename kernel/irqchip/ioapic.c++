@@ -1,8 +1,8 @@
-#include "kernel/vcpu/emu/ioapic.h"
+#include "kernel/irqchip/ioapic.h"
 
 #include "kernel/base/status-macros.h"
 
-namespace bulkhead::emu {
+namespace bulkhead::irqchip {
 
 namespace {
 // Registers reached through the select register (offset 0) and the window (offset 0x10).
@@ -109,4 +109,4 @@ void Ioapic::write(Space, uint64_t address, unsigned, uint64_t value, bool) {
   if (updated & LEVEL) service(index / 2);  // unmasking an asserted level pin sends it
 }
 
-}  // namespace bulkhead::emu
+}  // namespace bulkhead::irqchip

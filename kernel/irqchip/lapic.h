@@ -19,7 +19,7 @@
 #include <functional>
 #include <mutex>
 
-namespace bulkhead::emu {
+namespace bulkhead::irqchip {
 
 class Lapic {
  public:
@@ -80,4 +80,4 @@ class Lapic {
   uint64_t timerDue = UINT64_MAX;  // the next expiry
 };
 
-}  // namespace bulkhead::emu
+}  // namespace bulkhead::irqchip

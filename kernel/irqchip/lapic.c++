@@ -1,10 +1,10 @@
-#include "kernel/vcpu/emu/lapic.h"
+#include "kernel/irqchip/lapic.h"
 
 #include <algorithm>
 #include <iterator>
 #include <optional>
 
-namespace bulkhead::emu {
+namespace bulkhead::irqchip {
 
 namespace {
 constexpr uint32_t MASKED = 1u << 16;
@@ -229,4 +229,4 @@ uint64_t Lapic::poll() {
   return due;
 }
 
-}  // namespace bulkhead::emu
+}  // namespace bulkhead::irqchip

@@ -4,10 +4,10 @@
 
 #include <vector>
 
-#include "kernel/vcpu/emu/ioapic.h"
-#include "kernel/vcpu/emu/lapic.h"
+#include "kernel/irqchip/ioapic.h"
+#include "kernel/irqchip/lapic.h"
 
-namespace bulkhead::emu {
+namespace bulkhead::irqchip {
 namespace {
 
 constexpr uint32_t TPR = 0x80, PPR = 0xa0, EOI = 0xb0, SVR = 0xf0, ISR = 0x100, IRR = 0x200,
@@ -262,4 +262,4 @@ TEST(ApicWiring, ALevelLineGoesThroughTheLocalApicAndComesBackAfterItsEoi) {
 }
 
 }  // namespace
-}  // namespace bulkhead::emu
+}  // namespace bulkhead::irqchip

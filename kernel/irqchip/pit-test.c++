@@ -1,9 +1,9 @@
 // The software CPU's i8254 against its datasheet, on a clock the test moves.
-#include "kernel/vcpu/emu/pit.h"
+#include "kernel/irqchip/pit.h"
 
 #include <gtest/gtest.h>
 
-namespace bulkhead::emu {
+namespace bulkhead::irqchip {
 namespace {
 
 struct Fixture {
@@ -82,4 +82,4 @@ TEST(Pit, ReadBackLatchesAndHostileModesAreTamed) {
 }
 
 }  // namespace
-}  // namespace bulkhead::emu
+}  // namespace bulkhead::irqchip

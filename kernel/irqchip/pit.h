@@ -16,7 +16,7 @@
 
 #include "kernel/bus/io-bus.h"
 
-namespace bulkhead::emu {
+namespace bulkhead::irqchip {
 
 class Pit final : public IoHandler {
  public:
@@ -63,4 +63,4 @@ class Pit final : public IoHandler {
   bool refresh = false;
 };
 
-}  // namespace bulkhead::emu
+}  // namespace bulkhead::irqchip

@@ -1,8 +1,8 @@
-#include "kernel/vcpu/emu/pic.h"
+#include "kernel/irqchip/pic.h"
 
 #include "kernel/base/status-macros.h"
 
-namespace bulkhead::emu {
+namespace bulkhead::irqchip {
 
 namespace {
 constexpr unsigned CASCADE = 2;
@@ -176,4 +176,4 @@ void Pic::write(Space, uint64_t address, unsigned, uint64_t value, bool) {
   if (raised) onOutput();
 }
 
-}  // namespace bulkhead::emu
+}  // namespace bulkhead::irqchip
