@@ -181,6 +181,14 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
       } else {
         return bad(absl::StrFormat("--serial '%s' is not stdio, none or file:PATH", mode));
       }
+    } else if (flag == "--machine") {
+      if (value == "pc") {
+        options.machine = Options::Machine::PC;
+      } else if (value == "minimal") {
+        options.machine = Options::Machine::MINIMAL;
+      } else {
+        return bad(absl::StrFormat("--machine '%s' is not pc or minimal", value));
+      }
     } else if (flag == "--gdb") {
       absl::StatusOr<uint64_t> port = parseNumber(value);
       if (!port.ok() || *port == 0 || *port > 65535) {
@@ -327,6 +335,11 @@ guest:
   --entry ADDR         load and start address (16-bit mode: CS:IP = 0:ADDR, so below 0x10000)
   --mode 16|32|64      real mode, flat 32-bit protected mode, or 64-bit mode with the first
                        4 GiB identity-mapped
+
+machine:
+  --machine pc|minimal pc (the default): the PC platform every guest gets, whatever boots it:
+                       PIC, PIT, CMOS/RTC, i8042 (and fw_cfg for --bios); minimal: only the
+                       devices asked for (tiny test guests)
 
 common options:
   --memory SIZE        guest RAM, e.g. 64M (default) or 1G

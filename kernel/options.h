@@ -22,6 +22,9 @@ struct DeviceArgument {
 struct Options {
   enum class Command { HELP, VERSION, RUN, DEMO };
   enum class Serial { STDIO, FILE, NONE };
+  // --machine: pc (the PC platform, for every boot path) or minimal (only the devices asked for,
+  // for tiny test guests).
+  enum class Machine { PC, MINIMAL };
 
   Command command = Command::HELP;
   std::string kernel;  // Multiboot ELF or Linux bzImage
@@ -30,6 +33,7 @@ struct Options {
   std::string flat;    // flat binary
   uint64_t entry = 0;
   bool entryGiven = false;
+  Machine machine = Machine::PC;
   CpuMode mode = CpuMode::REAL16;
   bool modeGiven = false;
   std::string cmdline;

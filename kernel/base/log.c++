@@ -95,4 +95,18 @@ void flushLog(bool all) {
   writeHeld(file);
 }
 
+std::string printable(absl::string_view text, size_t limit) {
+  std::string shown;
+  for (size_t i = 0; i < text.size() && i < limit; ++i) {
+    unsigned char byte = text[i];
+    if (byte >= 0x20 && byte < 0x7f && byte != '\\') {
+      shown += static_cast<char>(byte);
+    } else {
+      shown += absl::StrFormat("\\x%02x", byte);
+    }
+  }
+  if (text.size() > limit) shown += "...";
+  return shown;
+}
+
 }  // namespace bulkhead

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include <absl/strings/str_format.h>
 
@@ -30,6 +31,10 @@ void logf(const absl::FormatSpec<Args...>& format, const Args&... args) {
 
 // Writes all of `bytes` to `fd`; false when the file is gone or refuses them.
 bool writeAll(int fd, const void* bytes, size_t count);
+
+// `text` (from a guest, a server or a file) made safe to show: bytes outside printable ASCII
+// become \xNN, and at most `limit` bytes are kept ("..." marks the cut).
+std::string printable(absl::string_view text, size_t limit = 64);
 
 // Whether writing to `fd` writes where the log goes (the same file as standard error).
 bool sharesLogFile(int fd);

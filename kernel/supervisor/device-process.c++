@@ -357,6 +357,18 @@ kj::Promise<std::string> DeviceProcess::attach() {
               shape = kj::str(response.getPci()).cStr();
               for (auto bell : response.getDoorbells()) shape += kj::str(bell).cStr();
             }
+            // The server must be the kind the core started (a wrong binary at the path is
+            // refused, not given that kind's rights).
+            if (kj::StringPtr(response.getName()) != spec.kind) {
+              return absl::StrFormat("it says it is a %s server, not %s",
+                                     printable(response.getName().cStr()), spec.kind);
+            }
+            bool interrupts = response.getIrqLines().size() > 0 ||
+                              (response.hasPci() && (response.getPci().getInterruptPin() ||
+                                                     response.getPci().getMsix().getVectors() > 0));
+            if (interrupts && !spec.interrupts) {
+              return "it asked for interrupts, which its kind may not raise (device-kinds.table)";
+            }
             if (placed) {
               if (asked != ranges) return "a restarted server asked for other ranges";
               if (shape != pciShape) return "a restarted server is another PCI function";

@@ -73,6 +73,7 @@ struct DeviceSpec {
   kj::AutoCloseFd output;                 // where the device's output log goes (may be null)
   bool mayExit = false;                   // may end the VM (debug-exit)
   bool dma = false;                       // gets guest RAM as DMA windows (virtio)
+  bool interrupts = false;                // may raise interrupts
   DevicePlatform* platform = nullptr;     // for PCI functions and DMA
   RestartPolicy policy;
   // The fault plan's rules for this device (selectFaultRules), or null for none.

@@ -27,6 +27,24 @@ TEST(Guests, HelloPrintsThroughTheSerialServerAndExitsThroughDebugExit) {
   EXPECT_EQ(run.status, 3) << run.err;
 }
 
+// The device-table example (servers/post-codes/): a real-mode guest writes two POST codes to
+// port 0x80; each reaches the file=PATH backend once, after what the file already held.
+TEST(Guests, PostCodesReachTheirFileBackendOnce) {
+  REQUIRE_KVM();
+  std::string code = ::testing::TempDir() + "/bulkhead-post.bin";
+  std::string log = ::testing::TempDir() + "/bulkhead-post.log";
+  // mov al, 0x2c; out 0x80, al; mov al, 0x07; out 0x80, al; mov al, 0; out 0xf4, al; hlt
+  std::ofstream(code, std::ios::binary | std::ios::trunc)
+      << std::string("\xb0\x2c\xe6\x80\xb0\x07\xe6\x80\xb0\x00\xe6\xf4\xf4", 13);
+  std::ofstream(log, std::ios::trunc) << "earlier\n";
+  RunResult run = runBulkhead({"run", "--flat", code, "--entry", "0x7c00", "--mode", "16",
+                               "--device", "debug-exit", "--device", "post-codes,file=" + log});
+  EXPECT_EQ(run.status, 1) << run.err;
+  std::ifstream file(log);
+  std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, "earlier\npost 0x2c\npost 0x07\n");
+}
+
 TEST(Guests, SixteenBitFlatGuestRunsInRealMode) {
   REQUIRE_KVM();
   RunResult run = runBulkhead({"run", "--flat", guest("real16.bin"), "--entry", "0x7c00", "--mode",
@@ -240,11 +258,11 @@ TEST(Processes, OneProcessPerDeviceAndNoOrphansWhenTheCoreIsKilled) {
                               "bytes=1000000000", "--device", "debug-exit"});
   ASSERT_GT(core, 0);
   std::set<std::string> children;
-  for (int i = 0; i < 100 && children.size() < 2; ++i) {
+  for (int i = 0; i < 100 && children.size() < 4; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     children = childNames(core);
   }
-  ASSERT_EQ(children.size(), 2u);
+  ASSERT_EQ(children.size(), 4u);
   std::vector<pid_t> servers;
   std::set<std::string> names;
   for (const std::string& child : children) {
@@ -252,7 +270,9 @@ TEST(Processes, OneProcessPerDeviceAndNoOrphansWhenTheCoreIsKilled) {
     servers.push_back(std::stoi(child.substr(child.find(':') + 1)));
   }
   // comm holds 15 characters.
-  EXPECT_EQ(names, (std::set<std::string>{"bulkhead-serial", "bulkhead-debug-"}));
+  // The two asked for and the PC platform's CMOS/RTC and i8042 (--machine pc).
+  EXPECT_EQ(names, (std::set<std::string>{"bulkhead-serial", "bulkhead-debug-", "bulkhead-cmos",
+                                          "bulkhead-i8042"}));
 
   if (getuid() == 0) {
     // The core is root, so servers run as nobody, each as PID 1 of a PID namespace of its own,
