@@ -5,6 +5,7 @@
 #include <absl/strings/str_format.h>
 
 #include "kernel/boot/layout.h"
+#include "kernel/x86/registers.h"
 
 namespace bulkhead {
 
@@ -19,10 +20,9 @@ constexpr uint64_t GDT_ENTRIES[] = {
 };
 static_assert(sizeof(GDT_ENTRIES) == layout::GDT_BYTES);
 
-// Page-table entry bits (SDM Vol. 3, 4.5).
-constexpr uint64_t PTE_P = 1 << 0;
-constexpr uint64_t PTE_RW = 1 << 1;
-constexpr uint64_t PTE_PS = 1 << 7;
+using x86::PTE_P;
+using x86::PTE_PS;
+using x86::PTE_RW;
 
 bool overlaps(uint64_t base, uint64_t size, uint64_t areaStart, uint64_t areaEnd) {
   return size != 0 && base < areaEnd && base + size > areaStart;

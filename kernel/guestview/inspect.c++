@@ -12,8 +12,6 @@ namespace bulkhead {
 
 namespace {
 
-constexpr uint64_t EFER_LMA = 1 << 10;
-
 unsigned hostPhysicalBits() {
   unsigned eax, ebx, ecx, edx;
   if (__get_cpuid(0x80000008, &eax, &ebx, &ecx, &edx)) return eax & 0xff;
@@ -85,7 +83,7 @@ std::string GuestInspector::walk(uint64_t linear) const {
     absl::StrAppendFormat(&out, "  %-5s at %#x = %016x\n", step.name, step.entryAddress,
                           step.entry);
   }
-  if (!walk.mapped) return out + "  fault: " + walk.fault + "\n";
+  if (!walk.mapped) return out + "  fault: " + describeWalkFault(walk, linear) + "\n";
   absl::StrAppendFormat(&out, "  -> physical %#x, page %s, %s %s %s%s%s\n", walk.physical,
                         walk.pageSize == 0           ? "none"
                         : walk.pageSize >= (1 << 30) ? "1G"
@@ -99,7 +97,7 @@ std::string GuestInspector::walk(uint64_t linear) const {
 }
 
 absl::StatusOr<std::string> GuestInspector::table(TableKind kind) const {
-  bool ia32e = vcpu.efer & EFER_LMA;
+  bool ia32e = vcpu.efer & x86::EFER_LMA;
   uint64_t base = kind == TableKind::GDT   ? vcpu.gdtBase
                   : kind == TableKind::IDT ? vcpu.idtBase
                                            : vcpu.ldt.base;

@@ -8,9 +8,9 @@
 #include <absl/status/statusor.h>
 
 #include "kernel/guestview/descriptors.h"
-#include "kernel/guestview/page-walk.h"
 #include "kernel/memory/guest-memory.h"
 #include "kernel/x86/arch-state.h"
+#include "kernel/x86/page-walk.h"
 
 namespace bulkhead {
 

@@ -5,7 +5,7 @@
 #include <absl/strings/str_format.h>
 
 #include "kernel/guestview/disassembler.h"
-#include "kernel/guestview/page-walk.h"
+#include "kernel/x86/page-walk.h"
 
 namespace bulkhead {
 

@@ -7,6 +7,7 @@
 
 #include "kernel/vcpu/emu/decoded.h"
 #include "kernel/vcpu/emu/flags.h"
+#include "kernel/x86/page-walk.h"
 
 namespace bulkhead::emu {
 
@@ -15,18 +16,8 @@ namespace {
 constexpr unsigned MAX_BLOCK_INSNS = 64;
 constexpr uint64_t PAGE = 0x1000;
 
-// Page-table entry bits (SDM Vol. 3, 4.5).
-constexpr uint64_t PTE_P = 1 << 0, PTE_RW = 1 << 1, PTE_US = 1 << 2, PTE_A = 1 << 5, PTE_D = 1 << 6,
-                   PTE_PS = 1 << 7;
-constexpr uint64_t PTE_NX = 1ull << 63;
-constexpr uint64_t ADDRESS_MASK = 0x000ffffffffff000ull;
-
-// #PF error code bits.
-constexpr uint32_t PF_P = 1, PF_W = 2, PF_U = 4, PF_RSVD = 8, PF_I = 16;
-
-bool canonical(uint64_t linear) {
-  return static_cast<uint64_t>(static_cast<int64_t>(linear << 16) >> 16) == linear;
-}
+// MAXPHYADDR, as CPUID 0x80000008 reports it (emuSupportedCpuid).
+constexpr unsigned MAX_PHYSICAL_BITS = 40;
 
 uint8_t registerId(ZydisRegister reg) {
   if (reg == ZYDIS_REGISTER_NONE) return REG_NONE;
@@ -301,6 +292,30 @@ void Cpu::invalidatePage(uint64_t linear) {
   }
 }
 
+class Cpu::GuestPageTables final : public PageTables {
+ public:
+  explicit GuestPageTables(Cpu& cpu) : cpu(cpu) {}
+  bool read(uint64_t address, unsigned bytes, uint64_t& entry) override {
+    const uint8_t* host = cpu.bus.page(address & ~(PAGE - 1), false);
+    if (host == nullptr) return false;
+    entry = 0;
+    memcpy(&entry, host + (address & (PAGE - 1)), bytes);
+    return true;
+  }
+  void setBits(uint64_t address, unsigned bytes, uint64_t bits) override {
+    uint8_t* host = cpu.bus.page(address & ~(PAGE - 1), true);
+    if (host == nullptr) return;  // a table in ROM keeps its bits
+    uint64_t entry = 0;
+    memcpy(&entry, host + (address & (PAGE - 1)), bytes);
+    entry |= bits;
+    memcpy(host + (address & (PAGE - 1)), &entry, bytes);
+    cpu.recheckCode();  // a page table could share a page with code
+  }
+
+ private:
+  Cpu& cpu;
+};
+
 uint64_t Cpu::translate(uint64_t linear, bool write, bool user, bool execute) {
   unsigned kind = execute ? 2 : write ? 1 : 0;
   TlbEntry& cached = tlb[user][kind][(linear >> 12) % TLB_SIZE];
@@ -311,84 +326,16 @@ uint64_t Cpu::translate(uint64_t linear, bool write, bool user, bool execute) {
     physical = linear & (s.efer & EFER_LMA ? ~0ull : 0xffffffffull);
     physical &= ~0xfffull;
   } else {
-    bool writable = true, userOk = true, noExecute = false;
-    uint32_t error =
-        (write ? PF_W : 0) | (user ? PF_U : 0) | (execute && (s.efer & EFER_NXE) ? PF_I : 0);
-    auto fault = [&](uint32_t bits) {
+    PagingRegisters paging{s.cr0, s.cr3, s.cr4, s.efer, MAX_PHYSICAL_BITS};
+    PageAccess access{write, user, execute};
+    GuestPageTables tables(*this);
+    PageWalk walk = walkPageTables(paging, linear, tables, &access);
+    if (!walk.mapped) {
+      if (walk.fault == WalkFault::NON_CANONICAL) throw GuestFault{13, true, 0};
       s.cr2 = linear;
-      throw GuestFault{14, true, error | bits};
-    };
-    // Reads one entry, checks it and accumulates its permissions.
-    auto entryAt = [&](uint64_t address, unsigned bytes) -> std::pair<uint64_t, uint8_t*> {
-      uint8_t* host = bus.page(address & ~(PAGE - 1), true);
-      if (host == nullptr) fault(PF_RSVD);  // page tables outside RAM
-      host += address & (PAGE - 1);
-      uint64_t entry = 0;
-      memcpy(&entry, host, bytes);
-      if (!(entry & PTE_P)) fault(0);
-      writable = writable && (entry & PTE_RW);
-      userOk = userOk && (entry & PTE_US);
-      noExecute = noExecute || (bytes == 8 && (s.efer & EFER_NXE) && (entry & PTE_NX));
-      return {entry, host};
-    };
-    auto setBits = [this](std::pair<uint64_t, uint8_t*> e, unsigned bytes, uint64_t bits) {
-      if ((e.first & bits) != bits) {
-        uint64_t updated = e.first | bits;
-        memcpy(e.second, &updated, bytes);
-        recheckCode();  // a page table could share a page with code
-      }
-    };
-    uint64_t frame;
-    std::pair<uint64_t, uint8_t*> leaf;
-    unsigned leafBytes = 8;
-    if (s.efer & EFER_LMA) {
-      auto pml4e = entryAt((s.cr3 & ADDRESS_MASK) + ((linear >> 39) & 511) * 8, 8);
-      setBits(pml4e, 8, PTE_A);
-      auto pdpte = entryAt((pml4e.first & ADDRESS_MASK) + ((linear >> 30) & 511) * 8, 8);
-      setBits(pdpte, 8, PTE_A);
-      if (pdpte.first & PTE_PS) {
-        leaf = pdpte;
-        frame = (pdpte.first & ADDRESS_MASK & ~0x3fffffffull) | (linear & 0x3ffff000);
-      } else {
-        auto pde = entryAt((pdpte.first & ADDRESS_MASK) + ((linear >> 21) & 511) * 8, 8);
-        if (pde.first & PTE_PS) {
-          leaf = pde;
-          frame = (pde.first & ADDRESS_MASK & ~0x1fffffull) | (linear & 0x1ff000);
-        } else {
-          setBits(pde, 8, PTE_A);
-          leaf = entryAt((pde.first & ADDRESS_MASK) + ((linear >> 12) & 511) * 8, 8);
-          frame = leaf.first & ADDRESS_MASK;
-        }
-      }
-    } else if (s.cr4 & CR4_PAE) {
-      auto pdpte = entryAt((s.cr3 & 0xffffffe0) + ((linear >> 30) & 3) * 8, 8);
-      writable = userOk = true;  // PAE PDPTEs carry no permissions
-      auto pde = entryAt((pdpte.first & ADDRESS_MASK) + ((linear >> 21) & 511) * 8, 8);
-      if (pde.first & PTE_PS) {
-        leaf = pde;
-        frame = (pde.first & ADDRESS_MASK & ~0x1fffffull) | (linear & 0x1ff000);
-      } else {
-        setBits(pde, 8, PTE_A);
-        leaf = entryAt((pde.first & ADDRESS_MASK) + ((linear >> 12) & 511) * 8, 8);
-        frame = leaf.first & ADDRESS_MASK;
-      }
-    } else {
-      leafBytes = 4;
-      auto pde = entryAt((s.cr3 & 0xfffff000) + ((linear >> 22) & 1023) * 4, 4);
-      if ((pde.first & PTE_PS) && (s.cr4 & CR4_PSE)) {
-        leaf = pde;
-        frame = (pde.first & 0xffc00000) | ((pde.first & 0x1fe000) << 19) | (linear & 0x3ff000);
-      } else {
-        setBits(pde, 4, PTE_A);
-        leaf = entryAt((pde.first & 0xfffff000) + ((linear >> 12) & 1023) * 4, 4);
-        frame = leaf.first & 0xfffff000;
-      }
+      throw GuestFault{14, true, walk.errorCode};
     }
-    if (user && !userOk) fault(PF_P);
-    if (write && !writable && (user || (s.cr0 & CR0_WP))) fault(PF_P);
-    if (execute && noExecute) fault(PF_P);
-    setBits(leaf, leafBytes, write ? PTE_A | PTE_D : PTE_A);
-    physical = frame;
+    physical = walk.physical & ~0xfffull;
   }
   cached.tag = linear >> 12;
   cached.physical = physical;

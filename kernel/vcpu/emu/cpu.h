@@ -140,6 +140,8 @@ class Cpu {
   void setFastPath(bool enabled) { fastPath = enabled; }
 
  private:
+  // The guest's paging structures as the page walker (kernel/x86/page-walk.h) reaches them.
+  class GuestPageTables;
   friend struct Executor;
   friend struct Fast;
 
