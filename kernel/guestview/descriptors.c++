@@ -1,5 +1,7 @@
 #include "kernel/guestview/descriptors.h"
 
+#include "kernel/x86/descriptor.h"
+
 #include <cstring>
 
 #include <absl/strings/str_format.h>
@@ -14,9 +16,8 @@ uint64_t field(uint64_t value, unsigned low, unsigned count) {
 
 void decodeSegment(Descriptor& d) {
   uint64_t low = d.raw[0];
-  d.base = field(low, 16, 24) | field(low, 56, 8) << 24;
-  d.limit = field(low, 0, 16) | field(low, 48, 4) << 16;
-  if (field(low, 55, 1)) d.limit = d.limit << 12 | 0xfff;  // G: 4 KiB granularity
+  d.base = x86::descriptorBase(low);
+  d.limit = x86::descriptorLimit(low);
   bool code = d.type & 8;
   bool longMode = field(low, 53, 1);
   bool big = field(low, 54, 1);
@@ -34,10 +35,9 @@ void decodeSegment(Descriptor& d) {
 
 void decodeSystem(Descriptor& d, bool ia32e) {
   uint64_t low = d.raw[0];
-  d.base = field(low, 16, 24) | field(low, 56, 8) << 24;
+  d.base = x86::descriptorBase(low);
   if (ia32e) d.base |= field(d.raw[1], 0, 32) << 32;
-  d.limit = field(low, 0, 16) | field(low, 48, 4) << 16;
-  if (field(low, 55, 1)) d.limit = d.limit << 12 | 0xfff;
+  d.limit = x86::descriptorLimit(low);
 }
 
 void decodeGate(Descriptor& d, bool ia32e) {

@@ -29,10 +29,11 @@
 #include <unordered_map>
 #include <vector>
 
-#include "kernel/guestview/inspect.h"
 #include "kernel/vcpu/cpu-model.h"
 #include "kernel/vcpu/emu/flags.h"
 #include "kernel/vcpu/emu/x87.h"
+#include "kernel/x86/arch-state.h"
+#include "kernel/x86/descriptor.h"
 
 namespace bulkhead::emu {
 
@@ -274,8 +275,6 @@ class Cpu {
 
 // A present flat segment (base 0, limit 4 GiB): code execute/read or data read/write, accessed;
 // what boot states and SYSCALL, SYSRET, SYSENTER and SYSEXIT load.
-// The segment an 8-byte GDT or LDT descriptor describes (the low half of a 16-byte one).
-SegmentState fromDescriptor(uint16_t selector, uint64_t descriptor);
 
 // The CPUID the software CPU offers (what --cpu models are applied to).
 std::vector<CpuidEntry> emuSupportedCpuid();

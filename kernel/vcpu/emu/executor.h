@@ -204,7 +204,7 @@ struct Executor {
     bool visible = slot.has_value();
     if (visible) {
       *raw = c.readSystem(*slot, 8);
-      *found = fromDescriptor(selector, *raw);
+      *found = segmentFromDescriptor(selector, *raw);
       bool conformingCode = !found->system && (found->type & 0xc) == 0xc;
       unsigned rpl = selector & 3;
       visible = accepts(*found) && (conformingCode || (found->dpl >= c.cpl() && found->dpl >= rpl));

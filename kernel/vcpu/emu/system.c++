@@ -22,22 +22,6 @@ constexpr uint32_t MSR_TSC = 0x10, MSR_APIC_BASE = 0x1b, MSR_FEATURE_CONTROL = 0
 
 }  // namespace
 
-SegmentState fromDescriptor(uint16_t selector, uint64_t d) {
-  SegmentState segment;
-  segment.selector = selector;
-  uint32_t limit = (d & 0xffff) | ((d >> 32) & 0xf0000);
-  if (d & (1ull << 55)) limit = (limit << 12) | 0xfff;
-  segment.limit = limit;
-  segment.base = ((d >> 16) & 0xffffff) | ((d >> 32) & 0xff000000);
-  segment.type = (d >> 40) & 0xf;
-  segment.system = !((d >> 44) & 1);
-  segment.dpl = (d >> 45) & 3;
-  segment.present = (d >> 47) & 1;
-  segment.longMode = (d >> 53) & 1;
-  segment.big = (d >> 54) & 1;
-  return segment;
-}
-
 // --- Segments -----------------------------------------------------------------------------
 
 std::optional<uint64_t> Cpu::descriptorSlot(uint16_t selector, unsigned bytes) const {
@@ -58,7 +42,7 @@ SegmentState Cpu::descriptorAt(uint16_t selector, uint64_t* descriptorAddress, u
     *high = 0;
     if (descriptorSlot(selector, 16)) *high = static_cast<uint32_t>(readSystem(*slot + 8, 4));
   }
-  return fromDescriptor(selector, raw);
+  return segmentFromDescriptor(selector, raw);
 }
 
 void Cpu::loadRealSegment(SegmentIndex index, uint16_t selector) {
