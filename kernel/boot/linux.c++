@@ -1,10 +1,12 @@
 #include "kernel/boot/linux.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <absl/strings/str_format.h>
 
 #include "kernel/boot/cpu-setup.h"
+#include "kernel/boot/elf.h"
 #include "kernel/boot/memory-map.h"
 
 namespace bulkhead {
@@ -120,18 +122,6 @@ uint8_t* clearZeroPage(GuestMemory& memory) {
   return zero;
 }
 
-uint64_t get64(kj::ArrayPtr<const uint8_t> bytes, size_t at) {
-  return get(bytes, at, 4) | (static_cast<uint64_t>(get(bytes, at + 4, 4)) << 32);
-}
-
-// ELF64 (the System V ABI's gABI): header and program header fields used here.
-constexpr size_t ELF_TYPE = 0x10, ELF_MACHINE = 0x12, ELF_ENTRY = 0x18, ELF_PHOFF = 0x20,
-                 ELF_PHENTSIZE = 0x36, ELF_PHNUM = 0x38, ELF_HEADER_SIZE = 0x40;
-constexpr size_t PH_TYPE = 0, PH_OFFSET = 8, PH_VADDR = 16, PH_PADDR = 24, PH_FILESZ = 32,
-                 PH_MEMSZ = 40, PH_SIZE = 56;
-constexpr uint32_t PT_LOAD = 1, PT_NOTE = 4;
-constexpr uint16_t ET_EXEC = 2, EM_X86_64 = 62;
-
 // Whether a PT_NOTE segment holds a note named "Linux" (every vmlinux has them: LINUX_ELFNOTE).
 bool hasLinuxNote(kj::ArrayPtr<const uint8_t> image, uint64_t offset, uint64_t size) {
   uint64_t at = offset, end = offset + size;
@@ -148,12 +138,8 @@ bool hasLinuxNote(kj::ArrayPtr<const uint8_t> image, uint64_t offset, uint64_t s
 }  // namespace
 
 bool isElf64(kj::ArrayPtr<const uint8_t> image) {
-  return image.size() >= ELF_HEADER_SIZE &&
-         memcmp(image.begin(),
-                "\x7f"
-                "ELF",
-                4) == 0 &&
-         image[4] == 2;
+  constexpr size_t ELF64_HEADER_BYTES = 64;
+  return isElf(image) && image.size() >= ELF64_HEADER_BYTES && image[4] == 2;  // ELFCLASS64
 }
 
 absl::StatusOr<BootState> loadLinux(GuestMemory& memory, kj::ArrayPtr<const uint8_t> image,
@@ -198,32 +184,22 @@ absl::StatusOr<BootState> loadLinux(GuestMemory& memory, kj::ArrayPtr<const uint
 absl::StatusOr<BootState> loadLinuxElf(GuestMemory& memory, kj::ArrayPtr<const uint8_t> image,
                                        kj::ArrayPtr<const uint8_t> initrd,
                                        const std::string& cmdline) {
-  if (!isElf64(image) || image[5] != 1) return bad("not a little-endian 64-bit ELF file");
-  if (get(image, ELF_MACHINE, 2) != EM_X86_64 || get(image, ELF_TYPE, 2) != ET_EXEC) {
+  if (elfBits(image) != 64) return bad("not a little-endian 64-bit ELF file");
+  absl::StatusOr<ElfFile> elf = readElf(image);
+  if (!elf.ok()) return bad(std::string(elf.status().message()));
+  if (elf->machine != EM_X86_64 || elf->type != ET_EXEC) {
     return bad("not an x86-64 executable ELF file (e_machine must be 62, e_type ET_EXEC)");
   }
-  uint64_t phoff = get64(image, ELF_PHOFF);
-  uint64_t phnum = get(image, ELF_PHNUM, 2);
-  if (get(image, ELF_PHENTSIZE, 2) != PH_SIZE || phoff > image.size() ||
-      phnum * PH_SIZE > image.size() - phoff) {
-    return bad("truncated: the program headers lie beyond the end of the file");
-  }
-  uint64_t entry = get64(image, ELF_ENTRY), physicalEntry = UINT64_MAX, kernelEnd = 0;
+  uint64_t entry = elf->entry, physicalEntry = UINT64_MAX, kernelEnd = 0;
   bool linux = false, loaded = false;
-  for (uint64_t i = 0; i < phnum; ++i) {
-    size_t header = phoff + i * PH_SIZE;
-    uint32_t type = get(image, header + PH_TYPE, 4);
-    uint64_t offset = get64(image, header + PH_OFFSET), fileSize = get64(image, header + PH_FILESZ);
-    if ((type == PT_LOAD || type == PT_NOTE) &&
-        (offset > image.size() || fileSize > image.size() - offset)) {
-      return bad(absl::StrFormat("truncated: segment %u lies beyond the end of the file", i));
+  for (size_t i = 0; i < elf->segments.size(); ++i) {
+    const ElfSegment& segment = elf->segments[i];
+    if (segment.type == PT_NOTE) {
+      linux = linux || hasLinuxNote(image, segment.offset, segment.fileSize);
     }
-    if (type == PT_NOTE) linux = linux || hasLinuxNote(image, offset, fileSize);
-    if (type != PT_LOAD) continue;
-    uint64_t physical = get64(image, header + PH_PADDR),
-             memorySize = get64(image, header + PH_MEMSZ);
-    uint64_t virtualAddress = get64(image, header + PH_VADDR);
-    if (fileSize > memorySize || physical < LINUX_KERNEL || physical > memory.lowSize() ||
+    if (segment.type != PT_LOAD) continue;
+    uint64_t physical = segment.physicalAddress, memorySize = segment.memorySize;
+    if (segment.fileSize > memorySize || physical < LINUX_KERNEL || physical > memory.lowSize() ||
         memorySize > memory.lowSize() - physical) {
       return bad(absl::StrFormat(
           "segment %u [%#x, +%#x) does not fit in RAM between 1 MiB and %#x; use more --memory", i,
@@ -231,11 +207,13 @@ absl::StatusOr<BootState> loadLinuxElf(GuestMemory& memory, kj::ArrayPtr<const u
     }
     uint8_t* target = memory.span(physical, memorySize);
     if (target == nullptr) return absl::InternalError("guest RAM has no room for a kernel segment");
-    memcpy(target, image.begin() + offset, fileSize);
-    memset(target + fileSize, 0, memorySize - fileSize);
+    memcpy(target, image.begin() + segment.offset, segment.fileSize);
+    memset(target + segment.fileSize, 0, memorySize - segment.fileSize);
     // The entry point is physical (vmlinux's phys_startup_64), or virtual in the segment.
     if (entry - physical < memorySize) physicalEntry = entry;
-    if (entry - virtualAddress < memorySize) physicalEntry = physical + (entry - virtualAddress);
+    if (entry - segment.virtualAddress < memorySize) {
+      physicalEntry = physical + (entry - segment.virtualAddress);
+    }
     kernelEnd = std::max(kernelEnd, physical + memorySize);
     loaded = true;
   }

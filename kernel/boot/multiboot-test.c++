@@ -170,7 +170,7 @@ TEST_F(MultibootTest, RefusesMalformedImages) {
   auto beyondFile = ElfImage{}.build();
   put32(beyondFile, 68, 0x10000);  // filesz beyond the file
   put32(beyondFile, 72, 0x10000);
-  expectRefused(beyondFile, "segment 0 is malformed");
+  expectRefused(beyondFile, "segment 0 lies beyond the end of the file");
 
   expectRefused(ElfImage{.paddr = 0x4000000, .vaddr = 0x4000000, .entry = 0x4000000}.build(),
                 "outside guest RAM");

@@ -8,6 +8,7 @@
 
 #include "kernel/base/status-macros.h"
 #include "kernel/boot/cpu-setup.h"
+#include "kernel/boot/elf.h"
 #include "kernel/boot/layout.h"
 #include "kernel/boot/memory-map.h"
 
@@ -32,17 +33,7 @@ constexpr uint32_t INFO_MODULES = 1u << 3;
 constexpr uint32_t INFO_MEMORY_MAP = 1u << 6;
 constexpr uint32_t INFO_LOADER_NAME = 1u << 9;
 
-// ELF32 (System V ABI, Intel386 supplement).
-constexpr uint8_t ELFCLASS32 = 1;
-constexpr uint8_t ELFDATA2LSB = 1;
-constexpr uint16_t ET_EXEC = 2;
-constexpr uint16_t EM_386 = 3;
-constexpr uint32_t PT_LOAD = 1;
-constexpr size_t ELF32_HEADER_BYTES = 52;
-constexpr size_t ELF32_PHDR_BYTES = 32;
-
 uint32_t le32(const uint8_t* p) { return p[0] | p[1] << 8 | p[2] << 16 | uint32_t{p[3]} << 24; }
-uint16_t le16(const uint8_t* p) { return p[0] | p[1] << 8; }
 void put32(uint8_t* p, uint32_t v) {
   for (int i = 0; i < 4; ++i) p[i] = v >> (8 * i);
 }
@@ -128,52 +119,41 @@ absl::StatusOr<Loaded> loadWithAddressFields(GuestMemory& memory, kj::ArrayPtr<c
 }
 
 absl::StatusOr<Loaded> loadElf(GuestMemory& memory, kj::ArrayPtr<const uint8_t> image) {
-  const uint8_t* e = image.begin();
-  if (image.size() < ELF32_HEADER_BYTES || memcmp(e,
-                                                  "\x7f"
-                                                  "ELF",
-                                                  4) != 0) {
+  if (!isElf(image)) {
     return absl::InvalidArgumentError(
         "not an ELF file and its Multiboot header has no address fields (flag 16)");
   }
-  if (e[4] != ELFCLASS32 || e[5] != ELFDATA2LSB || le16(e + 16) != ET_EXEC ||
-      le16(e + 18) != EM_386) {
-    return absl::InvalidArgumentError(
-        "not a 32-bit little-endian i386 executable ELF (Multiboot needs ELF32; a 64-bit kernel "
-        "must use --flat or the Linux boot protocol)");
-  }
-  uint32_t entry = le32(e + 24);
-  uint32_t phoff = le32(e + 28);
-  uint16_t phentsize = le16(e + 42);
-  uint16_t phnum = le16(e + 44);
-  if (phentsize < ELF32_PHDR_BYTES || phnum == 0 ||
-      uint64_t{phoff} + uint64_t{phentsize} * phnum > image.size()) {
-    return absl::InvalidArgumentError("ELF program headers are missing or lie beyond the file");
-  }
+  const char* notI386 =
+      "not a 32-bit little-endian i386 executable ELF (Multiboot needs ELF32; a 64-bit kernel "
+      "must use --flat or the Linux boot protocol)";
+  if (elfBits(image) != 32) return absl::InvalidArgumentError(notI386);
+  ASSIGN_OR_RETURN(ElfFile elf, readElf(image));
+  if (elf.type != ET_EXEC || elf.machine != EM_386) return absl::InvalidArgumentError(notI386);
   uint64_t end = 0;
   std::optional<uint64_t> physicalEntry;
   bool loadedAny = false;
-  for (uint16_t i = 0; i < phnum; ++i) {
-    const uint8_t* ph = e + phoff + size_t{i} * phentsize;
-    if (le32(ph) != PT_LOAD) continue;
-    uint32_t offset = le32(ph + 4), vaddr = le32(ph + 8), paddr = le32(ph + 12);
-    uint32_t filesz = le32(ph + 16), memsz = le32(ph + 20);
-    if (filesz > memsz || uint64_t{offset} + filesz > image.size()) {
+  for (size_t i = 0; i < elf.segments.size(); ++i) {
+    const ElfSegment& segment = elf.segments[i];
+    if (segment.type != PT_LOAD) continue;
+    if (segment.fileSize > segment.memorySize) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "ELF segment %u is malformed: its file bytes lie beyond the file or exceed its size", i));
+          "ELF segment %u is malformed: its file bytes exceed its size in memory", i));
     }
-    if (memsz == 0) continue;
-    RETURN_IF_ERROR(placeBytes(memory, paddr, image.slice(offset, offset + filesz), memsz - filesz,
-                               "an ELF segment"));
+    if (segment.memorySize == 0) continue;
+    RETURN_IF_ERROR(placeBytes(memory, segment.physicalAddress,
+                               image.slice(segment.offset, segment.offset + segment.fileSize),
+                               segment.memorySize - segment.fileSize, "an ELF segment"));
     loadedAny = true;
-    end = std::max<uint64_t>(end, uint64_t{paddr} + memsz);
+    end = std::max(end, segment.physicalAddress + segment.memorySize);
     // The entry point is virtual; a kernel linked high loads low (p_paddr != p_vaddr).
-    if (entry >= vaddr && entry - vaddr < memsz) physicalEntry = uint64_t{paddr} + (entry - vaddr);
+    if (elf.entry - segment.virtualAddress < segment.memorySize) {
+      physicalEntry = segment.physicalAddress + (elf.entry - segment.virtualAddress);
+    }
   }
   if (!loadedAny) return absl::InvalidArgumentError("the ELF file has no loadable segment");
   if (physicalEntry) return Loaded{*physicalEntry, end};
   return absl::InvalidArgumentError(
-      absl::StrFormat("the ELF entry point %#x lies in no loadable segment", entry));
+      absl::StrFormat("the ELF entry point %#x lies in no loadable segment", elf.entry));
 }
 
 // Builds the boot information in the area layout reserves for it.

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "kernel/boot/elf.h"
 #include "tools/prescan/prescan.h"
 
 namespace {
@@ -42,37 +43,19 @@ bool number(const char* text, uint64_t& out) {
   return *text != '\0' && errno == 0 && *end == '\0';
 }
 
-uint64_t le(const uint8_t* p, unsigned bytes) {
-  uint64_t value = 0;
-  for (unsigned i = 0; i < bytes; ++i) value |= uint64_t{p[i]} << (8 * i);
-  return value;
-}
-
 // Loads an ELF's PT_LOAD segments at their virtual addresses; "" or what is wrong.
 std::string loadElf(const std::vector<uint8_t>& file, bulkhead::CodeImage& image, uint64_t& entry,
                     unsigned& bits) {
-  bool is64 = file[4] == 2;
-  if ((file[4] != 1 && file[4] != 2) || file[5] != 1) return "not a little-endian ELF32/ELF64";
-  size_t header = is64 ? 64 : 52;
-  if (file.size() < header) return "truncated ELF header";
-  entry = le(&file[24], is64 ? 8 : 4);
-  uint64_t phoff = le(&file[is64 ? 32 : 28], is64 ? 8 : 4);
-  unsigned phentsize = le(&file[is64 ? 54 : 42], 2), phnum = le(&file[is64 ? 56 : 44], 2);
-  if (phentsize < (is64 ? 56u : 32u) || phoff > file.size() ||
-      uint64_t{phentsize} * phnum > file.size() - phoff) {
-    return "ELF program headers lie beyond the file";
+  auto bytes = kj::arrayPtr(file.data(), file.size());
+  absl::StatusOr<bulkhead::ElfFile> elf = bulkhead::readElf(bytes);
+  if (!elf.ok()) return std::string(elf.status().message());
+  for (const bulkhead::ElfSegment& segment : elf->segments) {
+    if (segment.type != bulkhead::PT_LOAD) continue;
+    image.add(segment.virtualAddress,
+              bytes.slice(segment.offset, segment.offset + segment.fileSize));
   }
-  for (unsigned i = 0; i < phnum; ++i) {
-    const uint8_t* ph = &file[phoff + size_t{i} * phentsize];
-    if (le(ph, 4) != 1) continue;  // PT_LOAD
-    uint64_t offset = le(ph + (is64 ? 8 : 4), is64 ? 8 : 4);
-    uint64_t vaddr = le(ph + (is64 ? 16 : 8), is64 ? 8 : 4);
-    uint64_t filesz = le(ph + (is64 ? 32 : 16), is64 ? 8 : 4);
-    if (offset > file.size() || filesz > file.size() - offset)
-      return "an ELF segment lies beyond the file";
-    image.add(vaddr, kj::arrayPtr(file.data() + offset, filesz));
-  }
-  bits = is64 ? 64 : 32;
+  entry = elf->entry;
+  bits = elf->is64 ? 64 : 32;
   return "";
 }
 
