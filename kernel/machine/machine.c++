@@ -34,18 +34,6 @@ absl::Status badInput(const std::string& prefix, const absl::Status& status) {
   return absl::InvalidArgumentError(absl::StrCat(prefix, status.message()));
 }
 
-// A device the machine itself has (not asked for on the command line).
-DeviceSpec platformDevice(const std::string& kind, DeviceOptions options) {
-  DeviceKind row = deviceKind(kind);
-  DeviceSpec spec;
-  spec.kind = kind;
-  spec.options = std::move(options);
-  spec.mayExit = row.mayExit;
-  spec.dma = row.dma;
-  spec.interrupts = row.interrupts;
-  return spec;
-}
-
 // The platform servers of --machine pc: the CMOS/RTC and the i8042 (whose reset line ends the
 // VM), and fw_cfg, which only a BIOS reads.
 std::vector<DeviceSpec> platformDevices(const Options& options, Vm& vm, Boot boot) {
@@ -58,23 +46,23 @@ std::vector<DeviceSpec> platformDevices(const Options& options, Vm& vm, Boot boo
   // --deterministic: the RTC reads a fixed time, not the host's, which would change what the
   // guest computes from run to run (docs/emu.md).
   if (options.deterministic) cmos.push_back({"time", std::to_string(DETERMINISTIC_RTC_TIME)});
-  specs.push_back(platformDevice("cmos", std::move(cmos)));
-  specs.push_back(platformDevice("i8042", {}));
+  specs.push_back(deviceSpecFor("cmos", std::move(cmos)));
+  specs.push_back(deviceSpecFor("i8042", {}));
   if (boot == Boot::BIOS) {
     std::string e820;
     for (const MemoryMapEntry& entry : pcMemoryMap(vm.memory())) {
       e820 += absl::StrFormat("%s%x:%x:%x", e820.empty() ? "" : ";", entry.base, entry.length,
                               entry.type);
     }
-    specs.push_back(platformDevice("fw-cfg", {{"ram", std::to_string(vm.memory().size())},
-                                              {"cpus", std::to_string(options.cpus)},
-                                              {"e820", e820}}));
+    specs.push_back(deviceSpecFor("fw-cfg", {{"ram", std::to_string(vm.memory().size())},
+                                             {"cpus", std::to_string(options.cpus)},
+                                             {"e820", e820}}));
   }
   return specs;
 }
 
 absl::StatusOr<DeviceSpec> serialDevice(const Options& options) {
-  DeviceSpec spec = platformDevice("serial", options.serialOptions);
+  DeviceSpec spec = deviceSpecFor("serial", options.serialOptions);
   RETURN_IF_ERROR(takePolicyOptions(spec.options, spec.policy));
   if (options.serial == Options::Serial::FILE) {
     ASSIGN_OR_RETURN(spec.output, openOutputFile(options.serialPath, /*truncate=*/true));
@@ -89,7 +77,7 @@ absl::StatusOr<DeviceSpec> serialDevice(const Options& options) {
 // A device from --device, --disk or --net, with what its row grants and its backend opened.
 absl::StatusOr<DeviceSpec> requestedDevice(const Options& options, const DeviceArgument& device) {
   DeviceKind row = deviceKind(device.kind);
-  DeviceSpec spec = platformDevice(device.kind, device.options);
+  DeviceSpec spec = deviceSpecFor(device.kind, device.options);
   absl::Status opened = takePolicyOptions(spec.options, spec.policy);
   if (opened.ok()) {
     bool stdinFree = options.serial != Options::Serial::STDIO;
@@ -174,6 +162,17 @@ absl::StatusOr<BootState> loadGuest(Vm& vm, const Options& options, Boot boot,
 }
 
 }  // namespace
+
+DeviceSpec deviceSpecFor(const std::string& kind, DeviceOptions options) {
+  DeviceKind row = deviceKind(kind);
+  DeviceSpec spec;
+  spec.kind = kind;
+  spec.options = std::move(options);
+  spec.mayExit = row.mayExit;
+  spec.dma = row.dma;
+  spec.interrupts = row.interrupts;
+  return spec;
+}
 
 absl::StatusOr<std::unique_ptr<Vm>> buildMachine(const Options& options,
                                                  std::vector<uint8_t> kernelImage,

@@ -14,6 +14,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <absl/status/statusor.h>
@@ -23,6 +25,10 @@
 #include "kernel/vm.h"
 
 namespace bulkhead {
+
+// A DeviceSpec for `kind` with the rights its row of the device table grants (no backend).
+DeviceSpec deviceSpecFor(const std::string& kind,
+                         std::vector<std::pair<std::string, std::string>> options = {});
 
 // `kernelImage`: the guest's bytes when they come from elsewhere (the demo); empty to read
 // options.kernel. Bad input is kInvalidArgument (or kNotFound), with one line saying what is

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernel/boot/multiboot.h"
+#include "kernel/machine/machine.h"
 #include "kernel/vm.h"
 
 namespace bulkhead {
@@ -51,12 +52,9 @@ int run(const char* guestPath, uint64_t count) {
   Markers markers;
   (*vm)->bus().add(Space::PIO, MARKER_PORT, 1, Route{&markers, false, "marker"}).IgnoreError();
   (*vm)->bus().add(Space::PIO, BASELINE_PORT, 1, Route{&markers, false, "baseline"}).IgnoreError();
-  DeviceSpec serial;
-  serial.kind = "serial";
+  DeviceSpec serial = deviceSpecFor("serial");
   serial.output = kj::AutoCloseFd(open("/dev/null", O_WRONLY | O_CLOEXEC));
-  DeviceSpec exit;
-  exit.kind = "debug-exit";
-  exit.mayExit = true;
+  DeviceSpec exit = deviceSpecFor("debug-exit");
   for (DeviceSpec* spec : {&serial, &exit}) {
     absl::Status added = (*vm)->addDevice(std::move(*spec));
     if (!added.ok()) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "kernel/boot/multiboot.h"
+#include "kernel/machine/machine.h"
 #include "kernel/vm.h"
 
 namespace bulkhead {
@@ -84,8 +85,7 @@ int run(const char* guestPath, int restarts) {
       return;
     }
     (*vm)->bus().add(Space::PIO, 0x5f0, 1, Route{&markers, false, "marker"}).IgnoreError();
-    DeviceSpec serial;
-    serial.kind = "serial";
+    DeviceSpec serial = deviceSpecFor("serial");
     serial.output = kj::AutoCloseFd(open("/dev/null", O_WRONLY | O_CLOEXEC));
     serial.policy.maxRestarts = 1000000;
     auto state = loadMultiboot((*vm)->memory(), kj::arrayPtr(image.data(), image.size()), "", {});
