@@ -12,7 +12,9 @@ namespace {
 
 class Plan {
  public:
-  explicit Plan(const std::string& text) { error = parseFaultPlan(text, root()); }
+  explicit Plan(const std::string& text) {
+    error = std::string(parseFaultPlan(text, root()).message());
+  }
   protocol::FaultPlan::Builder root() { return message.getRoot<protocol::FaultPlan>(); }
   protocol::FaultPlan::Reader reader() { return message.getRoot<protocol::FaultPlan>().asReader(); }
   std::string error;
@@ -219,6 +221,30 @@ TEST(FaultEngine, StateSurvivesACopy) {
     EXPECT_EQ(first.onEvent(FaultEventKind::WRITE, 0, 0).size(),
               second.onEvent(FaultEventKind::WRITE, 0, 0).size());
   }
+}
+
+// The engine runs at most 32 rules per device and 16 states: a plan over either is refused by
+// the parser, in one line, before any device loads it (a 40-rule plan once aborted the core).
+TEST(FaultPlanText, APlanOverTheEnginesLimitsIsRefusedByTheParser) {
+  std::string forty;
+  for (int i = 0; i < 40; ++i) {
+    forty += "rule r" + std::to_string(i) + " device=serial on=write action=drop\n";
+  }
+  Plan tooMany(forty);
+  EXPECT_NE(tooMany.error.find("device serial has more than 32 rules"), std::string::npos)
+      << tooMany.error;
+  std::string split;  // 32 each for two devices is fine
+  for (int i = 0; i < 32; ++i) {
+    split += "rule a" + std::to_string(i) + " device=serial on=write action=drop\n";
+    split += "rule b" + std::to_string(i) + " device=cmos on=write action=drop\n";
+  }
+  EXPECT_EQ(Plan(split).error, "");
+  std::string states;
+  for (int i = 0; i < 16; ++i) {
+    states += "rule s" + std::to_string(i) + " device=serial on=write set=state" +
+              std::to_string(i) + " action=drop\n";
+  }
+  EXPECT_NE(Plan(states).error.find("names 16 states"), std::string::npos) << Plan(states).error;
 }
 
 }  // namespace

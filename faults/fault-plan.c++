@@ -2,8 +2,12 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <map>
+#include <set>
 #include <sstream>
 #include <vector>
+
+#include "faults/fault-engine.h"
 
 namespace bulkhead {
 
@@ -110,9 +114,30 @@ std::string setAction(const std::string& text, protocol::FaultAction::Builder ac
   return "";
 }
 
-}  // namespace
+// The limits the fault engine runs within (fault-engine.h), checked here so that a plan over
+// them is bad input, not a failure when a device loads it.
+std::string checkLimits(protocol::FaultPlan::Reader plan) {
+  std::map<std::string, size_t> perDevice;
+  std::set<std::string> states;
+  for (auto rule : plan.getRules()) {
+    std::string device = rule.getDevice();
+    if (++perDevice[device] > MAX_FAULT_RULES) {
+      return "rule " + std::string(rule.getName().cStr()) + ": device " + device +
+             " has more than " + std::to_string(MAX_FAULT_RULES) +
+             " rules; a device may have at most " + std::to_string(MAX_FAULT_RULES);
+    }
+    for (capnp::Text::Reader state : {rule.getWhenState(), rule.getSetState()}) {
+      if (state.size() > 0) states.insert(state);
+    }
+  }
+  if (states.size() > MAX_FAULT_STATES - 1) {
+    return "the plan names " + std::to_string(states.size()) + " states; at most " +
+           std::to_string(MAX_FAULT_STATES - 1) + " besides the initial one";
+  }
+  return "";
+}
 
-std::string parseFaultPlan(const std::string& text, protocol::FaultPlan::Builder plan) {
+std::string parseLines(const std::string& text, protocol::FaultPlan::Builder plan) {
   std::istringstream input(text);
   std::string raw;
   struct Parsed {
@@ -244,6 +269,15 @@ std::string parseFaultPlan(const std::string& text, protocol::FaultPlan::Builder
     if (!error.empty()) return line.fail(error);
   }
   return "";
+}
+
+}  // namespace
+
+absl::Status parseFaultPlan(const std::string& text, protocol::FaultPlan::Builder plan) {
+  std::string error = parseLines(text, plan);
+  if (error.empty()) error = checkLimits(plan.asReader());
+  if (!error.empty()) return absl::InvalidArgumentError(error);
+  return absl::OkStatus();
 }
 
 void selectFaultRules(protocol::FaultPlan::Reader plan, const std::string& kind,

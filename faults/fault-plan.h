@@ -10,15 +10,16 @@
 
 #include <string>
 
+#include <absl/status/status.h>
 #include <capnp/message.h>
 
 #include "faults.capnp.h"
 
 namespace bulkhead {
 
-// Fills `plan` from `text`. Returns "" on success, else one line naming the line number and
-// what is wrong.
-std::string parseFaultPlan(const std::string& text, protocol::FaultPlan::Builder plan);
+// Fills `plan` from `text`. An error (kInvalidArgument) is one line naming the line number and
+// what is wrong, or the limit of the fault engine the plan is over (rules per device, states).
+absl::Status parseFaultPlan(const std::string& text, protocol::FaultPlan::Builder plan);
 
 // Copies into `out` the seed and the rules of `plan` that name device `kind`, in order.
 void selectFaultRules(protocol::FaultPlan::Reader plan, const std::string& kind,

@@ -180,8 +180,7 @@ void Vm::requestExit(int exitStatus, const std::string& why) {
 absl::Status Vm::loadFaults(const std::string& text) {
   auto parsed = std::make_shared<capnp::MallocMessageBuilder>();
   auto root = parsed->initRoot<protocol::FaultPlan>();
-  std::string error = parseFaultPlan(text, root);
-  if (!error.empty()) return absl::InvalidArgumentError(error);
+  RETURN_IF_ERROR(parseFaultPlan(text, root));
   if (seedOverride) root.setSeed(*seedOverride);
   for (auto rule : root.asReader().getRules()) {
     bool present = false;

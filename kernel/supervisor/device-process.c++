@@ -27,6 +27,7 @@
 #include "channel/fd-capability.h"
 #include "device.capnp.h"
 #include "kernel/base/errno-status.h"
+#include "kernel/base/kj-status.h"
 #include "kernel/base/status-macros.h"
 
 namespace bulkhead {
@@ -77,13 +78,8 @@ absl::StatusOr<kj::AutoCloseFd> makeSealedMemfd(const std::string& name, size_t 
   return fd;
 }
 
-std::string cleanDescription(const kj::Exception& exception) {
-  std::string description = exception.getDescription().cStr();
-  for (const char* noise : {"remote exception: ", "failed: "}) {
-    if (description.rfind(noise, 0) == 0) description.erase(0, strlen(noise));
-  }
-  return description;
-}
+// What a server asked for that the core will not give it.
+absl::Status refused(const std::string& why) { return absl::FailedPreconditionError(why); }
 
 absl::Status addRanges(IoBus& bus, RemoteDevice& device, capnp::List<protocol::Range>::Reader list,
                        const std::string& kind) {
@@ -213,25 +209,26 @@ absl::StatusOr<std::unique_ptr<DeviceProcess>> DeviceProcess::start(kj::AsyncIoC
     }
   });
   RETURN_IF_ERROR(process->spawn());
-  std::string failure;
+  absl::Status attached;
   for (unsigned attempt = 0;; ++attempt) {
     KJ_IF_MAYBE (exception, kj::runCatchingExceptions(
-                                [&]() { failure = process->attach().wait(io.waitScope); })) {
-      failure = cleanDescription(*exception);
+                                [&]() { attached = process->attach().wait(io.waitScope); })) {
+      attached = statusFromException(*exception);
     }
     // A server killed (or crashed) while it started is started again, within its restart
     // budget, as one that dies later would be; a server that refused stays refused.
-    if (failure.empty() || s.policy.onFailure == RestartPolicy::OnFailure::ERROR ||
+    if (attached.ok() || s.policy.onFailure == RestartPolicy::OnFailure::ERROR ||
         attempt >= s.policy.maxRestarts || !process->diedFromSignal()) {
       break;
     }
-    logf("device %s: its server died while starting (%s); starting it again", s.kind, failure);
+    logf("device %s: its server died while starting (%s); starting it again", s.kind,
+         attached.message());
     RETURN_IF_ERROR(process->spawn());
   }
-  if (!failure.empty()) {
+  if (!attached.ok()) {
     process->stop();
     return absl::FailedPreconditionError(
-        absl::StrCat("device server ", s.kind, " refused to start: ", failure));
+        absl::StrCat("device server ", s.kind, " refused to start: ", attached.message()));
   }
   return process;
 }
@@ -305,7 +302,7 @@ absl::Status DeviceProcess::spawn() {
   return absl::OkStatus();
 }
 
-kj::Promise<std::string> DeviceProcess::attach() {
+kj::Promise<absl::Status> DeviceProcess::attach() {
   capnp::word scratch[8];
   memset(scratch, 0, sizeof(scratch));
   capnp::MallocMessageBuilder vatMessage(scratch);
@@ -345,7 +342,7 @@ kj::Promise<std::string> DeviceProcess::attach() {
   return io.provider->getTimer()
       .timeoutAfter(ATTACH_TIMEOUT, request.send())
       .then(
-          [this](capnp::Response<protocol::Device::AttachResults> response) -> std::string {
+          [this](capnp::Response<protocol::Device::AttachResults> response) -> absl::Status {
             std::vector<std::tuple<Space, uint64_t, uint64_t, bool>> asked;
             for (auto range : response.getRanges()) {
               asked.emplace_back(
@@ -360,37 +357,36 @@ kj::Promise<std::string> DeviceProcess::attach() {
             // The server must be the kind the core started (a wrong binary at the path is
             // refused, not given that kind's rights).
             if (kj::StringPtr(response.getName()) != spec.kind) {
-              return absl::StrFormat("it says it is a %s server, not %s",
-                                     printable(response.getName().cStr()), spec.kind);
+              return refused(absl::StrFormat("it says it is a %s server, not %s",
+                                             printable(response.getName().cStr()), spec.kind));
             }
             bool interrupts = response.getIrqLines().size() > 0 ||
                               (response.hasPci() && (response.getPci().getInterruptPin() ||
                                                      response.getPci().getMsix().getVectors() > 0));
             if (interrupts && !spec.interrupts) {
-              return "it asked for interrupts, which its kind may not raise (device-kinds.table)";
+              return refused(
+                  "it asked for interrupts, which its kind may not raise (device-kinds.table)");
             }
             if (placed) {
-              if (asked != ranges) return "a restarted server asked for other ranges";
-              if (shape != pciShape) return "a restarted server is another PCI function";
-              return "";
+              if (asked != ranges) return refused("a restarted server asked for other ranges");
+              if (shape != pciShape) return refused("a restarted server is another PCI function");
+              return absl::OkStatus();
             }
-            absl::Status status = addRanges(bus, *remote, response.getRanges(), spec.kind);
-            if (!status.ok()) return std::string(status.message());
+            RETURN_IF_ERROR(addRanges(bus, *remote, response.getRanges(), spec.kind));
             ranges = std::move(asked);
             pciShape = std::move(shape);
             std::optional<uint32_t> pciGsi;
             if (response.hasPci()) {
-              std::string failure = addPciFunction(response.getPci(), response.getDoorbells());
-              if (!failure.empty()) return failure;
+              RETURN_IF_ERROR(addPciFunction(response.getPci(), response.getDoorbells()));
               if (response.getPci().getInterruptPin()) pciGsi = pciInterruptGsi;
             } else if (response.getDoorbells().size() > 0) {
-              return "it asked for doorbells but is not a PCI function";
+              return refused("it asked for doorbells but is not a PCI function");
             }
             std::set<uint8_t> lines;
             for (uint8_t line : response.getIrqLines()) {
               if (line >= ISA_IRQ_LINES) {
-                return absl::StrFormat("it wants interrupt line %u; only ISA lines 0-15 exist",
-                                       line);
+                return refused(
+                    absl::StrFormat("it wants interrupt line %u; only ISA lines 0-15 exist", line));
               }
               lines.insert(line);
             }
@@ -400,41 +396,39 @@ kj::Promise<std::string> DeviceProcess::attach() {
             }
             // A server that dies from here on while starting is started again as a restart.
             placed = true;
-            return "";
+            return absl::OkStatus();
           },
-          [](kj::Exception&& exception) { return cleanDescription(exception); })
-      .then([this](std::string failure) -> kj::Promise<std::string> {
-        if (!failure.empty() || pciShape.empty()) return kj::mv(failure);
+          [](kj::Exception&& exception) { return statusFromException(exception); })
+      .then([this](absl::Status attached) -> kj::Promise<absl::Status> {
+        if (!attached.ok() || pciShape.empty()) return attached;
         return wire();
       });
 }
 
-std::string DeviceProcess::addPciFunction(protocol::PciFunction::Reader pci,
-                                          capnp::List<protocol::Doorbell>::Reader doorbells) {
-  if (spec.platform == nullptr) return "it is a PCI function, and this VM has no PCI bus";
+absl::Status DeviceProcess::addPciFunction(protocol::PciFunction::Reader pci,
+                                           capnp::List<protocol::Doorbell>::Reader doorbells) {
+  if (spec.platform == nullptr) return refused("it is a PCI function, and this VM has no PCI bus");
   constexpr size_t MAX_DOORBELLS = 8;
   if (doorbells.size() > MAX_DOORBELLS || pci.getBars().size() > 6) {
-    return absl::StrFormat("it asked for %u doorbells and %u BARs (at most 8 and 6)",
-                           doorbells.size(), pci.getBars().size());
+    return refused(absl::StrFormat("it asked for %u doorbells and %u BARs (at most 8 and 6)",
+                                   doorbells.size(), pci.getBars().size()));
   }
   PciFunctionSpec function{spec.kind, remote.get(), decodePciFunction(pci), {}};
   for (auto bell : doorbells) {
     auto fd = makeEventfd();
-    if (!fd.ok()) return std::string(fd.status().message());
+    if (!fd.ok()) return fd.status();
     function.doorbells.push_back(PciDoorbellSpec{decodeDoorbell(bell), fd->get()});
     doorbellFds.push_back(std::move(*fd));
   }
   auto slot = spec.platform->pci().add(std::move(function));
-  if (!slot.ok()) return std::string(slot.status().message());
-  if (pci.getMsix().getVectors() > 0) {
-    std::string failure = addMsiVectors(pci.getMsix().getVectors());
-    if (!failure.empty()) return failure;
-  }
+  if (!slot.ok()) return slot.status();
+  if (pci.getMsix().getVectors() > 0) RETURN_IF_ERROR(addMsiVectors(pci.getMsix().getVectors()));
   pciInterruptGsi = PciHost::gsiForSlot(*slot);
   if (pci.getInterruptPin()) {
     auto trigger = makeEventfd();
     auto resample = makeEventfd();
-    if (!trigger.ok() || !resample.ok()) return "no eventfds for its interrupt";
+    if (!trigger.ok()) return trigger.status();
+    if (!resample.ok()) return resample.status();
     absl::Status routed = spec.platform->addIrqfd(pciInterruptGsi, trigger->get(), resample->get());
     if (routed.ok()) {
       interruptFd = std::move(*trigger);
@@ -444,17 +438,17 @@ std::string DeviceProcess::addPciFunction(protocol::PciFunction::Reader pci,
            std::string(routed.message()));
     }
   }
-  return "";
+  return absl::OkStatus();
 }
 
-std::string DeviceProcess::addMsiVectors(unsigned count) {
+absl::Status DeviceProcess::addMsiVectors(unsigned count) {
   auto first = spec.platform->reserveMsiGsis(count);
-  if (!first.ok()) return std::string(first.status().message());
+  if (!first.ok()) return first.status();
   for (unsigned vector = 0; vector < count; ++vector) msiGsis.push_back(*first + vector);
   // One irqfd per vector where the host has them; otherwise every vector travels the channel.
   for (uint32_t gsi : msiGsis) {
     auto fd = makeEventfd();
-    if (!fd.ok()) return "no eventfds for its MSI-X vectors";
+    if (!fd.ok()) return fd.status();
     absl::Status routed = spec.platform->addIrqfd(gsi, fd->get(), -1);
     if (!routed.ok()) {
       logf("device %s: %s; its MSI-X messages go through the channel", spec.kind,
@@ -464,10 +458,10 @@ std::string DeviceProcess::addMsiVectors(unsigned count) {
     }
     vectorFds.push_back(std::move(*fd));
   }
-  return "";
+  return absl::OkStatus();
 }
 
-kj::Promise<std::string> DeviceProcess::wire() {
+kj::Promise<absl::Status> DeviceProcess::wire() {
   capnp::word scratch[8];
   memset(scratch, 0, sizeof(scratch));
   capnp::MallocMessageBuilder vatMessage(scratch);
@@ -488,8 +482,8 @@ kj::Promise<std::string> DeviceProcess::wire() {
   }
   return io.provider->getTimer()
       .timeoutAfter(ATTACH_TIMEOUT, request.send())
-      .then([](auto&&) { return std::string(); },
-            [](kj::Exception&& exception) { return cleanDescription(exception); });
+      .then([](auto&&) { return absl::OkStatus(); },
+            [](kj::Exception&& exception) { return statusFromException(exception); });
 }
 
 bool DeviceProcess::alive() {
@@ -543,11 +537,12 @@ kj::Promise<void> DeviceProcess::supervise() {
       remote->fence(absl::StrCat("a new server could not be started: ", spawned.message()));
       return kj::READY_NOW;
     }
-    return attach().then([this](std::string failure) -> kj::Promise<void> {
-      if (!failure.empty()) {
+    return attach().then([this](absl::Status attached) -> kj::Promise<void> {
+      if (!attached.ok()) {
         // Treat it as a crash: kill it, and the next round counts it against the limit.
-        if (restartLog.admit())
-          logf("device %s: a restarted server failed: %s", spec.kind, failure);
+        if (restartLog.admit()) {
+          logf("device %s: a restarted server failed: %s", spec.kind, attached.message());
+        }
         killServer();
       } else {
         remote->noteProgress(std::chrono::steady_clock::now());

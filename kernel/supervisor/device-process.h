@@ -118,16 +118,16 @@ class DeviceProcess {
       : io(io), spec(std::move(spec)), bus(bus) {}
 
   absl::Status spawn();
-  // Attaches the current incarnation; resolves to "" or to why it failed. The first attach that
+  // Attaches the current incarnation; resolves to OK or to why it failed. The first attach that
   // gets its answer places the device (its ranges, its PCI function); later ones must match it.
-  kj::Promise<std::string> attach();
+  kj::Promise<absl::Status> attach();
   // The first incarnation's PCI function: put it on the bus, make its doorbells and interrupt.
-  std::string addPciFunction(protocol::PciFunction::Reader pci,
-                             capnp::List<protocol::Doorbell>::Reader doorbells);
+  absl::Status addPciFunction(protocol::PciFunction::Reader pci,
+                              capnp::List<protocol::Doorbell>::Reader doorbells);
   // The PCI function's MSI-X vectors: a GSI each, and an irqfd each where the host has them.
-  std::string addMsiVectors(unsigned count);
+  absl::Status addMsiVectors(unsigned count);
   // Hands the server its doorbells and interrupt (after every attach).
-  kj::Promise<std::string> wire();
+  kj::Promise<absl::Status> wire();
   kj::Promise<void> whenServerExits();
   std::string reap();
   // After a failed first attach: whether the server died from a signal (killed, or crashed)
