@@ -1,7 +1,6 @@
-// GCC 12 warns, wrongly, that kj's resolved Promise<std::string> (attach()'s continuation) may
-// hold an uninitialized string; which inlining decision exposes it changes with unrelated code.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
+// Starting a device: the server's place (findServer), its policy options, the attach that
+// checks what it asks for and places it on the bus and the PCI host, and the wiring of its
+// doorbells and interrupts. The jail it runs in: jail.c++; watching it: supervision.c++.
 #include "kernel/supervisor/device-process.h"
 
 #include <fcntl.h>
@@ -34,12 +33,9 @@ namespace bulkhead {
 
 namespace {
 
-constexpr int CHANNEL_FD = 3;
-constexpr uint32_t MAX_FDS_PER_MESSAGE = 16;
 constexpr size_t MAX_RANGES = 16;
 constexpr unsigned ISA_IRQ_LINES = 16;
 constexpr auto ATTACH_TIMEOUT = 5 * kj::SECONDS;
-constexpr uid_t UNPRIVILEGED = 65534;  // nobody / nogroup
 
 bool isExecutable(const std::string& path) { return access(path.c_str(), X_OK) == 0; }
 
@@ -49,15 +45,6 @@ std::string ownDirectory() {
   if (n <= 0) return ".";
   std::string path(buffer, n);
   return path.substr(0, path.rfind('/'));
-}
-
-std::string describeWaitStatus(int status) {
-  if (WIFEXITED(status)) return absl::StrFormat("exited with status %d", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) {
-    return absl::StrFormat("killed by signal %d (%s)", WTERMSIG(status),
-                           strsignal(WTERMSIG(status)));
-  }
-  return "ended";
 }
 
 absl::StatusOr<kj::AutoCloseFd> makeEventfd() {
@@ -231,75 +218,6 @@ absl::StatusOr<std::unique_ptr<DeviceProcess>> DeviceProcess::start(kj::AsyncIoC
         absl::StrCat("device server ", s.kind, " refused to start: ", attached.message()));
   }
   return process;
-}
-
-absl::Status DeviceProcess::spawn() {
-  dropIncarnation();
-  int pair[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
-    return errnoStatus("socketpair");
-  kj::AutoCloseFd ours(pair[0]);
-  kj::AutoCloseFd theirs(pair[1]);
-  int devNull = open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (devNull < 0) return errnoStatus("opening /dev/null");
-  kj::AutoCloseFd nullFd(devNull);
-  std::string argv0 = "bulkhead-" + spec.kind;
-  char* argv[] = {argv0.data(), nullptr};
-  char* envp[] = {nullptr};
-
-  // Where the host allows it (the core is root), the server starts in new PID, mount, network,
-  // IPC and UTS namespaces; otherwise it is forked plainly.
-  constexpr unsigned long NAMESPACES =
-      CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
-  bool privileged = getuid() == 0;
-  pid_t parent = getpid();
-  pid_t child =
-      privileged ? static_cast<pid_t>(syscall(SYS_clone, NAMESPACES | SIGCHLD, 0, 0, 0, 0)) : -1;
-  bool isolated = child >= 0;
-  if (!isolated) child = fork();
-  if (child < 0) return errnoStatus("fork for a device server");
-  if (child == 0) {
-    // Only async-signal-safe calls from here to exec. The server gets an unprivileged identity
-    // where possible; it is exec'd by descriptor, so it needs no access to its folders.
-    if (privileged &&
-        (setgroups(0, nullptr) != 0 || setresgid(UNPRIVILEGED, UNPRIVILEGED, UNPRIVILEGED) != 0 ||
-         setresuid(UNPRIVILEGED, UNPRIVILEGED, UNPRIVILEGED) != 0)) {
-      _exit(126);
-    }
-    // After the identity change, which clears it. In a new PID namespace the parent is outside
-    // and getppid() says 0; a server whose core is gone sees its channel close anyway.
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (!isolated && getppid() != parent) _exit(127);
-    dup2(nullFd.get(), STDIN_FILENO);
-    dup2(nullFd.get(), STDOUT_FILENO);
-    dup2(theirs.get(), CHANNEL_FD);
-    // The binary's descriptor, close-on-exec: the server does not keep it.
-    constexpr int BINARY_FD = CHANNEL_FD + 1;
-    dup2(serverBinary.get(), BINARY_FD);
-    fcntl(BINARY_FD, F_SETFD, FD_CLOEXEC);
-    close_range(BINARY_FD + 1, ~0u, 0);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    syscall(SYS_execveat, BINARY_FD, "", argv, envp, AT_EMPTY_PATH);
-    _exit(127);
-  }
-  theirs = nullptr;
-  int raw = static_cast<int>(syscall(SYS_pidfd_open, child, 0));
-  if (raw < 0) return errnoStatus("pidfd_open for a device server");
-  {
-    std::lock_guard<std::mutex> lock(incarnationLock);
-    childPid = child;
-    pidfd = kj::AutoCloseFd(raw);
-    socketFd = ours.get();
-  }
-  pidObserver = kj::heap<kj::UnixEventPort::FdObserver>(
-      io.unixEventPort, pidfd.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
-  stream = io.lowLevelProvider->wrapUnixSocketFd(kj::mv(ours));
-  network = kj::heap<capnp::TwoPartyVatNetwork>(*stream, MAX_FDS_PER_MESSAGE,
-                                                capnp::rpc::twoparty::Side::CLIENT);
-  rpc = kj::heap(capnp::makeRpcClient(*network));
-  return absl::OkStatus();
 }
 
 kj::Promise<absl::Status> DeviceProcess::attach() {
@@ -484,179 +402,6 @@ kj::Promise<absl::Status> DeviceProcess::wire() {
       .timeoutAfter(ATTACH_TIMEOUT, request.send())
       .then([](auto&&) { return absl::OkStatus(); },
             [](kj::Exception&& exception) { return statusFromException(exception); });
-}
-
-bool DeviceProcess::alive() {
-  std::lock_guard<std::mutex> lock(incarnationLock);
-  if (pidfd == nullptr) return false;
-  pollfd exited{pidfd.get(), POLLIN, 0};
-  return poll(&exited, 1, 0) == 0;
-}
-
-kj::Promise<void> DeviceProcess::whenServerExits() {
-  // The observer is edge-triggered and an edge that came while nobody waited is lost (the
-  // server may die during attach), so look at the pidfd's level first.
-  pollfd exited{pidfd.get(), POLLIN, 0};
-  if (poll(&exited, 1, 0) > 0) return kj::evalLater([]() {});
-  return pidObserver->whenBecomesReadable();
-}
-
-kj::Promise<void> DeviceProcess::supervise() {
-  if (stopped || remote->fenced() || pidObserver.get() == nullptr) return kj::READY_NOW;
-  return whenServerExits().then([this]() -> kj::Promise<void> {
-    std::string how = reap();
-    if (stopped) return kj::READY_NOW;
-    if (remote->fenced()) {
-      logf("device %s: its fenced server %s", spec.kind, how);
-      dropIncarnation();
-      return kj::READY_NOW;
-    }
-    if (spec.policy.onFailure == RestartPolicy::OnFailure::ERROR) {
-      remote->fence(absl::StrFormat("its server %s (on-failure=error)", how));
-      dropIncarnation();
-      return kj::READY_NOW;
-    }
-    auto now = std::chrono::steady_clock::now();
-    recentRestarts.push_back(now);
-    while (!recentRestarts.empty() && now - recentRestarts.front() > spec.policy.window) {
-      recentRestarts.pop_front();
-    }
-    if (recentRestarts.size() > spec.policy.maxRestarts) {
-      remote->fence(absl::StrFormat(
-          "its server died %u times within %d s (the last one %s)", recentRestarts.size(),
-          std::chrono::duration_cast<std::chrono::seconds>(spec.policy.window).count(), how));
-      dropIncarnation();
-      return kj::READY_NOW;
-    }
-    ++restartCount;
-    if (restartLog.admit()) {
-      logf("device %s: its server %s; restarting it (restart %u)", spec.kind, how, restartCount);
-    }
-    absl::Status spawned = spawn();
-    if (!spawned.ok()) {
-      remote->fence(absl::StrCat("a new server could not be started: ", spawned.message()));
-      return kj::READY_NOW;
-    }
-    return attach().then([this](absl::Status attached) -> kj::Promise<void> {
-      if (!attached.ok()) {
-        // Treat it as a crash: kill it, and the next round counts it against the limit.
-        if (restartLog.admit()) {
-          logf("device %s: a restarted server failed: %s", spec.kind, attached.message());
-        }
-        killServer();
-      } else {
-        remote->noteProgress(std::chrono::steady_clock::now());
-      }
-      return supervise();
-    });
-  });
-}
-
-kj::Promise<void> DeviceProcess::setFaults(std::shared_ptr<capnp::MallocMessageBuilder> rules) {
-  spec.faults = rules;
-  remote->setFaultRules(rules != nullptr ? rules->getRoot<protocol::FaultPlan>().asReader()
-                                         : protocol::FaultPlan::Reader());
-  if (rpc.get() == nullptr || remote->fenced()) return kj::READY_NOW;
-  capnp::word scratch[8];
-  memset(scratch, 0, sizeof(scratch));
-  capnp::MallocMessageBuilder vatMessage(scratch);
-  auto vat = vatMessage.initRoot<capnp::rpc::twoparty::VatId>();
-  vat.setSide(capnp::rpc::twoparty::Side::SERVER);
-  auto request = rpc->bootstrap(vat).castAs<protocol::Device>().setFaultsRequest();
-  if (rules != nullptr) request.setFaults(rules->getRoot<protocol::FaultPlan>().asReader());
-  return request.send().ignoreResult();
-}
-
-void DeviceProcess::checkWatchdog(std::chrono::steady_clock::time_point now) {
-  if (stopped || childPid <= 0 || remote->fenced()) return;
-  if (!remote->stalled(now, spec.policy.watchdog)) return;
-  if (restartLog.admit()) {
-    logf("device %s: its server left a request waiting for over %d ms; killing it", spec.kind,
-         static_cast<int>(spec.policy.watchdog.count()));
-  }
-  remote->noteProgress(now);  // one kill per hang
-  killServer();
-}
-
-void DeviceProcess::killServer() { signalServer(SIGKILL); }
-
-bool DeviceProcess::signalServer(int signal) {
-  // By pidfd, so a recycled pid can never be hit; the lock keeps a restart from swapping it.
-  std::lock_guard<std::mutex> lock(incarnationLock);
-  return pidfd != nullptr && syscall(SYS_pidfd_send_signal, pidfd.get(), signal, nullptr, 0) == 0;
-}
-
-void DeviceProcess::injectFault(protocol::FaultAction::Which action) {
-  switch (action) {
-    case protocol::FaultAction::KILL:
-      signalServer(SIGKILL);
-      break;
-    case protocol::FaultAction::STOP:
-      signalServer(SIGSTOP);
-      break;
-    case protocol::FaultAction::SEVER: {
-      // Cut the connection under the server: it sees end-of-file and exits.
-      std::lock_guard<std::mutex> lock(incarnationLock);
-      if (socketFd >= 0) shutdown(socketFd, SHUT_RDWR);
-      break;
-    }
-    default:
-      break;
-  }
-}
-
-std::string DeviceProcess::reap() {
-  if (childPid <= 0) return "was already gone";
-  int status = 0;
-  pid_t done = waitpid(childPid, &status, 0);
-  childPid = -1;
-  return done < 0 ? "vanished" : describeWaitStatus(status);
-}
-
-bool DeviceProcess::diedFromSignal() {
-  pollfd exited{pidfd.get(), POLLIN, 0};
-  if (childPid <= 0 || poll(&exited, 1, 200) <= 0) return false;
-  int status = 0;
-  if (waitpid(childPid, &status, 0) != childPid) return false;
-  childPid = -1;
-  return WIFSIGNALED(status);
-}
-
-void DeviceProcess::dropIncarnation() {
-  rpc = nullptr;
-  network = nullptr;
-  stream = nullptr;
-  pidObserver = nullptr;
-  std::lock_guard<std::mutex> lock(incarnationLock);
-  pidfd = nullptr;
-  socketFd = -1;
-}
-
-std::string DeviceProcess::stop() {
-  stopped = true;
-  if (childPid <= 0) {
-    dropIncarnation();
-    return "already stopped";
-  }
-  dropIncarnation();  // the server sees end-of-file and exits
-  int status = 0;
-  for (int waited = 0; waited < 100; ++waited) {
-    pid_t done = waitpid(childPid, &status, WNOHANG);
-    if (done == childPid) {
-      childPid = -1;
-      return describeWaitStatus(status);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  kill(childPid, SIGKILL);
-  waitpid(childPid, &status, 0);
-  childPid = -1;
-  return "did not exit within 1 s of its channel closing; killed";
-}
-
-DeviceProcess::~DeviceProcess() {
-  stop();
-  if (stateMapping != nullptr) munmap(stateMapping, stateRegionBytes());
 }
 
 }  // namespace bulkhead
