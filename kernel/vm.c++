@@ -1,3 +1,5 @@
+// One VM: creation, devices and interrupt routing, and the event loop. The vCPU threads and
+// what the core does about their exits: vm-vcpus.c++; the fault plan: vm-faults.c++.
 #include "kernel/vm.h"
 
 #include <fcntl.h>
@@ -10,7 +12,6 @@
 #include <absl/strings/str_format.h>
 #include <kj/async-unix.h>
 
-#include "faults/fault-plan.h"
 #include "kernel/base/errno-status.h"
 #include "kernel/base/status-macros.h"
 #include "kernel/control/control-server.h"
@@ -23,15 +24,11 @@ namespace bulkhead {
 
 namespace {
 
-constexpr int KICK_SIGNAL = SIGUSR2;
 constexpr auto HALT_CHECK_PERIOD = 500 * kj::MILLISECONDS;
 constexpr auto WATCHDOG_PERIOD = 20 * kj::MILLISECONDS;
 constexpr auto DRAIN_TIMEOUT = std::chrono::milliseconds(2000);
 
 void ignoreKick(int) {}
-
-// The vCPU this thread runs, for the bus's trace.
-thread_local Vcpu* currentVcpu = nullptr;
 
 absl::StatusOr<std::unique_ptr<Accelerator>> createAccelerator(const VmConfig& config,
                                                                GuestMemory& memory, IoBus& bus) {
@@ -175,181 +172,6 @@ void Vm::requestExit(int exitStatus, const std::string& why) {
   uint64_t one = 1;
   ssize_t ignored = write(stopEvent.get(), &one, sizeof(one));
   (void)ignored;
-}
-
-absl::Status Vm::loadFaults(const std::string& text) {
-  auto parsed = std::make_shared<capnp::MallocMessageBuilder>();
-  auto root = parsed->initRoot<protocol::FaultPlan>();
-  RETURN_IF_ERROR(parseFaultPlan(text, root));
-  if (seedOverride) root.setSeed(*seedOverride);
-  for (auto rule : root.asReader().getRules()) {
-    bool present = false;
-    for (auto& process : processes) present = present || process->kind() == rule.getDevice();
-    if (!present) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("rule %s names device %s, which this VM does not have",
-                          rule.getName().cStr(), rule.getDevice().cStr()));
-    }
-  }
-  plan = root.getRules().size() > 0 ? parsed : nullptr;
-  planText = text;
-  planEnabled = true;
-  return absl::OkStatus();
-}
-
-kj::Promise<void> Vm::applyFaults() {
-  kj::Vector<kj::Promise<void>> applied;
-  for (auto& process : processes) {
-    std::shared_ptr<capnp::MallocMessageBuilder> rules;
-    if (plan != nullptr && planEnabled) {
-      rules = std::make_shared<capnp::MallocMessageBuilder>();
-      selectFaultRules(plan->getRoot<protocol::FaultPlan>().asReader(), process->kind(),
-                       rules->initRoot<protocol::FaultPlan>());
-    }
-    applied.add(process->setFaults(rules));
-  }
-  return kj::joinPromises(applied.releaseAsArray());
-}
-
-void Vm::faultFired(const std::string& device, const std::string& rule, const std::string& action,
-                    uint64_t event) {
-  if (faultLogFd == nullptr) {
-    if (faultLines.admit()) {
-      logf("fault %s fired on device %s (%s, event %u)", rule, device, action, event);
-    }
-    return;
-  }
-  // Names are checked by the plan parser ([A-Za-z0-9._-]), so they need no JSON escaping.
-  std::string line =
-      absl::StrFormat("{\"device\":\"%s\",\"rule\":\"%s\",\"action\":\"%s\",\"event\":%u}\n",
-                      device, rule, action, event);
-  std::lock_guard<std::mutex> lock(faultLogLock);
-  ssize_t ignored = ::write(faultLogFd.get(), line.data(), line.size());
-  (void)ignored;
-}
-
-void Vm::traced(bool write, Space space, uint64_t address, unsigned size, uint64_t value) {
-  Vcpu* vcpu = currentVcpu;
-  if (vcpu == nullptr) return;  // not a guest access
-  std::string access = space == Space::PIO
-                           ? describeIo(write, static_cast<uint16_t>(address), size, value, 1)
-                           : describeMmio(write, address, size, value);
-  trace->record(vcpu->index(), access, vcpu->describeAccessLocation(*ram));
-}
-
-void Vm::vcpuLoop(Vcpu& vcpu) {
-  sigset_t kick;
-  sigemptyset(&kick);
-  sigaddset(&kick, KICK_SIGNAL);
-  pthread_sigmask(SIG_UNBLOCK, &kick, nullptr);
-  unsigned index = vcpu.index();
-  parkIfPaused();  // a debugger may want the VM stopped before its first instruction
-  currentVcpu = &vcpu;
-  while (!stopping.load(std::memory_order_acquire)) {
-    absl::StatusOr<VcpuExit> exit = vcpu.run();
-    if (!exit.ok()) {
-      requestExit(EXIT_HOST_FAILURE,
-                  absl::StrFormat("vCPU %u: %s", index, exit.status().message()));
-      break;
-    }
-    if (std::holds_alternative<vcpu_exit::Kicked>(*exit)) {
-      vcpu.clearKick();
-      if (stopping.load(std::memory_order_acquire)) break;
-      parkIfPaused();
-      // SDM Vol. 3, 6.7: with IF clear only NMI, SMI, INIT or reset end HLT; none comes here.
-      if (vcpu.haltedWithInterruptsOff()) {
-        requestExit(EXIT_GUEST_CRASHED,
-                    absl::StrFormat("vCPU %u halted with interrupts disabled, so nothing can wake "
-                                    "it; at %s",
-                                    index, vcpu.describeLocation(*ram)));
-      }
-      continue;
-    }
-    if (trace != nullptr) trace->record(index, describeExit(*exit), vcpu.describeLocation(*ram));
-    handleExit(vcpu, *exit);
-  }
-  currentVcpu = nullptr;
-}
-
-void Vm::handleExit(Vcpu& vcpu, const VcpuExit& exit) {
-  unsigned index = vcpu.index();
-  if (std::holds_alternative<vcpu_exit::Debug>(exit)) {
-    // A breakpoint or a step: stop every vCPU and tell the debugger (gdb-stub).
-    {
-      std::lock_guard<std::mutex> lock(pauseLock);
-      pauseRequested = true;
-      debugStopPending = true;
-    }
-    for (auto& other : vcpus) {
-      if (other.get() != &vcpu) other->kick();
-    }
-    parkIfPaused();
-  } else if (std::holds_alternative<vcpu_exit::Halted>(exit)) {
-    requestExit(EXIT_GUEST_CRASHED,
-                absl::StrFormat("vCPU %u halted at %s", index, vcpu.describeLocation(*ram)));
-  } else if (std::holds_alternative<vcpu_exit::Shutdown>(exit)) {
-    requestExit(EXIT_GUEST_CRASHED,
-                absl::StrFormat("vCPU %u: triple fault (the CPU shut down) at %s", index,
-                                vcpu.describeLocation(*ram)));
-  } else if (std::holds_alternative<vcpu_exit::PowerOff>(exit)) {
-    requestExit(EXIT_POWER_OFF, "the guest powered off");
-  } else if (std::holds_alternative<vcpu_exit::Reset>(exit)) {
-    requestExit(EXIT_POWER_OFF,
-                "the guest asked for a reset; resets end the VM (as QEMU -no-reboot)");
-  } else if (const auto* failure = std::get_if<vcpu_exit::Failure>(&exit)) {
-    requestExit(
-        failure->host ? EXIT_HOST_FAILURE : EXIT_GUEST_CRASHED,
-        absl::StrFormat("vCPU %u: %s at %s", index, failure->what, vcpu.describeLocation(*ram)));
-  }
-}
-
-void Vm::parkIfPaused() {
-  std::unique_lock<std::mutex> lock(pauseLock);
-  if (!pauseRequested) return;
-  ++parked;
-  pauseChanged.notify_all();
-  if (debugStopPending) {
-    debugStopPending = false;
-    uint64_t one = 1;
-    ssize_t ignored = write(debugEvent.get(), &one, sizeof(one));
-    (void)ignored;
-  }
-  pauseChanged.wait(lock, [&]() { return !pauseRequested || stopping.load(); });
-  --parked;
-}
-
-bool Vm::pauseVcpus(std::chrono::milliseconds timeout) {
-  {
-    std::lock_guard<std::mutex> lock(pauseLock);
-    pauseRequested = true;
-  }
-  for (auto& vcpu : vcpus) vcpu->kick();
-  std::unique_lock<std::mutex> lock(pauseLock);
-  bool all = pauseChanged.wait_for(lock, timeout, [&]() { return parked == vcpus.size(); });
-  if (!all) {
-    pauseRequested = false;
-    pauseChanged.notify_all();
-  }
-  return all;
-}
-
-void Vm::resumeVcpus() {
-  std::lock_guard<std::mutex> lock(pauseLock);
-  pauseRequested = false;
-  pauseChanged.notify_all();
-}
-
-absl::Status Vm::setDebug(unsigned index, const GuestDebug& debug) {
-  if (index >= vcpus.size()) return absl::InvalidArgumentError("no such vCPU");
-  return vcpus[index]->setDebug(debug);
-}
-
-absl::StatusOr<ArchState> Vm::snapshot(unsigned index) {
-  if (index >= vcpus.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("there is no vCPU %u (the VM has %u)", index, vcpus.size()));
-  }
-  return vcpus[index]->getState();
 }
 
 kj::Promise<void> Vm::serviceDevice(DeviceProcess& process,

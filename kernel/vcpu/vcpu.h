@@ -9,6 +9,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <signal.h>
 
 #include <cstdint>
 #include <memory>
@@ -26,6 +27,9 @@
 namespace bulkhead {
 
 class IoBus;
+
+// The signal kick() sends a vCPU thread that is inside the backend, so that it returns.
+constexpr int KICK_SIGNAL = SIGUSR2;
 
 // Why Vcpu::run() returned.
 namespace vcpu_exit {

@@ -258,7 +258,7 @@ void KvmVcpu::serveMmio() {
 void KvmVcpu::kick() {
   // immediate_exit covers a kick that lands before KVM_RUN; the signal one inside it.
   __atomic_store_n(&shared->immediate_exit, 1, __ATOMIC_SEQ_CST);
-  if (threadKnown.load(std::memory_order_acquire)) pthread_kill(thread, SIGUSR2);
+  if (threadKnown.load(std::memory_order_acquire)) pthread_kill(thread, KICK_SIGNAL);
 }
 
 absl::Status KvmVcpu::setDebug(const GuestDebug& debug) {
