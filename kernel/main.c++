@@ -27,8 +27,8 @@ int run(Options options) {
     options.kernel = "demo";
     options.devices.push_back({"debug-exit", {}});
   }
-  kj::UnixEventPort::captureSignal(SIGINT);
-  kj::UnixEventPort::captureSignal(SIGTERM);
+  // Each ends the VM cleanly (its control socket removed, its servers stopped).
+  for (int signal : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) kj::UnixEventPort::captureSignal(signal);
   kj::AsyncIoContext io = kj::setupAsyncIo();
   absl::StatusOr<std::unique_ptr<Vm>> vm = buildMachine(options, std::move(kernelImage), io);
   if (!vm.ok()) {

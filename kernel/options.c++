@@ -343,7 +343,8 @@ machine:
 
 common options:
   --memory SIZE        guest RAM, e.g. 64M (default) or 1G
-  --control PATH       serve the control API on unix socket PATH (for bulkhead-ctl)
+  --control PATH       serve the control API on unix socket PATH (for bulkhead-ctl); PATH must
+                       be free or a stale socket, and is removed when the VM ends
   --gdb PORT           serve the GDB remote protocol on 127.0.0.1:PORT; the guest waits for
                        the debugger (target remote :PORT) to continue it
   --trace exits[,FILE] log every vCPU exit with the instruction that caused it (to stderr, or

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -29,6 +30,12 @@ constexpr auto WATCHDOG_PERIOD = 20 * kj::MILLISECONDS;
 constexpr auto DRAIN_TIMEOUT = std::chrono::milliseconds(2000);
 
 void ignoreKick(int) {}
+
+// Removes `path` if it is a socket; a file put there meanwhile is not the VM's to delete.
+void removeSocket(const std::string& path) {
+  struct stat info;
+  if (lstat(path.c_str(), &info) == 0 && S_ISSOCK(info.st_mode)) unlink(path.c_str());
+}
 
 absl::StatusOr<std::unique_ptr<Accelerator>> createAccelerator(const VmConfig& config,
                                                                GuestMemory& memory, IoBus& bus) {
@@ -257,7 +264,7 @@ int Vm::run() {
   kj::Own<kj::ConnectionReceiver> controlListener;
   kj::Own<capnp::TwoPartyServer> controlServer;
   if (!config.controlPath.empty()) {
-    unlink(config.controlPath.c_str());
+    removeSocket(config.controlPath);  // a stale one (buildMachine refused anything else)
     KJ_IF_MAYBE (exception, kj::runCatchingExceptions([&]() {
                    auto address = io.provider->getNetwork()
                                       .parseAddress(kj::str("unix:", config.controlPath))
@@ -288,8 +295,9 @@ int Vm::run() {
   kj::Promise<void> stop = stopObserver.whenBecomesReadable().exclusiveJoin(
       kj::joinPromises(tasks.releaseAsArray()).then([]() {}, [](kj::Exception&&) {}));
   if (config.handleSignals) {
-    stop = stop.exclusiveJoin(io.unixEventPort.onSignal(SIGINT).then(interrupted))
-               .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM).then(interrupted));
+    for (int signal : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) {
+      stop = stop.exclusiveJoin(io.unixEventPort.onSignal(signal).then(interrupted));
+    }
   }
   if (!stopping.load(std::memory_order_acquire)) stop.wait(io.waitScope);
   for (auto& vcpu : vcpus) vcpu->kick();
@@ -297,7 +305,7 @@ int Vm::run() {
   threads.clear();
   shutDownDevices();
   flushLog(/*all=*/true);
-  if (!config.controlPath.empty()) unlink(config.controlPath.c_str());
+  if (!config.controlPath.empty()) removeSocket(config.controlPath);
   if (!reason.empty()) logLine(reason);
   return status;
 }

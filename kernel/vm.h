@@ -40,8 +40,8 @@ struct VmConfig {
   bool deterministic = false;
   // The machine has an i8254 PIT (the backend's own: KVM's in-kernel one, or kernel/irqchip/).
   bool pit = false;
-  // SIGINT and SIGTERM end the VM cleanly; the caller must have called
-  // kj::UnixEventPort::captureSignal() for both before creating the event loop.
+  // SIGINT, SIGTERM, SIGHUP and SIGQUIT end the VM cleanly; the caller must have called
+  // kj::UnixEventPort::captureSignal() for each before creating the event loop.
   bool handleSignals = false;
   // Where each fired fault is recorded, one JSON object per line; "" logs them to stderr.
   std::string faultLog;

@@ -109,5 +109,26 @@ TEST(HostBackends, AnImageLargerThanAllowedOrNotAFileIsRefused) {
   EXPECT_EQ(image->size(), 4u);
 }
 
+TEST(HostBackends, AListeningPathMayOnlyBeNothingOrAStaleSocket) {
+  std::string nothing = scratch("nothing.sock");
+  EXPECT_TRUE(checkListeningPath(nothing).ok());
+  std::string file = scratch("file");
+  writeFile(file, "data");
+  EXPECT_NE(checkListeningPath(file).message().find("exists and is not a socket"),
+            std::string::npos);
+  EXPECT_EQ(readFile(file), "data");
+  // A socket whose listener is gone is stale: it may be replaced.
+  std::string stale = scratch("stale.sock");
+  {
+    DeviceOptions options = {{"socket", stale}, {"listen", "on"}};
+    absl::StatusOr<HostSide> side = openHostSide(HostBackend::NET, options, true);
+    ASSERT_TRUE(side.ok()) << side.status();
+    // While it listens, nobody may take its path.
+    EXPECT_NE(checkListeningPath(stale).message().find("another process listens"),
+              std::string::npos);
+  }
+  EXPECT_TRUE(checkListeningPath(stale).ok());
+}
+
 }  // namespace
 }  // namespace bulkhead

@@ -75,9 +75,10 @@ absl::StatusOr<kj::AutoCloseFd> openSocket(const std::string& path, bool listeni
   kj::AutoCloseFd sock(fd);
   auto* raw = reinterpret_cast<sockaddr*>(&address);
   if (listening) {
-    struct stat info;
     // A socket left by an earlier run is replaced; anything else at PATH is not touched.
-    if (lstat(path.c_str(), &info) == 0 && S_ISSOCK(info.st_mode)) unlink(path.c_str());
+    absl::Status free = checkListeningPath(path);
+    if (!free.ok()) return absl::InvalidArgumentError("socket=" + std::string(free.message()));
+    unlink(path.c_str());
     if (bind(fd, raw, sizeof(address)) != 0 || listen(fd, 1) != 0) {
       return errnoStatus("cannot listen on socket=" + path);
     }
@@ -97,6 +98,36 @@ absl::StatusOr<kj::AutoCloseFd> openSocket(const std::string& path, bool listeni
 }
 
 }  // namespace
+
+absl::Status checkListeningPath(const std::string& path) {
+  struct stat info;
+  if (lstat(path.c_str(), &info) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return errnoStatus(absl::StrFormat("%s cannot be looked at", path));
+  }
+  if (!S_ISSOCK(info.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s exists and is not a socket; give a path where nothing is (it was left as it is)",
+        path));
+  }
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(address.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s is longer than 107 bytes", path));
+  }
+  strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+  for (int type : {SOCK_STREAM, SOCK_SEQPACKET}) {
+    int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+    if (fd < 0) return errnoStatus("socket");
+    kj::AutoCloseFd probe(fd);
+    int result = connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+    if (result == 0 || (errno != ECONNREFUSED && errno != EPROTOTYPE)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s is a socket another process listens on (another VM?); give another path", path));
+    }
+  }
+  return absl::OkStatus();  // stale: nobody listens
+}
 
 absl::StatusOr<kj::AutoCloseFd> openDiskImage(const std::string& path, bool readOnly) {
   if (path.empty()) return absl::InvalidArgumentError("needs path=IMAGE (a raw disk image)");

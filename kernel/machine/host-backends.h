@@ -37,6 +37,11 @@ kj::AutoCloseFd pollableStdin();
 // A copy of standard output or standard error.
 kj::AutoCloseFd copyOf(int fd);
 
+// Whether `path` may become a listening unix socket: nothing is there, or a socket nobody
+// listens on any more (a stale one, which the caller replaces). Anything else is refused, and
+// left as it is: a file, a folder, or a socket another process (another VM) listens on.
+absl::Status checkListeningPath(const std::string& path);
+
 // A whole image file (kernel, initrd, module, BIOS, fault plan), at most 1 GiB.
 absl::StatusOr<std::vector<uint8_t>> readImage(const std::string& path, const char* what);
 

@@ -189,6 +189,11 @@ absl::StatusOr<std::unique_ptr<Vm>> buildMachine(const Options& options,
     planText.assign(text.begin(), text.end());
   }
 
+  if (!options.controlPath.empty()) {
+    absl::Status free = checkListeningPath(options.controlPath);
+    if (!free.ok()) return badInput("--control ", free);
+  }
+
   VmConfig config;
   config.memoryBytes = options.memoryBytes;
   config.cpus = options.cpus;

@@ -1,10 +1,14 @@
 // The control socket, driven by bulkhead-ctl against a running VM.
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -63,6 +67,57 @@ TEST(Control, DevicesStatsAndLiveFaultPlans) {
   EXPECT_EQ(vm.status, 130) << vm.err;
   EXPECT_NE(runCtl(socket, "devices", &status).find("cannot connect"), std::string::npos);
   EXPECT_EQ(status, 2);
+}
+
+// --control never deletes what it did not make: an existing file stays as it was, and a socket
+// another VM listens on is not taken over. Both are bad input: one line, status 2.
+TEST(Control, APathThatIsNotAStaleSocketIsRefusedAndLeftAlone) {
+  REQUIRE_KVM();
+  std::string file = ::testing::TempDir() + "/bulkhead-control-user-file";
+  std::ofstream(file, std::ios::trunc) << "precious";
+  RunResult run = runBulkhead(
+      {"run", "--kernel", guestDir() + "/hello.elf", "--device", "debug-exit", "--control", file});
+  EXPECT_EQ(run.status, 2) << run.err;
+  EXPECT_NE(run.err.find("exists and is not a socket"), std::string::npos) << run.err;
+  EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << run.err;
+  std::ifstream kept(file);
+  std::string content((std::istreambuf_iterator<char>(kept)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(content, "precious");
+
+  std::string live = ::testing::TempDir() + "/bulkhead-control-live.sock";
+  unlink(live.c_str());
+  int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  snprintf(address.sun_path, sizeof(address.sun_path), "%s", live.c_str());
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(listener, 4), 0);
+  run = runBulkhead(
+      {"run", "--kernel", guestDir() + "/hello.elf", "--device", "debug-exit", "--control", live});
+  EXPECT_EQ(run.status, 2) << run.err;
+  EXPECT_NE(run.err.find("another process listens on"), std::string::npos) << run.err;
+  struct stat info;
+  EXPECT_EQ(lstat(live.c_str(), &info), 0);  // still there, still the listener's
+  close(listener);
+  unlink(live.c_str());
+}
+
+// SIGHUP and SIGQUIT end the VM like SIGTERM: the control socket is removed.
+TEST(Control, HangupAndQuitRemoveTheControlSocket) {
+  REQUIRE_KVM();
+  for (int signal : {SIGHUP, SIGQUIT}) {
+    std::string socket = ::testing::TempDir() + "/bulkhead-control-signal.sock";
+    Capture vm = startCaptured({"run", "--kernel", guestDir() + "/stream.elf", "--cmdline",
+                                "bytes=1000000000", "--device", "debug-exit", "--control", socket});
+    std::thread reader([&vm]() { vm.wait(); });
+    ASSERT_TRUE(vm.waitForOutput());
+    struct stat info;
+    EXPECT_EQ(lstat(socket.c_str(), &info), 0);
+    kill(vm.pid, signal);
+    reader.join();
+    EXPECT_EQ(vm.status, 130) << vm.err;
+    EXPECT_NE(lstat(socket.c_str(), &info), 0) << "signal " << signal << " left " << socket;
+  }
 }
 
 }  // namespace
