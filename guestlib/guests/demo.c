@@ -8,8 +8,8 @@ void main32(uint32_t magic, struct multiboot_info* info) {
   serial_init();
   serial_puts("\nHello from a Bulkhead guest.\n");
   serial_puts(
-      "This text travels: guest OUT -> KVM exit -> core -> shared ring -> serial server "
-      "process -> your terminal.\n\n");
+      "This text travels: guest OUT -> trapped by the core (KVM or its software CPU) -> "
+      "shared ring -> serial server process -> your terminal.\n\n");
   if (magic != MULTIBOOT_BOOTLOADER_MAGIC) guest_fail(0x7e, "not booted by a Multiboot loader");
   if (info->flags & (1u << 2)) {
     serial_puts("command line: ");
