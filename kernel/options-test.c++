@@ -33,7 +33,19 @@ TEST(Options, EveryMistakeIsOneClearError) {
     std::vector<std::string> arguments;
     const char* mentions;
   } cases[] = {
+      {{}, "no command given"},
       {{"fly"}, "unknown command"},
+      {{"run", "--bios", "--disk", "path=x"},
+       "--bios needs a value, and --disk is the next option"},
+      {{"run", "--kernel", "a", "--bogus"}, "unknown option --bogus"},
+      {{"run", "--kernel", "a", "--memory", "64M", "--memory", "128M"},
+       "--memory is given twice ('64M', then '128M')"},
+      {{"run", "--kernel", "a", "--kernel", "b"}, "--kernel is given twice"},
+      {{"run", "--kernel", "a", "--serial", "none", "--serial", "stdio"},
+       "--serial is given twice"},
+      {{"run", "--kernel", "a", "--memory", "999999G"}, "more than this host's"},
+      {{"run", "--kernel", "a", "--memory", "2000G"}, "more than this host's"},
+      {{"run", "--kernel=a", "--deterministic=yes"}, "--deterministic takes no value"},
       {{"run"}, "no guest given"},
       {{"run", "--kernel"}, "--kernel needs a value"},
       {{"run", "--kernel", "a", "--flat", "b"}, "give one of --kernel, --flat and --bios"},
@@ -65,6 +77,19 @@ TEST(Options, EveryMistakeIsOneClearError) {
     EXPECT_NE(message.find(c.mentions), std::string::npos) << message;
     EXPECT_EQ(message.find('\n'), std::string::npos) << "one line: " << message;
   }
+}
+
+// --option=value works as --option value does; repeatable options may repeat.
+TEST(Options, EqualsFormAndRepeatableOptions) {
+  auto options = parse({"run", "--kernel=k.elf", "--memory=128M", "--cmdline=--x a=b", "--device",
+                        "debug-exit", "--device=virtio-rng", "--machine=minimal", "--verbose"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->kernel, "k.elf");
+  EXPECT_EQ(options->memoryBytes, 128u << 20);
+  EXPECT_EQ(options->cmdline, "--x a=b");
+  EXPECT_EQ(options->devices.size(), 2u);
+  EXPECT_EQ(options->machine, Options::Machine::MINIMAL);
+  EXPECT_TRUE(options->verbose);
 }
 
 TEST(Options, Sizes) {

@@ -1,7 +1,11 @@
 #include "kernel/options.h"
 
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdlib>
+#include <map>
+#include <optional>
 
 #include <absl/strings/str_format.h>
 #include <absl/strings/str_split.h>
@@ -82,15 +86,16 @@ absl::StatusOr<uint64_t> parseSize(const std::string& text) {
   }
   if (shift != 0) digits.pop_back();
   absl::StatusOr<uint64_t> value = parseNumber(digits);
-  if (!value.ok() || *value == 0 || *value > (uint64_t{1} << (40 - shift))) {
-    return absl::InvalidArgumentError("not a size");
-  }
+  if (!value.ok() || *value == 0) return absl::InvalidArgumentError("not a size");
+  if (*value > (uint64_t{1} << (40 - shift))) return absl::InvalidArgumentError("too large");
   return *value << shift;
 }
 
 absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) {
   Options options;
-  if (arguments.empty()) return options;  // help
+  if (arguments.empty()) {
+    return bad("no command given: use `bulkhead run ...` or `bulkhead demo`");
+  }
   const std::string& command = arguments[0];
   if (command == "--help" || command == "-h" || command == "help") return options;
   if (command == "--version") {
@@ -106,8 +111,18 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
     return bad(absl::StrFormat("unknown command '%s' (commands: run, demo)", command));
   }
   options.command = Options::Command::RUN;
+  // Options that take a value, and whether they may be given more than once.
+  static const std::map<std::string, bool> VALUED = {
+      {"--kernel", false},  {"--flat", false},    {"--entry", false},      {"--mode", false},
+      {"--cmdline", false}, {"--module", true},   {"--memory", false},     {"--cpus", false},
+      {"--serial", false},  {"--machine", false}, {"--gdb", false},        {"--trace", false},
+      {"--control", false}, {"--faults", false},  {"--fault-seed", false}, {"--fault-log", false},
+      {"--device", true},   {"--bios", false},    {"--initrd", false},     {"--accel", false},
+      {"--cpu", false},     {"--net", true},      {"--disk", true},
+  };
+  std::map<std::string, std::string> given;
   for (size_t i = 1; i < arguments.size(); ++i) {
-    const std::string& flag = arguments[i];
+    std::string flag = arguments[i];
     if (flag == "--help" || flag == "-h") {
       options.command = Options::Command::HELP;
       return options;
@@ -115,12 +130,39 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
     if (flag.rfind("--", 0) != 0) {
       return bad(absl::StrFormat("unexpected argument '%s' (options start with --)", flag));
     }
-    if (flag == "--deterministic") {
-      options.deterministic = true;
+    // --option=value, as most command lines take it, or --option value.
+    std::optional<std::string> inlineValue;
+    if (size_t equals = flag.find('='); equals != std::string::npos) {
+      inlineValue = flag.substr(equals + 1);
+      flag.resize(equals);
+    }
+    if (flag == "--deterministic" || flag == "--verbose") {
+      if (inlineValue) return bad(absl::StrFormat("%s takes no value", flag));
+      (flag == "--verbose" ? options.verbose : options.deterministic) = true;
       continue;
     }
-    if (i + 1 >= arguments.size()) return bad(absl::StrFormat("%s needs a value", flag));
-    const std::string& value = arguments[++i];
+    auto known = VALUED.find(flag);
+    if (known == VALUED.end()) return bad(absl::StrFormat("unknown option %s", flag));
+    std::string value;
+    if (inlineValue) {
+      value = *inlineValue;
+    } else {
+      if (i + 1 >= arguments.size()) return bad(absl::StrFormat("%s needs a value", flag));
+      value = arguments[++i];
+      if (value.rfind("--", 0) == 0) {
+        return bad(absl::StrFormat(
+            "%s needs a value, and %s is the next option, not one (write %s=VALUE for a value "
+            "that starts with --)",
+            flag, value, flag));
+      }
+    }
+    if (!known->second) {
+      auto [earlier, first] = given.emplace(flag, value);
+      if (!first) {
+        return bad(absl::StrFormat("%s is given twice ('%s', then '%s'); give it once", flag,
+                                   earlier->second, value));
+      }
+    }
     if (flag == "--kernel") {
       options.kernel = value;
     } else if (flag == "--flat") {
@@ -149,9 +191,18 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
       options.modules.push_back(value);
     } else if (flag == "--memory") {
       absl::StatusOr<uint64_t> size = parseSize(value);
+      uint64_t host = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+      if (!size.ok() && size.status().message() == "too large") {
+        return bad(absl::StrFormat("--memory '%s' is more than this host's %uM of RAM", value,
+                                   host >> 20));
+      }
       if (!size.ok() || *size < (1 << 20) || *size % 4096 != 0) {
         return bad(absl::StrFormat(
             "--memory '%s' is not a size of at least 1M in whole pages (e.g. 64M or 1G)", value));
+      }
+      if (*size > host) {
+        return bad(absl::StrFormat("--memory '%s' is more than this host's %uM of RAM", value,
+                                   host >> 20));
       }
       options.memoryBytes = *size;
     } else if (flag == "--cpus") {
@@ -278,8 +329,6 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
       if (path.empty()) return bad("--disk needs path=IMAGE (a raw disk image)");
       device.options.emplace_back("path", path);
       options.devices.push_back(device);
-    } else {
-      return bad(absl::StrFormat("unknown option %s", flag));
     }
   }
   bool kernel = !options.kernel.empty();
@@ -322,6 +371,9 @@ usage:
   bulkhead demo        run the built-in demo guest (serial on stdio, debug-exit)
   bulkhead --help | --version
 
+Options take their value as `--option value` or `--option=value`. Those that add something
+(--device, --disk, --net, --module) may repeat; the others may be given once.
+
 guest:
   --kernel FILE        a Multiboot (v1) kernel, ELF32 or with the header's address fields, or
                        a Linux bzImage (x86-64, booted through its 64-bit entry point)
@@ -343,6 +395,8 @@ machine:
 
 common options:
   --memory SIZE        guest RAM, e.g. 64M (default) or 1G
+  --verbose            also log guest accesses nobody claims (once per address, and a count at
+                       the end) and interrupts that travel the channel for want of an irqfd
   --control PATH       serve the control API on unix socket PATH (for bulkhead-ctl); PATH must
                        be free or a stale socket, and is removed when the VM ends
   --gdb PORT           serve the GDB remote protocol on 127.0.0.1:PORT; the guest waits for

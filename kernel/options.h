@@ -43,6 +43,7 @@ struct Options {
   CpuModel cpu;
   std::string accel;  // "", "kvm" or "emu"
   bool deterministic = false;
+  bool verbose = false;  // --verbose
   Serial serial = Serial::STDIO;
   std::string serialPath;
   std::vector<std::pair<std::string, std::string>> serialOptions;  // after the mode

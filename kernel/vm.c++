@@ -306,6 +306,10 @@ int Vm::run() {
   shutDownDevices();
   flushLog(/*all=*/true);
   if (!config.controlPath.empty()) removeSocket(config.controlPath);
+  if (verbose() && ioBus.unclaimedAccesses() > 0) {
+    logf("%u guest accesses reached no device (%u addresses listed above; port 0x80 is not listed)",
+         ioBus.unclaimedAccesses(), ioBus.unclaimedAddresses());
+  }
   if (!reason.empty()) logLine(reason);
   return status;
 }

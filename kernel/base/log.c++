@@ -50,6 +50,13 @@ bool writeAll(int fd, const void* bytes, size_t count) {
   return true;
 }
 
+namespace {
+std::atomic<bool> verboseLog{false};
+}  // namespace
+
+void setVerbose(bool on) { verboseLog.store(on, std::memory_order_relaxed); }
+bool verbose() { return verboseLog.load(std::memory_order_relaxed); }
+
 void logLine(absl::string_view line) {
   std::string out = absl::StrCat("bulkhead: ", line, "\n");
   LogFile& file = logFile();

@@ -24,6 +24,11 @@ constexpr std::chrono::milliseconds LOG_HOLD{100};
 
 void logLine(absl::string_view line);
 
+// --verbose: also log what a user rarely needs (guest accesses nobody claims, interrupts that
+// travel the channel because the host has no irqfd). Off by default.
+void setVerbose(bool on);
+bool verbose();
+
 template <typename... Args>
 void logf(const absl::FormatSpec<Args...>& format, const Args&... args) {
   logLine(absl::StrFormat(format, args...));

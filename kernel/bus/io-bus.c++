@@ -8,6 +8,8 @@ namespace bulkhead {
 
 namespace {
 constexpr uint64_t PORT_SPACE_SIZE = 0x10000;
+constexpr uint64_t POST_CODE_PORT = 0x80;
+constexpr size_t MAX_UNCLAIMED_SEEN = 256;  // distinct addresses remembered (and logged)
 const char* spaceName(Space space) { return space == Space::PIO ? "port" : "MMIO"; }
 }  // namespace
 
@@ -26,9 +28,8 @@ uint64_t IoBus::read(Space space, uint64_t address, unsigned size) {
   uint64_t value = allOnes(size);
   if (const auto* entry = mapFor(space).find(address)) {
     value = entry->value.handler->read(space, address, size) & allOnes(size);
-  } else if (unclaimed.admit()) {
-    logf("guest read %u byte(s) from unclaimed %s %#x; returning all-ones", size, spaceName(space),
-         address);
+  } else {
+    unclaimed(false, space, address, size, value);
   }
   if (tracer != nullptr) tracer->traced(false, space, address, size, value);
   return value;
@@ -44,9 +45,33 @@ void IoBus::write(Space space, uint64_t address, unsigned size, uint64_t value) 
                                 entry->value.synchronous || allSynchronous);
     return;
   }
-  if (unclaimed.admit()) {
-    logf("guest wrote %#x to unclaimed %s %#x; ignored", value, spaceName(space), address);
+  unclaimed(true, space, address, size, value);
+}
+
+void IoBus::unclaimed(bool write, Space space, uint64_t address, unsigned size, uint64_t value) {
+  unclaimedCount.fetch_add(1, std::memory_order_relaxed);
+  if (space == Space::PIO && address == POST_CODE_PORT) return;
+  bool first;
+  {
+    std::lock_guard<std::mutex> guard(unclaimedLock);
+    if (unclaimedSeen.size() >= MAX_UNCLAIMED_SEEN) return;
+    first = unclaimedSeen.emplace(space, address).second;
   }
+  if (!first || !verbose()) return;
+  if (write) {
+    logf("guest wrote %#x to unclaimed %s %#x; ignored (later accesses there are only counted)",
+         value, spaceName(space), address);
+  } else {
+    logf(
+        "guest read %u byte(s) from unclaimed %s %#x; returning all-ones (later accesses there "
+        "are only counted)",
+        size, spaceName(space), address);
+  }
+}
+
+size_t IoBus::unclaimedAddresses() {
+  std::lock_guard<std::mutex> guard(unclaimedLock);
+  return unclaimedSeen.size();
 }
 
 void IoBus::setDoorbell(Space space, uint64_t address, unsigned size, uint64_t value, int fd,

@@ -1,7 +1,9 @@
 // The I/O bus: port and MMIO address ranges, each routed to exactly one handler.
 //
 // Accesses nobody claims behave as on a PC with nothing at that address: reads return all-ones,
-// writes are ignored; both are counted and logged with a rate limit.
+// writes are ignored. They are counted; under --verbose the first access to each address is
+// logged, and the VM's end says how many there were. Port 0x80 (POST codes, which firmware and
+// kernels write to as a delay) is a known sink: counted, never logged.
 //
 // Every guest port and MMIO access of either CPU backend passes here, so this is where they are
 // traced (--trace exits) and where doorbells a backend cannot match itself are rung.
@@ -10,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -54,6 +57,10 @@ class IoBus {
   void makeWritesSynchronous() { allSynchronous = true; }
   void setTracer(BusTracer* tracer) { this->tracer = tracer; }
 
+  // Guest accesses that reached no device, and how many distinct addresses they went to.
+  uint64_t unclaimedAccesses() const { return unclaimedCount.load(std::memory_order_relaxed); }
+  size_t unclaimedAddresses();
+
   // A doorbell: a guest write of `value` (`size` bytes; size 0: any write) at `address` signals
   // eventfd `fd` instead of reaching the range's handler (for a backend without ioeventfds of
   // its own). `assign` false removes it.
@@ -69,12 +76,15 @@ class IoBus {
     int fd;
   };
   bool ringDoorbell(Space space, uint64_t address, unsigned size, uint64_t value);
+  void unclaimed(bool write, Space space, uint64_t address, unsigned size, uint64_t value);
 
   RangeMap<Route>& mapFor(Space space) { return space == Space::PIO ? ports : mmio; }
 
   RangeMap<Route> ports;
   RangeMap<Route> mmio;
-  RateLimitedLog unclaimed;
+  std::atomic<uint64_t> unclaimedCount{0};
+  std::mutex unclaimedLock;
+  std::set<std::pair<Space, uint64_t>> unclaimedSeen;  // at most MAX_UNCLAIMED_SEEN
   bool allSynchronous = false;
   BusTracer* tracer = nullptr;
   std::mutex doorbellsLock;

@@ -6,6 +6,7 @@
 #include <absl/strings/str_cat.h>
 #include <absl/strings/str_format.h>
 
+#include "kernel/base/log.h"
 #include "kernel/base/status-macros.h"
 #include "kernel/boot/bios.h"
 #include "kernel/boot/flat.h"
@@ -194,6 +195,7 @@ absl::StatusOr<std::unique_ptr<Vm>> buildMachine(const Options& options,
     if (!free.ok()) return badInput("--control ", free);
   }
 
+  setVerbose(options.verbose);
   VmConfig config;
   config.memoryBytes = options.memoryBytes;
   config.cpus = options.cpus;

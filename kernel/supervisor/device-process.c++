@@ -352,8 +352,9 @@ absl::Status DeviceProcess::addPciFunction(protocol::PciFunction::Reader pci,
       interruptFd = std::move(*trigger);
       resampleFd = std::move(*resample);
     } else {
-      logf("device %s: %s; its interrupt goes through the channel", spec.kind,
-           std::string(routed.message()));
+      if (verbose())
+        logf("device %s: %s; its interrupt goes through the channel", spec.kind,
+             std::string(routed.message()));
     }
   }
   return absl::OkStatus();
@@ -369,8 +370,9 @@ absl::Status DeviceProcess::addMsiVectors(unsigned count) {
     if (!fd.ok()) return fd.status();
     absl::Status routed = spec.platform->addIrqfd(gsi, fd->get(), -1);
     if (!routed.ok()) {
-      logf("device %s: %s; its MSI-X messages go through the channel", spec.kind,
-           std::string(routed.message()));
+      if (verbose())
+        logf("device %s: %s; its MSI-X messages go through the channel", spec.kind,
+             std::string(routed.message()));
       vectorFds.clear();
       break;
     }

@@ -45,6 +45,33 @@ TEST(Guests, PostCodesReachTheirFileBackendOnce) {
   EXPECT_EQ(text, "earlier\npost 0x2c\npost 0x07\n");
 }
 
+// Accesses nobody claims are quiet unless --verbose, and then logged once per address with a
+// count at the end; port 0x80 (POST codes) is never listed.
+TEST(Guests, UnclaimedPortsAreQuietUnlessVerbose) {
+  REQUIRE_KVM();
+  std::string code = ::testing::TempDir() + "/bulkhead-unclaimed.bin";
+  // out 0xe0, al (three times); out 0x80, al; mov al, 0; out 0xf4, al; hlt
+  std::ofstream(code, std::ios::binary | std::ios::trunc)
+      << std::string("\xe6\xe0\xe6\xe0\xe6\xe0\xe6\x80\xb0\x00\xe6\xf4\xf4", 13);
+  std::vector<std::string> arguments = {"run",    "--flat", code,       "--entry",   "0x7c00",
+                                        "--mode", "16",     "--device", "debug-exit"};
+  RunResult quiet = runBulkhead(arguments);
+  EXPECT_EQ(quiet.status, 1) << quiet.err;
+  EXPECT_EQ(quiet.err.find("unclaimed"), std::string::npos) << quiet.err;
+  arguments.push_back("--verbose");
+  RunResult loud = runBulkhead(arguments);
+  EXPECT_EQ(loud.status, 1) << loud.err;
+  size_t lines = 0;
+  for (size_t at = 0; (at = loud.err.find("unclaimed port", at)) != std::string::npos; ++at)
+    ++lines;
+  EXPECT_EQ(lines, 1u) << loud.err;
+  EXPECT_NE(loud.err.find("unclaimed port 0xe0"), std::string::npos) << loud.err;
+  EXPECT_EQ(loud.err.find("port 0x80;"), std::string::npos) << loud.err;
+  EXPECT_NE(loud.err.find("4 guest accesses reached no device (1 addresses listed above"),
+            std::string::npos)
+      << loud.err;
+}
+
 TEST(Guests, SixteenBitFlatGuestRunsInRealMode) {
   REQUIRE_KVM();
   RunResult run = runBulkhead({"run", "--flat", guest("real16.bin"), "--entry", "0x7c00", "--mode",

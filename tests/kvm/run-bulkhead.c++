@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -24,7 +25,9 @@ std::string controlTool;
 // Runs the binary under test in this (forked) process; never returns.
 [[noreturn]] void execBulkhead(const std::vector<std::string>& arguments) {
   std::vector<std::string> all = arguments;
-  if (!all.empty() && all[0] == "run" && !testAccel().empty()) {
+  // The suite's backend, unless the test names one itself (--accel may be given once).
+  bool named = std::find(all.begin(), all.end(), "--accel") != all.end();
+  if (!all.empty() && all[0] == "run" && !testAccel().empty() && !named) {
     all.insert(all.begin() + 1, {"--accel", testAccel()});
   }
   std::vector<char*> argv;
