@@ -247,5 +247,17 @@ TEST(FaultPlanText, APlanOverTheEnginesLimitsIsRefusedByTheParser) {
   EXPECT_NE(Plan(states).error.find("names 16 states"), std::string::npos) << Plan(states).error;
 }
 
+// A binary file given as a plan is refused in one printable line: its bytes are not echoed.
+TEST(FaultPlanText, GarbageIsRefusedWithoutEchoingIt) {
+  std::string garbage = "rule \x1b[31m\x01\xff\x80 device=serial";
+  for (int i = 0; i < 500; ++i) garbage += static_cast<char>(i * 37 + 11);
+  Plan plan(garbage);
+  ASSERT_FALSE(plan.error.empty());
+  for (unsigned char c : plan.error) {
+    EXPECT_TRUE(c >= 0x20 && c < 0x7f) << "byte " << static_cast<int>(c) << " in " << plan.error;
+  }
+  EXPECT_LT(plan.error.size(), 300u);
+}
+
 }  // namespace
 }  // namespace bulkhead

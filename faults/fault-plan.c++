@@ -1,6 +1,7 @@
 #include "faults/fault-plan.h"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <set>
@@ -271,12 +272,31 @@ std::string parseLines(const std::string& text, protocol::FaultPlan::Builder pla
   return "";
 }
 
+// An error quotes the plan's own text, which may be anything (a binary file given by mistake):
+// bytes outside printable ASCII are shown as \xNN, and a long quote is cut.
+std::string printableError(const std::string& error) {
+  constexpr size_t LIMIT = 240;
+  std::string shown;
+  for (size_t i = 0; i < error.size() && shown.size() < LIMIT; ++i) {
+    unsigned char byte = error[i];
+    if (byte >= 0x20 && byte < 0x7f) {
+      shown += static_cast<char>(byte);
+    } else {
+      char escaped[5];
+      snprintf(escaped, sizeof(escaped), "\\x%02x", byte);
+      shown += escaped;
+    }
+  }
+  if (shown.size() >= LIMIT) shown += "...";
+  return shown;
+}
+
 }  // namespace
 
 absl::Status parseFaultPlan(const std::string& text, protocol::FaultPlan::Builder plan) {
   std::string error = parseLines(text, plan);
   if (error.empty()) error = checkLimits(plan.asReader());
-  if (!error.empty()) return absl::InvalidArgumentError(error);
+  if (!error.empty()) return absl::InvalidArgumentError(printableError(error));
   return absl::OkStatus();
 }
 

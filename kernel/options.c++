@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <map>
@@ -343,6 +344,13 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
   }
   if (bios && (!options.cmdline.empty() || !options.modules.empty() || !options.initrd.empty())) {
     return bad("--cmdline, --module and --initrd do not apply to --bios (the BIOS boots a disk)");
+  }
+  bool disk = std::any_of(options.devices.begin(), options.devices.end(), [](const auto& device) {
+    return device.kind == "virtio-blk" || device.kind == "ide";
+  });
+  if (bios && !disk) {
+    // SeaBIOS would say "No bootable device" on a console nobody may be watching, and wait.
+    return bad("--bios has nothing to boot from: add --disk path=IMG");
   }
   if (flat && (!options.entryGiven || !options.modeGiven)) {
     return bad("--flat needs --entry ADDR and --mode 16|32|64");

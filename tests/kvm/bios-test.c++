@@ -144,8 +144,9 @@ TEST(Bios, BadBiosImagesGetOneClearLine) {
       {writeFile("bios-truncated.bin", truncated), "in whole 64 KiB units; this one has 100000"},
       {writeFile("bios-nojump.bin", noJump), "not a BIOS image: no far jump at the reset vector"},
   };
+  std::string disk = writeFile("bios-disk.img", std::vector<uint8_t>(512, 0));
   for (const Case& c : cases) {
-    RunResult run = runBulkhead({"run", "--bios", c.bios});
+    RunResult run = runBulkhead({"run", "--bios", c.bios, "--disk", "path=" + disk});
     EXPECT_EQ(run.status, 2) << c.bios << ": " << run.err;
     EXPECT_NE(run.err.find(c.says), std::string::npos) << run.err;
     EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << run.err;

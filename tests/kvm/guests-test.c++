@@ -284,8 +284,14 @@ TEST(Processes, OneProcessPerDeviceAndNoOrphansWhenTheCoreIsKilled) {
   pid_t core = startBulkhead({"run", "--kernel", guest("stream.elf"), "--cmdline",
                               "bytes=1000000000", "--device", "debug-exit"});
   ASSERT_GT(core, 0);
+  // Four children, each past its exec (a child between fork and exec is still "bulkhead").
+  auto started = [](const std::set<std::string>& names) {
+    return names.size() == 4 && std::all_of(names.begin(), names.end(), [](const std::string& n) {
+             return n.rfind("bulkhead-", 0) == 0;
+           });
+  };
   std::set<std::string> children;
-  for (int i = 0; i < 100 && children.size() < 4; ++i) {
+  for (int i = 0; i < 100 && !started(children); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     children = childNames(core);
   }
@@ -305,12 +311,17 @@ TEST(Processes, OneProcessPerDeviceAndNoOrphansWhenTheCoreIsKilled) {
     // The core is root, so servers run as nobody, each as PID 1 of a PID namespace of its own,
     // under a seccomp filter.
     for (pid_t server : servers) {
-      std::ifstream status("/proc/" + std::to_string(server) + "/status");
-      std::string line, uid, nspid, seccomp;
-      while (std::getline(status, line)) {
-        if (line.rfind("Uid:", 0) == 0) uid = line;
-        if (line.rfind("NSpid:", 0) == 0) nspid = line;
-        if (line.rfind("Seccomp:", 0) == 0) seccomp = line;
+      std::string uid, nspid, seccomp;
+      // A server enters its filter once attached; the last one may still be attaching.
+      for (int i = 0; i < 100 && seccomp != "Seccomp:\t2"; ++i) {
+        if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        std::ifstream status("/proc/" + std::to_string(server) + "/status");
+        std::string line;
+        while (std::getline(status, line)) {
+          if (line.rfind("Uid:", 0) == 0) uid = line;
+          if (line.rfind("NSpid:", 0) == 0) nspid = line;
+          if (line.rfind("Seccomp:", 0) == 0) seccomp = line;
+        }
       }
       EXPECT_EQ(uid.substr(uid.find_first_not_of("Uid:\t ")), "65534\t65534\t65534\t65534");
       EXPECT_EQ(nspid.substr(nspid.rfind('\t') + 1), "1") << nspid;
