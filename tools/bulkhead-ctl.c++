@@ -17,6 +17,14 @@
 
 namespace {
 
+// Each answer waits at most this long: a socket that is not Bulkhead's may never answer.
+constexpr unsigned ANSWER_SECONDS = 5;
+
+template <typename P>
+auto answer(kj::AsyncIoContext& io, P&& promise) {
+  return io.provider->getTimer().timeoutAfter(ANSWER_SECONDS * kj::SECONDS, kj::mv(promise));
+}
+
 const char* const USAGE = R"(bulkhead-ctl: control a running bulkhead VM
 
 usage:
@@ -114,7 +122,7 @@ int run(const std::string& socket, const std::vector<std::string>& command) {
                    request.setWhat(*view);
                    request.setAddress(address);
                    request.setCount(count);
-                   auto response = request.send().wait(io.waitScope);
+                   auto response = answer(io, request.send()).wait(io.waitScope);
                    fputs(response.getText().cStr(), stdout);
                    auto data = response.getData();
                    for (size_t i = 0; i < data.size(); i += 16) {
@@ -126,7 +134,7 @@ int run(const std::string& socket, const std::vector<std::string>& command) {
                    return;
                  }
                  if (command[0] == "devices" || command[0] == "stats") {
-                   auto response = control.devicesRequest().send().wait(io.waitScope);
+                   auto response = answer(io, control.devicesRequest().send()).wait(io.waitScope);
                    bool stats = command[0] == "stats";
                    if (stats) {
                      printf("%-14s %12s %12s %10s %8s %8s\n", "DEVICE", "READS", "WRITES", "IRQS",
@@ -150,10 +158,10 @@ int run(const std::string& socket, const std::vector<std::string>& command) {
                  } else if (command[1] == "load") {
                    auto request = control.loadFaultsRequest();
                    request.setPlan(planText);
-                   request.send().wait(io.waitScope);
+                   answer(io, request.send()).wait(io.waitScope);
                    printf("fault plan %s in force\n", command[2].c_str());
                  } else if (command[1] == "list") {
-                   auto response = control.faultsRequest().send().wait(io.waitScope);
+                   auto response = answer(io, control.faultsRequest().send()).wait(io.waitScope);
                    if (response.getPlan().size() == 0) {
                      printf("no fault plan\n");
                    } else {
@@ -163,11 +171,19 @@ int run(const std::string& socket, const std::vector<std::string>& command) {
                  } else if (command[1] == "enable" || command[1] == "disable") {
                    auto request = control.enableFaultsRequest();
                    request.setEnabled(command[1] == "enable");
-                   request.send().wait(io.waitScope);
+                   answer(io, request.send()).wait(io.waitScope);
                  } else {
-                   control.clearFaultsRequest().send().wait(io.waitScope);
+                   answer(io, control.clearFaultsRequest().send()).wait(io.waitScope);
                  }
                })) {
+    if (exception->getType() == kj::Exception::Type::DISCONNECTED ||
+        exception->getType() == kj::Exception::Type::OVERLOADED) {
+      // A socket that is not Bulkhead's, or a VM that ended or hangs, gives no Cap'n Proto answer.
+      return fail(socket + " did not answer as a Bulkhead control socket within " +
+                  std::to_string(ANSWER_SECONDS) +
+                  " s (did the VM end, or is it another kind of "
+                  "socket?)");
+    }
     std::string description = exception->getDescription().cStr();
     for (const char* noise : {"remote exception: ", "failed: "}) {
       if (description.rfind(noise, 0) == 0) description.erase(0, strlen(noise));

@@ -2,6 +2,7 @@
 // and that they never delete or truncate a file they were not asked to.
 #include "kernel/machine/host-backends.h"
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -128,6 +129,25 @@ TEST(HostBackends, AListeningPathMayOnlyBeNothingOrAStaleSocket) {
               std::string::npos);
   }
   EXPECT_TRUE(checkListeningPath(stale).ok());
+}
+
+TEST(HostBackends, ListeningPlacesAreCheckedBeforeAnythingStarts) {
+  EXPECT_EQ(checkListeningPath("/nonexistent/folder/vm.sock").message(),
+            "/nonexistent/folder/vm.sock: the folder /nonexistent/folder does not exist");
+  // A TCP port some program listens on is refused (--gdb), in the project's words.
+  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(listener, 1), 0);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  uint16_t port = ntohs(address.sin_port);
+  EXPECT_NE(checkLocalTcpPort(port).message().find("is in use by another program"),
+            std::string::npos);
+  close(listener);
+  EXPECT_TRUE(checkLocalTcpPort(port).ok());
 }
 
 }  // namespace

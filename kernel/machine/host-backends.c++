@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -102,8 +103,15 @@ absl::StatusOr<kj::AutoCloseFd> openSocket(const std::string& path, bool listeni
 absl::Status checkListeningPath(const std::string& path) {
   struct stat info;
   if (lstat(path.c_str(), &info) != 0) {
-    if (errno == ENOENT) return absl::OkStatus();
-    return errnoStatus(absl::StrFormat("%s cannot be looked at", path));
+    if (errno != ENOENT) return errnoStatus(absl::StrFormat("%s cannot be looked at", path));
+    std::string folder =
+        path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+    if (folder.empty()) folder = "/";
+    if (stat(folder.c_str(), &info) != 0 || !S_ISDIR(info.st_mode)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: the folder %s does not exist", path, folder));
+    }
+    return absl::OkStatus();
   }
   if (!S_ISSOCK(info.st_mode)) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -127,6 +135,26 @@ absl::Status checkListeningPath(const std::string& path) {
     }
   }
   return absl::OkStatus();  // stale: nobody listens
+}
+
+absl::Status checkLocalTcpPort(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errnoStatus("socket");
+  kj::AutoCloseFd probe(fd);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));  // as the listener will
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    if (errno == EADDRINUSE) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("127.0.0.1:%u is in use by another program; choose another port", port));
+    }
+    return errnoStatus(absl::StrFormat("cannot listen on 127.0.0.1:%u", port));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<kj::AutoCloseFd> openDiskImage(const std::string& path, bool readOnly) {

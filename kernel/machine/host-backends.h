@@ -41,6 +41,8 @@ kj::AutoCloseFd copyOf(int fd);
 // listens on any more (a stale one, which the caller replaces). Anything else is refused, and
 // left as it is: a file, a folder, or a socket another process (another VM) listens on.
 absl::Status checkListeningPath(const std::string& path);
+// Whether 127.0.0.1:`port` is free to listen on (for --gdb).
+absl::Status checkLocalTcpPort(uint16_t port);
 
 // A whole image file (kernel, initrd, module, BIOS, fault plan), at most 1 GiB.
 absl::StatusOr<std::vector<uint8_t>> readImage(const std::string& path, const char* what);

@@ -194,6 +194,10 @@ absl::StatusOr<std::unique_ptr<Vm>> buildMachine(const Options& options,
     absl::Status free = checkListeningPath(options.controlPath);
     if (!free.ok()) return badInput("--control ", free);
   }
+  if (options.gdbPort != 0) {
+    absl::Status free = checkLocalTcpPort(options.gdbPort);
+    if (!free.ok()) return badInput(absl::StrFormat("--gdb %u: ", options.gdbPort), free);
+  }
 
   setVerbose(options.verbose);
   VmConfig config;

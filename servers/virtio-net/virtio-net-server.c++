@@ -22,15 +22,13 @@ int main() {
         if (given != config.options.end()) {
           unsigned b[6];
           char extra;
-          KJ_REQUIRE(sscanf(given->second.c_str(), "%x:%x:%x:%x:%x:%x%c", &b[0], &b[1], &b[2],
-                            &b[3], &b[4], &b[5], &extra) == 6,
-                     kj::str("mac=", given->second.c_str(),
-                             " is not six hex bytes like "
-                             "52:54:00:12:34:56"));
-          for (int i = 0; i < 6; ++i) {
-            KJ_REQUIRE(b[i] <= 0xff, "a MAC byte is larger than ff");
-            mac[i] = b[i];
+          bool parsed = sscanf(given->second.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1],
+                               &b[2], &b[3], &b[4], &b[5], &extra) == 6;
+          if (!parsed) {
+            KJ_FAIL_REQUIRE(kj::str("mac=", given->second.c_str(),
+                                    " is not six hex bytes like 52:54:00:12:34:56"));
           }
+          for (int i = 0; i < 6; ++i) mac[i] = b[i];
         }
         auto listen = config.options.find("listen");
         bool listening = listen != config.options.end() && listen->second == "on";

@@ -120,5 +120,34 @@ TEST(Control, HangupAndQuitRemoveTheControlSocket) {
   }
 }
 
+// bulkhead-ctl against a socket that is not a VM's: one line in the project's words, status 2,
+// not a library's read() error.
+TEST(Control, ASocketThatIsNotBulkheadsGetsOneClearLine) {
+  REQUIRE_KVM();
+  std::string path = ::testing::TempDir() + "/bulkhead-control-stranger.sock";
+  unlink(path.c_str());
+  int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  snprintf(address.sun_path, sizeof(address.sun_path), "%s", path.c_str());
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(listener, 4), 0);
+  std::thread stranger([listener]() {
+    int peer = accept(listener, nullptr, nullptr);
+    if (peer < 0) return;
+    ssize_t ignored = write(peer, "HTTP/1.0 400 Bad Request\r\n\r\n", 28);
+    (void)ignored;
+    close(peer);
+  });
+  int status = -1;
+  std::string said = runCtl(path, "devices", &status);
+  stranger.join();
+  close(listener);
+  unlink(path.c_str());
+  EXPECT_EQ(status, 2) << said;
+  EXPECT_NE(said.find("did not answer as a Bulkhead control socket"), std::string::npos) << said;
+  EXPECT_EQ(std::count(said.begin(), said.end(), '\n'), 1) << said;
+}
+
 }  // namespace
 }  // namespace bulkhead::testing

@@ -263,8 +263,10 @@ TEST(VirtioNet, BadNetArgumentsGetOneClearLine) {
       {"mac=52:54:00:00:00:01", "--net needs socket=PATH or tap=NAME"},
       {"socket=/tmp/a.sock,tap=tap0", "not both"},
       {"socket=/tmp/a.sock,bogus", "'bogus' is not key=value or listen"},
-      {"socket=/nonexistent/dir/a.sock,listen", "cannot listen on socket=/nonexistent/dir/a.sock"},
+      {"socket=/nonexistent/dir/a.sock,listen", "the folder /nonexistent/dir does not exist"},
       {"tap=" + std::string(20, 't'), "name is too long"},
+      {"socket=/tmp/bulkhead-mac-test.sock,listen,mac=52:54:zz",
+       "mac=52:54:zz is not six hex bytes like 52:54:00:12:34:56"},
   };
   for (const Case& c : cases) {
     RunResult run =
@@ -272,6 +274,7 @@ TEST(VirtioNet, BadNetArgumentsGetOneClearLine) {
     EXPECT_EQ(run.status, 2) << c.net << ": " << run.err;
     EXPECT_NE(run.err.find(c.says), std::string::npos) << run.err;
     EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << run.err;
+    EXPECT_EQ(run.err.find("sscanf"), std::string::npos) << "library text: " << run.err;
   }
 }
 
