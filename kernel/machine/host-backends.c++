@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <optional>
 
 #include <absl/strings/str_format.h>
 
@@ -64,30 +65,35 @@ absl::StatusOr<kj::AutoCloseFd> openTap(const std::string& name) {
   return tap;
 }
 
-absl::StatusOr<kj::AutoCloseFd> openSocket(const std::string& path, bool listening) {
+// The address of unix socket `path`, when it fits one.
+std::optional<sockaddr_un> unixAddress(const std::string& path) {
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof(address.sun_path)) {
-    return absl::InvalidArgumentError("socket=PATH needs a path of at most 107 bytes");
-  }
+  if (path.empty() || path.size() >= sizeof(address.sun_path)) return std::nullopt;
   strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+  return address;
+}
+
+absl::StatusOr<kj::AutoCloseFd> openSocket(const std::string& path, bool listening) {
+  std::optional<sockaddr_un> address = unixAddress(path);
+  if (!address) return absl::InvalidArgumentError("socket=PATH needs a path of at most 107 bytes");
   int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
   if (fd < 0) return errnoStatus("socket");
   kj::AutoCloseFd sock(fd);
-  auto* raw = reinterpret_cast<sockaddr*>(&address);
+  auto* raw = reinterpret_cast<sockaddr*>(&*address);
   if (listening) {
     // A socket left by an earlier run is replaced; anything else at PATH is not touched.
     absl::Status free = checkListeningPath(path);
     if (!free.ok()) return absl::InvalidArgumentError("socket=" + std::string(free.message()));
     unlink(path.c_str());
-    if (bind(fd, raw, sizeof(address)) != 0 || listen(fd, 1) != 0) {
+    if (bind(fd, raw, sizeof(sockaddr_un)) != 0 || listen(fd, 1) != 0) {
       return errnoStatus("cannot listen on socket=" + path);
     }
     return sock;
   }
   int result = -1;
   for (int attempt = 0; attempt < CONNECT_ATTEMPTS; ++attempt) {
-    result = connect(fd, raw, sizeof(address));
+    result = connect(fd, raw, sizeof(sockaddr_un));
     if (result == 0 || (errno != ENOENT && errno != ECONNREFUSED)) break;
     usleep(CONNECT_PAUSE_US);
   }
@@ -118,17 +124,15 @@ absl::Status checkListeningPath(const std::string& path) {
         "%s exists and is not a socket; give a path where nothing is (it was left as it is)",
         path));
   }
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(address.sun_path)) {
+  std::optional<sockaddr_un> address = unixAddress(path);
+  if (!address) {
     return absl::InvalidArgumentError(absl::StrFormat("%s is longer than 107 bytes", path));
   }
-  strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
   for (int type : {SOCK_STREAM, SOCK_SEQPACKET}) {
     int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
     if (fd < 0) return errnoStatus("socket");
     kj::AutoCloseFd probe(fd);
-    int result = connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+    int result = connect(fd, reinterpret_cast<sockaddr*>(&*address), sizeof(*address));
     if (result == 0 || (errno != ECONNREFUSED && errno != EPROTOTYPE)) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "%s is a socket another process listens on (another VM?); give another path", path));
