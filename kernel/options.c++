@@ -88,7 +88,7 @@ absl::StatusOr<uint64_t> parseSize(const std::string& text) {
   if (shift != 0) digits.pop_back();
   absl::StatusOr<uint64_t> value = parseNumber(digits);
   if (!value.ok() || *value == 0) return absl::InvalidArgumentError("not a size");
-  if (*value > (uint64_t{1} << (40 - shift))) return absl::InvalidArgumentError("too large");
+  if (*value > (uint64_t{1} << (40 - shift))) return absl::OutOfRangeError("too large");
   return *value << shift;
 }
 
@@ -193,17 +193,15 @@ absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments) 
     } else if (flag == "--memory") {
       absl::StatusOr<uint64_t> size = parseSize(value);
       uint64_t host = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
-      if (!size.ok() && size.status().message() == "too large") {
+      bool tooLarge =
+          size.ok() ? *size > host : size.status().code() == absl::StatusCode::kOutOfRange;
+      if (tooLarge) {
         return bad(absl::StrFormat("--memory '%s' is more than this host's %uM of RAM", value,
                                    host >> 20));
       }
       if (!size.ok() || *size < (1 << 20) || *size % 4096 != 0) {
         return bad(absl::StrFormat(
             "--memory '%s' is not a size of at least 1M in whole pages (e.g. 64M or 1G)", value));
-      }
-      if (*size > host) {
-        return bad(absl::StrFormat("--memory '%s' is more than this host's %uM of RAM", value,
-                                   host >> 20));
       }
       options.memoryBytes = *size;
     } else if (flag == "--cpus") {

@@ -59,7 +59,8 @@ struct Options {
 
 absl::StatusOr<Options> parseOptions(const std::vector<std::string>& arguments);
 
-// "64M", "1G", "4096K" or plain bytes; 0 or garbage is an error.
+// "64M", "1G", "4096K" or plain bytes. 0 or garbage is kInvalidArgument; over 1 TiB is
+// kOutOfRange.
 absl::StatusOr<uint64_t> parseSize(const std::string& text);
 // Decimal or 0x-prefixed hexadecimal.
 absl::StatusOr<uint64_t> parseNumber(const std::string& text);
