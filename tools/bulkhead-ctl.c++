@@ -14,6 +14,7 @@
 #include <kj/async-io.h>
 
 #include "control.capnp.h"
+#include "kernel/base/kj-status.h"
 
 namespace {
 
@@ -184,11 +185,7 @@ int run(const std::string& socket, const std::vector<std::string>& command) {
                   " s (did the VM end, or is it another kind of "
                   "socket?)");
     }
-    std::string description = exception->getDescription().cStr();
-    for (const char* noise : {"remote exception: ", "failed: "}) {
-      if (description.rfind(noise, 0) == 0) description.erase(0, strlen(noise));
-    }
-    status = fail(description, 1);
+    status = fail(bulkhead::describeException(*exception), 1);
   }
   return status;
 }

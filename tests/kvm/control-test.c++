@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -18,6 +19,20 @@
 
 namespace bulkhead::testing {
 namespace {
+
+// A unix stream socket listening at `path` (whatever was there removed), or -1.
+int listenAt(const std::string& path) {
+  unlink(path.c_str());
+  int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  snprintf(address.sun_path, sizeof(address.sun_path), "%s", path.c_str());
+  if (listener < 0 || bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      listen(listener, 4) != 0) {
+    return -1;
+  }
+  return listener;
+}
 
 TEST(Control, DevicesStatsAndLiveFaultPlans) {
   REQUIRE_KVM();
@@ -85,13 +100,8 @@ TEST(Control, APathThatIsNotAStaleSocketIsRefusedAndLeftAlone) {
   EXPECT_EQ(content, "precious");
 
   std::string live = ::testing::TempDir() + "/bulkhead-control-live.sock";
-  unlink(live.c_str());
-  int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  snprintf(address.sun_path, sizeof(address.sun_path), "%s", live.c_str());
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  ASSERT_EQ(listen(listener, 4), 0);
+  int listener = listenAt(live);
+  ASSERT_GE(listener, 0) << strerror(errno);
   run = runBulkhead(
       {"run", "--kernel", guestDir() + "/hello.elf", "--device", "debug-exit", "--control", live});
   EXPECT_EQ(run.status, 2) << run.err;
@@ -125,13 +135,8 @@ TEST(Control, HangupAndQuitRemoveTheControlSocket) {
 TEST(Control, ASocketThatIsNotBulkheadsGetsOneClearLine) {
   REQUIRE_KVM();
   std::string path = ::testing::TempDir() + "/bulkhead-control-stranger.sock";
-  unlink(path.c_str());
-  int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  snprintf(address.sun_path, sizeof(address.sun_path), "%s", path.c_str());
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  ASSERT_EQ(listen(listener, 4), 0);
+  int listener = listenAt(path);
+  ASSERT_GE(listener, 0) << strerror(errno);
   std::thread stranger([listener]() {
     int peer = accept(listener, nullptr, nullptr);
     if (peer < 0) return;
