@@ -140,6 +140,14 @@ class Cpu {
   // generic interpreter; the tests compare the two.
   void setFastPath(bool enabled) { fastPath = enabled; }
 
+  // The decoded code a guest can make the core hold is bounded: once the blocks would take more
+  // than CODE_CACHE_BYTES, all are freed (as QEMU flushes its whole code buffer when full) and
+  // decoding starts over. Debian's Linux decodes about 60 MiB (65,000 blocks) on its way to a
+  // shell, so it never flushes (docs/emu.md).
+  static constexpr size_t CODE_CACHE_BYTES = 256 << 20;
+  size_t codeCacheBytes() const { return cachedCodeBytes; }
+  uint64_t codeCacheFlushes() const { return codeFlushes; }
+
  private:
   // The guest's paging structures as the page walker (kernel/x86/page-walk.h) reaches them.
   class GuestPageTables;
@@ -259,6 +267,9 @@ class Cpu {
   uint32_t modeKey = 0;
 
   std::unordered_map<uint64_t, std::unique_ptr<Block>> blocks;  // key: see blockAt()
+  size_t cachedCodeBytes = 0;                                   // what `blocks` hold
+  uint64_t codeFlushes = 0;
+  void flushCode();
   // Physical page number -> version, for pages that hold cached blocks; a store bumps it.
   std::unordered_map<uint64_t, uint64_t> codeVersions;
   uint64_t codeEpoch = 1;          // see recheckCode()

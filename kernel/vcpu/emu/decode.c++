@@ -2,6 +2,7 @@
 // (decoded.h), a block at a time, cached by address and checked against code versions.
 #include "kernel/vcpu/emu/cpu.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <absl/strings/str_format.h>
@@ -149,6 +150,22 @@ Insn endMarker(size_t blockLength) {
 
 // --- Blocks and the run loop --------------------------------------------------------------
 
+namespace {
+
+size_t footprint(const Block& block) {
+  return sizeof(Block) + block.insns.capacity() * sizeof(Insn) + block.bytes.capacity();
+}
+
+}  // namespace
+
+void Cpu::flushCode() {
+  blocks.clear();
+  std::fill_n(blockCache.get(), BLOCK_CACHE_SIZE, BlockCacheEntry{});
+  ++linkEpoch;  // every link named a freed block
+  cachedCodeBytes = 0;
+  ++codeFlushes;
+}
+
 Block* Cpu::blockAt(uint64_t rip) {
   uint64_t linear = modeKey == 2 ? rip : (s.segment[CS].base + rip) & 0xffffffff;
   if (modeKey == 2 && !canonical(linear)) throw GuestFault{13, true, 0};
@@ -241,9 +258,16 @@ Block* Cpu::blockAt(uint64_t rip) {
   }
   fresh->instructions = static_cast<uint32_t>(fresh->insns.size());
   fresh->insns.push_back(endMarker(offset));
+  fresh->insns.shrink_to_fit();
   fresh->bytes.assign(code, code + offset);
   // Links to a block this one replaces must not be followed (they are checked by epoch).
-  if (blocks.contains(key)) ++linkEpoch;
+  if (auto replaced = blocks.find(key); replaced != blocks.end()) {
+    ++linkEpoch;
+    cachedCodeBytes -= footprint(*replaced->second);
+    blocks.erase(replaced);
+  }
+  if (cachedCodeBytes + footprint(*fresh) > CODE_CACHE_BYTES) flushCode();
+  cachedCodeBytes += footprint(*fresh);
   fresh->checkedEpoch = codeEpoch;
   auto [version, added] = codeVersions.try_emplace(physical >> 12, 0);
   fresh->pageVersion = &version->second;
