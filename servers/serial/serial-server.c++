@@ -60,7 +60,10 @@ class SerialDevice final : public sdk::Device, private Uart16550::Host {
     while (pendingInput.size() < INPUT_BUFFER_BYTES) {
       char buffer[512];
       ssize_t n = ::read(input, buffer, sizeof(buffer));
-      if (n == 0) return false;  // end of input
+      if (n == 0) {  // end of input: what came before it still goes to the guest
+        feedPending();
+        return false;
+      }
       if (n < 0) {
         if (errno == EINTR) continue;
         break;  // EAGAIN: wait for the next edge
