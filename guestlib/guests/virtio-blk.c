@@ -3,10 +3,11 @@
  *   count=N  seed=S  (defaults 1000, 1)
  * Runs N requests drawn from a xorshift32 generator seeded with S: writes (60 %) of 1-8
  * sectors filled with a pattern naming the request and the sector, reads (35 %) checked
- * against what the guest last wrote to each sector (zeros if never), flushes (5 %), all inside
- * the first 2048 sectors, which must start out zero. The host test replays the same generator to
- * know what the image must hold. Prints "progress N" every 1000 requests, then "blk ok requests=N
- * writes=W reads=R flushes=F" and exits 0, or "FAIL ..." and a non-zero code.
+ * against what the guest last wrote to each sector (what the sector held at the start if never),
+ * flushes (5 %), all inside the first 2048 sectors, so it can run again on the same image. The
+ * host test starts from a zero image and replays the same generator to know what it must hold.
+ * Prints "progress N" every 1000 requests, then "blk ok requests=N writes=W reads=R flushes=F" and
+ * exits 0, or "FAIL ..." and a non-zero code.
  */
 #include "guest.h"
 #include "virtio.h"
@@ -16,6 +17,7 @@ enum { SECTORS = 2048, MAX_RUN = 8, WORDS = 128 };
 static struct virtq_memory queue;
 static uint32_t version[SECTORS]; /* request number (from 1) that last wrote each sector */
 static uint32_t buffer[MAX_RUN * WORDS];
+static uint32_t initial[SECTORS * WORDS]; /* the first 2048 sectors as the run found them */
 
 static uint32_t rng;
 static uint32_t next_random(void) {
@@ -25,9 +27,9 @@ static uint32_t next_random(void) {
   return rng;
 }
 
-/* The word a sector holds after request `v` wrote it (and 0 when v is 0). */
+/* The word a sector holds after request `v` wrote it (what it held at the start when v is 0). */
 static uint32_t pattern(uint32_t v, uint32_t sector, uint32_t word) {
-  return v == 0 ? 0 : v * 0x9e3779b1u + sector * 0x85ebca6bu + word;
+  return v == 0 ? initial[sector * WORDS + word] : v * 0x9e3779b1u + sector * 0x85ebca6bu + word;
 }
 
 void main32(uint32_t magic, struct multiboot_info* info) {
@@ -39,6 +41,9 @@ void main32(uint32_t magic, struct multiboot_info* info) {
   struct virtio_device dev;
   virtio_init_or_fail(&dev, 2, 1ull << 9 /* FLUSH */, &queue, 1, 2, "virtio-blk init");
   if (virtio_blk_capacity(&dev) < SECTORS) guest_fail(3, "disk smaller than 1 MiB");
+  for (uint32_t sector = 0; sector < SECTORS; sector += MAX_RUN)
+    if (virtio_blk_read(&dev, sector, &initial[sector * WORDS], MAX_RUN * 512) != 0)
+      guest_fail(5, "read");
 
   uint32_t writes = 0, reads = 0, flushes = 0;
   for (uint32_t request = 1; request <= count; ++request) {
