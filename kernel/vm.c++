@@ -15,6 +15,8 @@
 
 #include "kernel/base/errno-status.h"
 #include "kernel/base/status-macros.h"
+#include "kernel/console/terminal.h"
+#include "kernel/control/commands.h"
 #include "kernel/control/control-server.h"
 #include "kernel/debug/gdb-stub.h"
 #include "kernel/exit-status.h"
@@ -108,6 +110,8 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::create(const VmConfig& config, kj::Async
   }
   return vm;
 }
+
+void Vm::setConsole(std::unique_ptr<TerminalConsole> terminal) { console = std::move(terminal); }
 
 Vm::~Vm() {
   requestExit(EXIT_POWER_OFF, "");
@@ -278,6 +282,16 @@ int Vm::run() {
     controlServer = kj::heap<capnp::TwoPartyServer>(kj::heap<ControlServer>(*this));
     tasks.add(controlServer->listen(*controlListener));
   }
+  if (console != nullptr) {
+    // The monitor's commands go to the control API in this process, as bulkhead-ctl's do.
+    auto local = std::make_shared<protocol::Control::Client>(kj::heap<ControlServer>(*this));
+    TerminalConsole::Hooks hooks;
+    hooks.quit = [this](const std::string& why) { requestExit(EXIT_INTERRUPTED, why); };
+    hooks.command = [local](std::vector<std::string> words) {
+      return runControlCommand(*local, words);
+    };
+    tasks.add(console->serve(io.unixEventPort, std::move(hooks)));
+  }
 
   for (auto& vcpu : vcpus) {
     Vcpu* raw = vcpu.get();
@@ -306,6 +320,7 @@ int Vm::run() {
   shutDownDevices();
   flushLog(/*all=*/true);
   if (!config.controlPath.empty()) removeSocket(config.controlPath);
+  if (console != nullptr) console->restore();
   if (verbose() && ioBus.unclaimedAccesses() > 0) {
     logf("%u guest accesses reached no device (%u addresses listed above; port 0x80 is not listed)",
          ioBus.unclaimedAccesses(), ioBus.unclaimedAddresses());

@@ -21,6 +21,7 @@
 
 #include "kernel/boot/boot-state.h"
 #include "kernel/bus/io-bus.h"
+#include "kernel/console/terminal.h"
 #include "kernel/guestview/exit-trace.h"
 #include "kernel/memory/guest-memory.h"
 #include "kernel/supervisor/device-process.h"
@@ -63,6 +64,9 @@ class Vm final : public DeviceSink, public DevicePlatform, private BusTracer {
   GuestMemory& memory() { return *ram; }
   IoBus& bus() { return ioBus; }
   PciHost& pci() override { return pciHost; }
+
+  // The host terminal as the console (kernel/console/terminal.h), served while the VM runs.
+  void setConsole(std::unique_ptr<TerminalConsole> terminal);
 
   // Starts a device server and routes its ranges here.
   absl::Status addDevice(DeviceSpec spec);
@@ -139,6 +143,7 @@ class Vm final : public DeviceSink, public DevicePlatform, private BusTracer {
   std::once_flag exitOnce;
   int status = 0;
   std::string reason;
+  std::unique_ptr<TerminalConsole> console;
   kj::AutoCloseFd stopEvent;
   std::mutex pauseLock;
   std::condition_variable pauseChanged;

@@ -14,6 +14,7 @@
 #include "kernel/boot/memory-map.h"
 #include "kernel/boot/mp-table.h"
 #include "kernel/boot/multiboot.h"
+#include "kernel/console/terminal.h"
 #include "kernel/machine/device-kinds.h"
 #include "kernel/machine/host-backends.h"
 
@@ -62,16 +63,24 @@ std::vector<DeviceSpec> platformDevices(const Options& options, Vm& vm, Boot boo
   return specs;
 }
 
-absl::StatusOr<DeviceSpec> serialDevice(const Options& options) {
+absl::StatusOr<DeviceSpec> serialDevice(const Options& options, Vm& vm) {
   DeviceSpec spec = deviceSpecFor("serial", options.serialOptions);
   RETURN_IF_ERROR(takePolicyOptions(spec.options, spec.policy));
   if (options.serial == Options::Serial::FILE) {
     ASSIGN_OR_RETURN(spec.output, openOutputFile(options.serialPath, /*truncate=*/true));
     return spec;
   }
-  ASSIGN_OR_RETURN(HostSide side, openHostSide(HostBackend::STDIO, spec.options, true));
+  // A terminal becomes the console (kernel/console/terminal.h): the core reads it, and hands
+  // the server what is typed for the guest. Anything else on stdin goes to the server as is.
+  std::unique_ptr<TerminalConsole> console = TerminalConsole::open();
+  ASSIGN_OR_RETURN(HostSide side, openHostSide(HostBackend::STDIO, spec.options,
+                                               /*stdinFree=*/console == nullptr));
   spec.output = kj::mv(side.output);
   spec.backends = kj::mv(side.backends);
+  if (console != nullptr) {
+    spec.backends.push_back(console->takeGuestInput());
+    vm.setConsole(std::move(console));
+  }
   return spec;
 }
 
@@ -219,7 +228,7 @@ absl::StatusOr<std::unique_ptr<Vm>> buildMachine(const Options& options,
 
   std::vector<DeviceSpec> specs = platformDevices(options, *vm, boot);
   if (options.serial != Options::Serial::NONE) {
-    absl::StatusOr<DeviceSpec> serial = serialDevice(options);
+    absl::StatusOr<DeviceSpec> serial = serialDevice(options, *vm);
     if (!serial.ok()) return badInput("--serial: ", serial.status());
     specs.push_back(std::move(*serial));
   }
