@@ -34,13 +34,16 @@ absl::Status Vm::loadFaults(const std::string& text) {
 
 kj::Promise<void> Vm::applyFaults() {
   kj::Vector<kj::Promise<void>> applied;
+  // Every change is a new generation, even one to no rules, so a server's report of a rule
+  // from before the change is told apart (protocols/faults.capnp).
+  ++faultGeneration;
   for (auto& process : processes) {
-    std::shared_ptr<capnp::MallocMessageBuilder> rules;
+    auto rules = std::make_shared<capnp::MallocMessageBuilder>();
+    auto root = rules->initRoot<protocol::FaultPlan>();
     if (plan != nullptr && planEnabled) {
-      rules = std::make_shared<capnp::MallocMessageBuilder>();
-      selectFaultRules(plan->getRoot<protocol::FaultPlan>().asReader(), process->kind(),
-                       rules->initRoot<protocol::FaultPlan>());
+      selectFaultRules(plan->getRoot<protocol::FaultPlan>().asReader(), process->kind(), root);
     }
+    root.setGeneration(faultGeneration);
     applied.add(process->setFaults(rules));
   }
   return kj::joinPromises(applied.releaseAsArray());

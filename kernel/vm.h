@@ -143,6 +143,7 @@ class Vm final : public DeviceSink, public DevicePlatform, private BusTracer {
   std::once_flag exitOnce;
   int status = 0;
   std::string reason;
+  uint32_t faultGeneration = 0;  // of the plan last applied (applyFaults)
   std::unique_ptr<TerminalConsole> console;
   kj::AutoCloseFd stopEvent;
   std::mutex pauseLock;

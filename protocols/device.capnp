@@ -172,6 +172,7 @@ struct Reply {
       # A fault rule fired on the device's `event`th event (for counters, logs and replay).
       rule @7 :UInt16;
       event @8 :UInt64;
+      generation @13 :UInt32;  # of the plan the rule is in (FaultPlan.generation)
     }
     msiRoute :group {
       # The guest programmed MSI-X table entry `vector`: its message is now this (an address

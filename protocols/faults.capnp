@@ -9,6 +9,10 @@ $Cxx.namespace("bulkhead::protocol");
 struct FaultPlan {
   seed @0 :UInt64;             # every random choice in the plan derives from it
   rules @1 :List(FaultRule);
+  generation @2 :UInt32;
+  # Which of the VM's plans this is (each load, enable, disable or clear makes a new one): a
+  # server reports each fired rule with it, so a rule of the plan it had before a change reached
+  # it is not taken for the new plan's rule of the same number.
 }
 
 enum FaultEvent {

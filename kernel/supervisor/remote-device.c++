@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <unistd.h>
+#include <algorithm>
 #include <cerrno>
 
 #include <thread>
@@ -52,12 +53,20 @@ void RemoteDevice::allow(std::set<uint8_t> lines, bool exitAllowed, std::optiona
 void RemoteDevice::setFaultRules(protocol::FaultPlan::Reader rules) {
   {
     std::lock_guard<std::mutex> lock(faultLock);
-    faultRules.clear();
+    FaultRules plan{rules.getGeneration(), {}, {}};
     for (auto rule : rules.getRules()) {
       if (isSupervisorAction(rule.getAction())) continue;  // in the order the server numbers them
-      faultRules.emplace_back(rule.getName(), describeFaultAction(rule.getAction()));
+      plan.rules.emplace_back(rule.getName(), describeFaultAction(rule.getAction()));
     }
-    lastFaultEvent.assign(faultRules.size(), 0);
+    plan.lastEvent.assign(plan.rules.size(), 0);
+    // A restarted server is given the newest plan again: nothing older is needed then, but
+    // keeping it costs nothing either.
+    if (!faultPlans.empty() && faultPlans.back().generation == plan.generation) {
+      faultPlans.back() = std::move(plan);
+    } else {
+      faultPlans.push_back(std::move(plan));
+    }
+    if (faultPlans.size() > FAULT_PLANS_KEPT) faultPlans.pop_front();
   }
   std::lock_guard<std::mutex> lock(producerLock);
   supervisorFaults.load(rules, "", FaultEngine::Side::SUPERVISOR);
@@ -337,18 +346,34 @@ void RemoteDevice::handleReply(const PoppedMessage& message) {
         return;
       }
       case protocol::Reply::FAULT_FIRED: {
-        uint16_t rule = reply.getFaultFired().getRule();
-        uint64_t event = reply.getFaultFired().getEvent();
+        auto fired = reply.getFaultFired();
+        uint16_t rule = fired.getRule();
+        uint64_t event = fired.getEvent();
+        uint32_t generation = fired.getGeneration();
         std::unique_lock<std::mutex> lock(faultLock);
-        if (rule >= faultRules.size()) {
+        auto plan = std::find_if(faultPlans.begin(), faultPlans.end(),
+                                 [&](const FaultRules& p) { return p.generation == generation; });
+        if (plan == faultPlans.end()) {
+          // Older than every plan kept (the server's firing crossed many changes): stale, not
+          // wrong. A plan newer than any given cannot be the server's.
+          bool newer = faultPlans.empty() ||
+                       static_cast<int32_t>(generation - faultPlans.back().generation) > 0;
+          lock.unlock();
+          if (newer) {
+            fence(
+                absl::StrFormat("reported a fault of plan %u, which it was not given", generation));
+          }
+          return;
+        }
+        if (rule >= plan->rules.size()) {
           lock.unlock();
           fence(absl::StrFormat("reported fault rule %u, which it was not given", rule));
           return;
         }
         // A server replaying a request after a crash reports its faults again: once is enough.
-        if (event <= lastFaultEvent[rule]) return;
-        lastFaultEvent[rule] = event;
-        auto [name, action] = faultRules[rule];
+        if (event <= plan->lastEvent[rule]) return;
+        plan->lastEvent[rule] = event;
+        auto [name, action] = plan->rules[rule];
         lock.unlock();
         stats.faultsFired.fetch_add(1, std::memory_order_relaxed);
         sink.faultFired(deviceName, name, action, event);

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -145,9 +146,16 @@ class RemoteDevice final : public IoHandler {
   uint64_t answer = 0;
 
   std::mutex faultLock;
-  std::vector<std::pair<std::string, std::string>> faultRules;  // name, action
-  std::vector<uint64_t> lastFaultEvent;                         // per rule, for dedup
-  FaultEngine supervisorFaults;                                 // under producerLock
+  // The device's rules in each recent plan, newest last: a server reports the rules of the plan
+  // it holds, which is older than the newest until the change reaches it.
+  struct FaultRules {
+    uint32_t generation;
+    std::vector<std::pair<std::string, std::string>> rules;  // name, action
+    std::vector<uint64_t> lastEvent;                         // per rule, for dedup
+  };
+  static constexpr size_t FAULT_PLANS_KEPT = 16;
+  std::deque<FaultRules> faultPlans{FaultRules{0, {}, {}}};  // generation 0: no plan yet
+  FaultEngine supervisorFaults;                              // under producerLock
   std::function<void(protocol::FaultAction::Which)> supervisorAction;
   std::function<void()> fenceAction;
   StateRegionLayout* state;

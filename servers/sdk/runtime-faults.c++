@@ -9,6 +9,7 @@ namespace bulkhead::sdk {
 
 void Runtime::setFaults(protocol::FaultPlan::Reader plan) {
   faults.load(plan, "");
+  faultGeneration = plan.getGeneration();
   faultsDecided = false;
 }
 
@@ -51,6 +52,7 @@ std::vector<FiredFault> Runtime::decideFaults(FaultEventKind kind, uint64_t addr
       auto report = reply.initFaultFired();
       report.setRule(fault.rule);
       report.setEvent(fault.event);
+      report.setGeneration(faultGeneration);
     });
   }
   return fired;

@@ -15,6 +15,7 @@ std::vector<IoRange> Runtime::start(kj::AutoCloseFd ringFd, uint32_t slots,
                                     kj::AutoCloseFd stateFd, DeviceConfig config,
                                     protocol::FaultPlan::Reader plan) {
   faults.load(plan, "");
+  faultGeneration = plan.getGeneration();
   for (auto& window : dmaWindows) {
     dmaMemory.addWindow(window.fd.get(), window.offset, window.guestPhysical, window.size);
   }

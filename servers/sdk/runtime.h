@@ -246,6 +246,7 @@ class Runtime final : public DeviceHost {
   uint64_t replyValue = 0;
   ReplyKind replyKind = ReplyKind::NONE;
   FaultEngine faults;
+  uint32_t faultGeneration = 0;  // of the plan `faults` holds, reported with each firing
   uint64_t faultsThrough = 0;
   bool faultsDecided = false;  // faultsThrough is meaningful
   uint64_t currentSeq = 0;

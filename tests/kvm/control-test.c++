@@ -84,6 +84,41 @@ TEST(Control, DevicesStatsAndLiveFaultPlans) {
   EXPECT_EQ(status, 2);
 }
 
+// Plan changes under load: the server may fire a rule of the plan it had until the change
+// reaches it. The core must take such a report for the old plan's rule, never fence the device
+// for it (a run once ended "device serial fenced: reported fault rule 1, which it was not
+// given"). Two rules, then one, then none, many times over, while the guest writes.
+TEST(Control, PlanChangesUnderLoadNeverFenceTheDevice) {
+  REQUIRE_KVM();
+  std::string socket = ::testing::TempDir() + "/bulkhead-control-race.sock";
+  std::string two = ::testing::TempDir() + "/bulkhead-control-two";
+  std::ofstream(two) << "rule a device=serial on=write every=3 action=drop\n"
+                        "rule b device=serial on=write every=2 action=drop\n";
+  std::string one = ::testing::TempDir() + "/bulkhead-control-one";
+  std::ofstream(one) << "rule c device=serial on=write every=2 action=drop\n";
+  Capture vm = startCaptured({"run", "--kernel", guestDir() + "/stream.elf", "--cmdline",
+                              "bytes=1000000000", "--device", "debug-exit", "--control", socket});
+  std::thread reader([&vm]() { vm.wait(); });
+  std::string devices;
+  for (int i = 0; i < 100 && devices.find("serial") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    devices = runCtl(socket, "devices");
+  }
+  for (int round = 0; round < 60; ++round) {
+    runCtl(socket, "faults load " + two);
+    runCtl(socket, "faults load " + one);
+    runCtl(socket, "faults disable");
+    runCtl(socket, "faults enable");
+    runCtl(socket, "faults clear");
+  }
+  devices = runCtl(socket, "devices");
+  kill(vm.pid, SIGTERM);
+  reader.join();
+  EXPECT_EQ(devices.find("fenced"), std::string::npos) << devices;
+  EXPECT_EQ(vm.err.find("fenced"), std::string::npos) << vm.err;
+  EXPECT_EQ(vm.status, 130) << vm.err;
+}
+
 // --control never deletes what it did not make: an existing file stays as it was, and a socket
 // another VM listens on is not taken over. Both are bad input: one line, status 2.
 TEST(Control, APathThatIsNotAStaleSocketIsRefusedAndLeftAlone) {
