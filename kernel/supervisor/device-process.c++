@@ -217,6 +217,7 @@ absl::StatusOr<std::unique_ptr<DeviceProcess>> DeviceProcess::start(kj::AsyncIoC
     return absl::FailedPreconditionError(
         absl::StrCat("device server ", s.kind, " refused to start: ", attached.message()));
   }
+  process->prepareSpare();
   return process;
 }
 

@@ -117,7 +117,18 @@ class DeviceProcess {
   DeviceProcess(kj::AsyncIoContext& io, DeviceSpec spec, IoBus& bus)
       : io(io), spec(std::move(spec)), bus(bus) {}
 
+  // A server exec'd in its jail, waiting on its channel for an attach.
+  struct Spare {
+    pid_t pid = -1;
+    kj::AutoCloseFd pidfd;
+    kj::AutoCloseFd socket;  // the core's end of its channel
+  };
+  absl::StatusOr<Spare> launch();
+  // Makes a server the current incarnation: the spare when one is alive, else a new one.
   absl::Status spawn();
+  // Starts the next restart's server ahead of time (docs/recovery.md); it waits for an attach.
+  void prepareSpare();
+  void dropSpare();
   // Attaches the current incarnation; resolves to OK or to why it failed. The first attach that
   // gets its answer places the device (its ranges, its PCI function); later ones must match it.
   kj::Promise<absl::Status> attach();
@@ -165,6 +176,8 @@ class DeviceProcess {
   kj::Own<kj::AsyncCapabilityStream> stream;
   kj::Own<capnp::TwoPartyVatNetwork> network;
   kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
+
+  Spare spare;
 
   bool stopped = false;
   unsigned restartCount = 0;

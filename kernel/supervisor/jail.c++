@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstring>
 #include <thread>
+#include <utility>
 
 #include <absl/strings/str_cat.h>
 #include <absl/strings/str_format.h>
@@ -33,8 +34,7 @@ constexpr uint32_t MAX_FDS_PER_MESSAGE = 16;
 constexpr uid_t UNPRIVILEGED = 65534;  // nobody / nogroup
 }  // namespace
 
-absl::Status DeviceProcess::spawn() {
-  dropIncarnation();
+absl::StatusOr<DeviceProcess::Spare> DeviceProcess::launch() {
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
     return errnoStatus("socketpair");
@@ -86,20 +86,55 @@ absl::Status DeviceProcess::spawn() {
   }
   theirs = nullptr;
   int raw = static_cast<int>(syscall(SYS_pidfd_open, child, 0));
-  if (raw < 0) return errnoStatus("pidfd_open for a device server");
+  if (raw < 0) {
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    return errnoStatus("pidfd_open for a device server");
+  }
+  return Spare{child, kj::AutoCloseFd(raw), kj::mv(ours)};
+}
+
+absl::Status DeviceProcess::spawn() {
+  dropIncarnation();
+  // The spare, if one is waiting and alive: exec'd and in its jail already.
+  Spare next = std::exchange(spare, Spare{});
+  if (next.pid > 0) {
+    pollfd exited{next.pidfd.get(), POLLIN, 0};
+    if (poll(&exited, 1, 0) != 0) {
+      waitpid(next.pid, nullptr, 0);  // killed with the one it was to replace (pkill)
+      next = Spare{};
+    }
+  }
+  if (next.pid <= 0) {
+    ASSIGN_OR_RETURN(next, launch());
+  }
   {
     std::lock_guard<std::mutex> lock(incarnationLock);
-    childPid = child;
-    pidfd = kj::AutoCloseFd(raw);
-    socketFd = ours.get();
+    childPid = next.pid;
+    pidfd = kj::mv(next.pidfd);
+    socketFd = next.socket.get();
   }
   pidObserver = kj::heap<kj::UnixEventPort::FdObserver>(
       io.unixEventPort, pidfd.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
-  stream = io.lowLevelProvider->wrapUnixSocketFd(kj::mv(ours));
+  stream = io.lowLevelProvider->wrapUnixSocketFd(kj::mv(next.socket));
   network = kj::heap<capnp::TwoPartyVatNetwork>(*stream, MAX_FDS_PER_MESSAGE,
                                                 capnp::rpc::twoparty::Side::CLIENT);
   rpc = kj::heap(capnp::makeRpcClient(*network));
   return absl::OkStatus();
+}
+
+void DeviceProcess::prepareSpare() {
+  if (stopped || remote->fenced() || spare.pid > 0) return;
+  absl::StatusOr<Spare> launched = launch();
+  // Without a spare the next restart starts a server itself, as it always could.
+  if (launched.ok()) spare = std::move(*launched);
+}
+
+void DeviceProcess::dropSpare() {
+  if (spare.pid <= 0) return;
+  syscall(SYS_pidfd_send_signal, spare.pidfd.get(), SIGKILL, nullptr, 0);
+  waitpid(spare.pid, nullptr, 0);
+  spare = Spare{};
 }
 
 }  // namespace bulkhead

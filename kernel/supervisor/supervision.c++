@@ -59,11 +59,13 @@ kj::Promise<void> DeviceProcess::supervise() {
     if (remote->fenced()) {
       logf("device %s: its fenced server %s", spec.kind, how);
       dropIncarnation();
+      dropSpare();
       return kj::READY_NOW;
     }
     if (spec.policy.onFailure == RestartPolicy::OnFailure::ERROR) {
       remote->fence(absl::StrFormat("its server %s (on-failure=error)", how));
       dropIncarnation();
+      dropSpare();
       return kj::READY_NOW;
     }
     auto now = std::chrono::steady_clock::now();
@@ -76,6 +78,7 @@ kj::Promise<void> DeviceProcess::supervise() {
           "its server died %u times within %d s (the last one %s)", recentRestarts.size(),
           std::chrono::duration_cast<std::chrono::seconds>(spec.policy.window).count(), how));
       dropIncarnation();
+      dropSpare();
       return kj::READY_NOW;
     }
     ++restartCount;
@@ -85,6 +88,7 @@ kj::Promise<void> DeviceProcess::supervise() {
     absl::Status spawned = spawn();
     if (!spawned.ok()) {
       remote->fence(absl::StrCat("a new server could not be started: ", spawned.message()));
+      dropSpare();
       return kj::READY_NOW;
     }
     return attach().then([this](absl::Status attached) -> kj::Promise<void> {
@@ -97,7 +101,12 @@ kj::Promise<void> DeviceProcess::supervise() {
       } else {
         remote->noteProgress(std::chrono::steady_clock::now());
       }
-      return supervise();
+      // The next restart's server, started once this one serves (a few ms of fork and exec
+      // that no waiting request pays for).
+      return kj::evalLater([this]() {
+        prepareSpare();
+        return supervise();
+      });
     });
   });
 }
@@ -184,6 +193,7 @@ void DeviceProcess::dropIncarnation() {
 
 std::string DeviceProcess::stop() {
   stopped = true;
+  dropSpare();
   if (childPid <= 0) {
     dropIncarnation();
     return "already stopped";

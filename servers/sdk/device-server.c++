@@ -37,6 +37,8 @@ class DeviceImpl final : public protocol::Device::Server {
   explicit DeviceImpl(Runtime& runtime, kj::StringPtr name) : runtime(runtime), name(name) {}
 
   kj::Promise<void> attach(AttachContext context) override {
+    // Until now it may have been a spare, waiting as "bulkhead-spare"; now it is this kind.
+    prctl(PR_SET_NAME, ("bulkhead-" + std::string(name.cStr())).c_str());
     KJ_REQUIRE(!attached, "attach called twice");
     attached = true;
     auto params = context.getParams();
@@ -172,6 +174,9 @@ int runDeviceServer(kj::StringPtr name, DeviceFactory factory, SandboxNeeds need
   // Die with the core even if it is killed outright; the core also set this before exec, but a
   // server started by hand gets it here.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // A server waiting for its first attach may be the core's spare (docs/recovery.md): `pkill
+  // bulkhead-serial` must find the serving one only.
+  prctl(PR_SET_NAME, "bulkhead-spare");
   if (fcntl(CHANNEL_FD, F_GETFD) < 0) {
     fprintf(stderr,
             "bulkhead-%s: no channel on file descriptor 3; device servers are started by the "

@@ -284,23 +284,34 @@ TEST(Processes, OneProcessPerDeviceAndNoOrphansWhenTheCoreIsKilled) {
   pid_t core = startBulkhead({"run", "--kernel", guest("stream.elf"), "--cmdline",
                               "bytes=1000000000", "--device", "debug-exit"});
   ASSERT_GT(core, 0);
-  // Four children, each past its exec (a child between fork and exec is still "bulkhead").
-  auto started = [](const std::set<std::string>& names) {
-    return names.size() == 4 && std::all_of(names.begin(), names.end(), [](const std::string& n) {
-             return n.rfind("bulkhead-", 0) == 0;
-           });
+  // Four serving children, each past its exec (a child between fork and exec is still
+  // "bulkhead"), and a spare for each, waiting to replace it (docs/recovery.md).
+  auto serving = [](const std::string& n) {
+    return n.rfind("bulkhead-", 0) == 0 && n.rfind("bulkhead-spare:", 0) != 0;
+  };
+  auto started = [&](const std::set<std::string>& names) {
+    return std::count_if(names.begin(), names.end(), serving) == 4 &&
+           std::count_if(names.begin(), names.end(),
+                         [](const std::string& n) { return n.rfind("bulkhead-spare:", 0) == 0; }) ==
+               4 &&
+           names.size() == 8;
   };
   std::set<std::string> children;
   for (int i = 0; i < 100 && !started(children); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     children = childNames(core);
   }
-  ASSERT_EQ(children.size(), 4u);
-  std::vector<pid_t> servers;
+  ASSERT_TRUE(started(children)) << children.size() << " children";
+  std::vector<pid_t> servers, spares;
   std::set<std::string> names;
   for (const std::string& child : children) {
+    pid_t pid = std::stoi(child.substr(child.find(':') + 1));
+    if (!serving(child)) {
+      spares.push_back(pid);
+      continue;
+    }
     names.insert(child.substr(0, child.find(':')));
-    servers.push_back(std::stoi(child.substr(child.find(':') + 1)));
+    servers.push_back(pid);
   }
   // comm holds 15 characters.
   // The two asked for and the PC platform's CMOS/RTC and i8042 (--machine pc).
@@ -327,7 +338,19 @@ TEST(Processes, OneProcessPerDeviceAndNoOrphansWhenTheCoreIsKilled) {
       EXPECT_EQ(nspid.substr(nspid.rfind('\t') + 1), "1") << nspid;
       EXPECT_EQ(seccomp, "Seccomp:\t2");
     }
+    // Spares are in the same jail already; each enters its filter when it is attached.
+    for (pid_t spare : spares) {
+      std::ifstream status("/proc/" + std::to_string(spare) + "/status");
+      std::string line, uid, nspid;
+      while (std::getline(status, line)) {
+        if (line.rfind("Uid:", 0) == 0) uid = line;
+        if (line.rfind("NSpid:", 0) == 0) nspid = line;
+      }
+      EXPECT_EQ(uid.substr(uid.find_first_not_of("Uid:\t ")), "65534\t65534\t65534\t65534");
+      EXPECT_EQ(nspid.substr(nspid.rfind('\t') + 1), "1") << nspid;
+    }
   }
+  servers.insert(servers.end(), spares.begin(), spares.end());
   ASSERT_EQ(kill(core, SIGKILL), 0);
   int status;
   waitpid(core, &status, 0);
