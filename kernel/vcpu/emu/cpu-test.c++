@@ -601,10 +601,27 @@ TEST(EmuCpu, UnimplementedInstructionsAreReportedNotGuessed) {
   EXPECT_NE(other.cpu.failure().find("vmfunc"), std::string::npos) << other.cpu.failure();
 }
 
-// --- x87 -------------------------------------------------------------------------------------
+// --- Real mode ---------------------------------------------------------------------------------
 
-// Loads, arithmetic through memory and registers, stores and integer conversions, with results
-// known exactly; precision and rounding control.
+// A real-mode IRET takes the flags image through the same mask as POPF: the reserved bits 3, 5
+// and 15 stay clear and bit 1 set, whatever the stack held (found by the cpu-fuzzer).
+TEST(EmuRealMode, IretKeepsTheReservedFlagsBits) {
+  TestBus bus;
+  Cpu cpu{bus, emuSupportedCpuid()};
+  // At 0:0x1000: push 0x8429 (bits 15, 10 DF, 5, 3, 0 CF); push 0; push 0x1010; iret;
+  // (0x1010:) hlt
+  bus.put(0x1000, {0x68, 0x29, 0x84, 0x6a, 0x00, 0x68, 0x10, 0x10, 0xcf});
+  bus.put(0x1010, {0xf4});
+  cpu.state().segment[SS].base = 0;
+  cpu.state().gpr[4] = 0x8000;
+  cpu.state().rip = 0x1000;
+  cpu.stateChanged();
+  ASSERT_EQ(cpu.run(100), StopReason::HALTED) << cpu.failure();
+  uint64_t flags = cpu.state().rflags;
+  EXPECT_EQ(flags & (0x8 | 0x20 | 0x8000), 0u) << std::hex << flags;
+  EXPECT_EQ(flags & 2, 2u);
+  EXPECT_EQ(flags & (FLAG_DF | FLAG_CF), FLAG_DF | FLAG_CF) << "the image's other bits are taken";
+}
 
 }  // namespace
 }  // namespace bulkhead::emu

@@ -182,9 +182,11 @@ void Cpu::interruptReturn(unsigned operandSize) {
     uint64_t flags = pop(operandSize);
     loadRealSegment(CS, selector);
     s.rip = rip;
-    uint64_t keep =
-        operandSize == 2 ? ~0xffffull : (FLAG_VM | FLAG_VIF | FLAG_VIP | ~0xffffffffull);
-    s.rflags = (s.rflags & keep) | (flags & ~keep) | 2;
+    // The image's reserved bits (3, 5, 15, 22-31) stay clear and bit 1 set; VM, VIF and VIP are
+    // kept (SDM Vol. 2, IRET, real-address mode: Pop() AND 257FD5H).
+    uint64_t changeable = FLAGS_ARITH | FLAG_TF | FLAG_IF | FLAG_DF | FLAG_IOPL | FLAG_NT;
+    if (operandSize != 2) changeable |= FLAG_RF | FLAG_AC | FLAG_ID;
+    s.rflags = (s.rflags & ~changeable) | (flags & changeable) | 2;
     endBlock = true;
     return;
   }
