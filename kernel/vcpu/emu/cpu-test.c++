@@ -601,6 +601,17 @@ TEST(EmuCpu, UnimplementedInstructionsAreReportedNotGuessed) {
   EXPECT_NE(other.cpu.failure().find("vmfunc"), std::string::npos) << other.cpu.failure();
 }
 
+// A handler that faults at once (#UD on an undecodable byte, through the IDT) is an endless loop
+// of deliveries that retire nothing: run() still returns when its budget is spent (found by the
+// cpu-fuzzer, which hung on one).
+TEST(EmuCpu, AFaultLoopStillEndsTheRunAtItsBudget) {
+  LongMode emu;
+  emu.bus.put(CODE, {0x0f, 0x04});  // not an instruction: #UD
+  emu.handle(6, CODE);              // whose handler is the same bytes
+  emu.cpu.state().rip = CODE;
+  EXPECT_EQ(emu.cpu.run(1000), StopReason::BUDGET) << emu.cpu.failure();
+}
+
 // --- Real mode ---------------------------------------------------------------------------------
 
 // A real-mode IRET takes the flags image through the same mask as POPF: the reserved bits 3, 5

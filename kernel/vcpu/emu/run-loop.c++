@@ -83,6 +83,7 @@ StopReason Cpu::run(uint64_t budget) {
   uint64_t end = retired + budget;
   bool debugging = singleStep || !breakpoints.empty();
   Block* previous = nullptr;  // the block that just ended at a branch or its last instruction
+  uint64_t deliveries = 0;    // exceptions delivered in this run
   while (retired < end) {
     if (stopRequested.load(std::memory_order_acquire)) {
       stopRequested.store(false, std::memory_order_relaxed);
@@ -146,6 +147,10 @@ StopReason Cpu::run(uint64_t budget) {
       } catch (const GuestFault&) {
         return StopReason::SHUTDOWN;  // a fault while delivering a double fault
       }
+      // A delivery retires no instruction: a handler that faults at once (say #UD, with the
+      // IDT pointing at an undecodable byte) would keep run() here for ever, starving the
+      // other vCPUs under --deterministic. Deliveries count against the budget too.
+      if (++deliveries >= budget) return StopReason::BUDGET;
     }
   }
   return StopReason::BUDGET;
