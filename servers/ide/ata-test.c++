@@ -92,6 +92,31 @@ TEST_F(AtaTest, ReadsSectorsWithLba28) {
   EXPECT_EQ(status() & (DRQ | ERR), 0);
 }
 
+// 32-bit PIO (insl/outsl), as a small Unix reads its kernel with: four bytes per access, in
+// order, across the sector boundary of a two-sector transfer; then all-ones past its end.
+TEST_F(AtaTest, ThirtyTwoBitDataAccessesMoveFourBytes) {
+  lba28(5, 2);
+  disk.write(BASE + 7, 1, 0x20);
+  std::vector<uint8_t> got;
+  for (int i = 0; i < 256; ++i) {
+    uint32_t dword = disk.read(BASE, 4);
+    for (int b = 0; b < 4; ++b) got.push_back(static_cast<uint8_t>(dword >> (8 * b)));
+  }
+  EXPECT_EQ(got, std::vector<uint8_t>(&image[5 * 512], &image[7 * 512]));
+  EXPECT_EQ(status() & (DRQ | ERR), 0);
+  EXPECT_EQ(disk.read(BASE, 4), 0xffffffffu);
+
+  lba28(9, 1);
+  disk.write(BASE + 7, 1, 0x30);  // WRITE SECTORS
+  for (uint32_t i = 0; i < 128; ++i) {
+    uint32_t dword = 0;
+    for (uint32_t b = 0; b < 4; ++b) dword |= ((4 * i + b) & 0xff) << (8 * b);
+    disk.write(BASE, 4, dword);
+  }
+  EXPECT_EQ(status() & (DRQ | ERR), 0);
+  for (int i = 0; i < 512; ++i) EXPECT_EQ(image[9 * 512 + i], static_cast<uint8_t>(i)) << i;
+}
+
 TEST_F(AtaTest, WritesSectorsWithLba48AndFlushes) {
   disk.write(BASE + 6, 1, 0x40);
   disk.write(BASE + 2, 1, 0);  // count high, then low

@@ -1,5 +1,7 @@
 #include "servers/ide/ata.h"
 
+#include <algorithm>
+
 #include <cstring>
 
 namespace bulkhead {
@@ -51,19 +53,21 @@ void AtaDisk::raise() {
   irq(true);
 }
 
-uint16_t AtaDisk::read(uint16_t port, unsigned size) {
+uint32_t AtaDisk::read(uint16_t port, unsigned size) {
   if (port == CONTROL_PORT) return selectedMaster() ? s.status : 0;   // alternate status
   if (!selectedMaster()) return port == COMMAND_BASE + 7 ? 0 : 0xff;  // no slave
   switch (port - COMMAND_BASE) {
-    case 0: {  // data
-      if (!(s.status & DRQ) || (s.command != READ_SECTORS && s.command != READ_SECTORS_EXT &&
-                                s.command != IDENTIFY_DEVICE)) {
-        return 0xffff;
+    case 0: {  // data: 16-bit, or 32-bit as the PIIX passes it on (two words), in order
+      uint32_t value = 0;
+      for (unsigned i = 0; i < std::min(size, 4u); ++i) {
+        if (!(s.status & DRQ) || (s.command != READ_SECTORS && s.command != READ_SECTORS_EXT &&
+                                  s.command != IDENTIFY_DEVICE)) {
+          value |= 0xffu << (8 * i);  // past the transfer's end: all-ones
+          continue;
+        }
+        value |= static_cast<uint32_t>(s.buffer[s.offset++]) << (8 * i);
+        if (s.offset >= SECTOR) sectorDone();
       }
-      uint16_t value = s.buffer[s.offset];
-      if (size >= 2 && s.offset + 1u < SECTOR) value |= s.buffer[s.offset + 1] << 8;
-      s.offset += size >= 2 ? 2 : 1;
-      if (s.offset >= SECTOR) sectorDone();
       return value;
     }
     case 1:
@@ -87,7 +91,7 @@ uint16_t AtaDisk::read(uint16_t port, unsigned size) {
   }
 }
 
-void AtaDisk::write(uint16_t port, unsigned size, uint16_t value) {
+void AtaDisk::write(uint16_t port, unsigned size, uint32_t value) {
   if (port == CONTROL_PORT) {
     bool reset = (s.control & CONTROL_SRST) && !(value & CONTROL_SRST);
     s.control = value;
@@ -104,14 +108,14 @@ void AtaDisk::write(uint16_t port, unsigned size, uint16_t value) {
   uint8_t byte = value;
   switch (port - COMMAND_BASE) {
     case 0:  // data
-      if (!selectedMaster() || !(s.status & DRQ) ||
-          (s.command != WRITE_SECTORS && s.command != WRITE_SECTORS_EXT)) {
-        return;
+      for (unsigned i = 0; i < std::min(size, 4u); ++i) {
+        if (!selectedMaster() || !(s.status & DRQ) ||
+            (s.command != WRITE_SECTORS && s.command != WRITE_SECTORS_EXT)) {
+          return;
+        }
+        s.buffer[s.offset++] = static_cast<uint8_t>(value >> (8 * i));
+        if (s.offset >= SECTOR) sectorDone();
       }
-      s.buffer[s.offset] = value;
-      if (size >= 2 && s.offset + 1u < SECTOR) s.buffer[s.offset + 1] = value >> 8;
-      s.offset += size >= 2 ? 2 : 1;
-      if (s.offset >= SECTOR) sectorDone();
       return;
     case 1:
       s.features = byte;

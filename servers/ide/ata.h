@@ -31,8 +31,8 @@ class AtaDisk {
 
   AtaDisk(uint64_t sectors, bool readOnly, Storage storage, std::function<void(bool)> irq);
 
-  uint16_t read(uint16_t port, unsigned size);
-  void write(uint16_t port, unsigned size, uint16_t value);
+  uint32_t read(uint16_t port, unsigned size);
+  void write(uint16_t port, unsigned size, uint32_t value);
 
   // The registers and the sector buffer: what a restarted server must keep.
   struct State {
