@@ -3,6 +3,8 @@
 // traces are attributed here to the vCPU that made them.
 #include "kernel/vm.h"
 
+#include "kernel/base/thread-sandbox.h"
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -35,6 +37,13 @@ void Vm::vcpuLoop(Vcpu& vcpu) {
   sigaddset(&kick, KICK_SIGNAL);
   pthread_sigmask(SIG_UNBLOCK, &kick, nullptr);
   unsigned index = vcpu.index();
+  // Named, so the thread can be found (and its filter checked) in /proc.
+  pthread_setname_np(pthread_self(), absl::StrFormat("bulkhead-vcpu%u", index).c_str());
+  if (absl::Status confined = confineVcpuThread(); !confined.ok()) {
+    requestExit(EXIT_HOST_FAILURE, absl::StrFormat("vCPU %u: cannot enter its seccomp filter: %s",
+                                                   index, confined.message()));
+    return;
+  }
   parkIfPaused();  // a debugger may want the VM stopped before its first instruction
   currentVcpu = &vcpu;
   while (!stopping.load(std::memory_order_acquire)) {

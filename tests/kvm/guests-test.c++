@@ -278,6 +278,45 @@ bool alive(pid_t pid) {
   return close != std::string::npos && line[close + 2] != 'Z';
 }
 
+// The thread that runs guest code is under its own seccomp filter (kernel/base/thread-sandbox.h);
+// the main loop, which starts servers, is not.
+TEST(Processes, TheVcpuThreadRunsUnderASeccompFilter) {
+  REQUIRE_KVM();
+  pid_t core = startBulkhead({"run", "--kernel", guest("stream.elf"), "--cmdline",
+                              "bytes=1000000000", "--device", "debug-exit"});
+  ASSERT_GT(core, 0);
+  auto field = [](const std::string& status, const std::string& name) {
+    std::ifstream file(status);
+    std::string line;
+    while (std::getline(file, line)) {
+      if (line.rfind(name, 0) == 0) return line.substr(line.find_first_not_of(" \t", name.size()));
+    }
+    return std::string();
+  };
+  std::string tasks = "/proc/" + std::to_string(core) + "/task";
+  std::string vcpuFilter;
+  for (int i = 0; i < 100 && vcpuFilter != "2"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    DIR* dir = opendir(tasks.c_str());
+    while (dir != nullptr) {
+      dirent* entry = readdir(dir);
+      if (entry == nullptr) break;
+      std::string task = tasks + "/" + entry->d_name;
+      std::ifstream comm(task + "/comm");
+      std::string name;
+      std::getline(comm, name);
+      if (name == "bulkhead-vcpu0") vcpuFilter = field(task + "/status", "Seccomp:");
+    }
+    if (dir != nullptr) closedir(dir);
+  }
+  std::string mainFilter = field("/proc/" + std::to_string(core) + "/status", "Seccomp:");
+  kill(core, SIGTERM);
+  int status;
+  waitpid(core, &status, 0);
+  EXPECT_EQ(vcpuFilter, "2") << "the vCPU thread is not under a filter (or was not found)";
+  EXPECT_EQ(mainFilter, "0");
+}
+
 TEST(Processes, OneProcessPerDeviceAndNoOrphansWhenTheCoreIsKilled) {
   REQUIRE_KVM();
   // A stream long enough to still run while we look.
