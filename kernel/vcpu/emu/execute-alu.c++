@@ -195,8 +195,9 @@ void Executor::multiply(bool isSigned) {
 
 void Executor::divide(bool isSigned) {
   unsigned size = in.op[0].size;
-  uint64_t divisor = get(in.op[0]);
-  if (divisor == 0) throw GuestFault{0, false, 0};
+  // Only the operand's own bytes divide (a memory operand may come back with more).
+  uint64_t divisor = get(in.op[0]) & mask(size);
+  if (divisor == 0) throw GuestFault{0, false, 0};  // #DE
   unsigned __int128 dividend;
   if (size == 1) {
     dividend = s.gpr[0] & 0xffff;
