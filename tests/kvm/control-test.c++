@@ -34,6 +34,22 @@ int listenAt(const std::string& path) {
   return listener;
 }
 
+// A guest writing its serial line for a long time, with a control socket.
+Capture startStreaming(const std::string& socket) {
+  return startCaptured({"run", "--kernel", guestDir() + "/stream.elf", "--cmdline",
+                        "bytes=1000000000", "--device", "debug-exit", "--control", socket});
+}
+
+// `devices` once the socket answers and lists the serial port (or its last answer, after 5 s).
+std::string devicesOnceServing(const std::string& socket) {
+  std::string devices;
+  for (int i = 0; i < 100 && devices.find("serial") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    devices = runCtl(socket, "devices");
+  }
+  return devices;
+}
+
 TEST(Control, DevicesStatsAndLiveFaultPlans) {
   REQUIRE_KVM();
   std::string socket = ::testing::TempDir() + "/bulkhead-control-test.sock";
@@ -42,14 +58,9 @@ TEST(Control, DevicesStatsAndLiveFaultPlans) {
   std::string bad = ::testing::TempDir() + "/bulkhead-control-bad";
   std::ofstream(bad) << "rule x device=gpu on=write action=drop\n";
 
-  Capture vm = startCaptured({"run", "--kernel", guestDir() + "/stream.elf", "--cmdline",
-                              "bytes=1000000000", "--device", "debug-exit", "--control", socket});
+  Capture vm = startStreaming(socket);
   std::thread reader([&vm]() { vm.wait(); });
-  std::string devices;
-  for (int i = 0; i < 100 && devices.find("serial") == std::string::npos; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    devices = runCtl(socket, "devices");
-  }
+  std::string devices = devicesOnceServing(socket);
   EXPECT_NE(devices.find("serving"), std::string::npos) << devices;
   EXPECT_NE(devices.find("debug-exit"), std::string::npos) << devices;
 
@@ -96,14 +107,9 @@ TEST(Control, PlanChangesUnderLoadNeverFenceTheDevice) {
                         "rule b device=serial on=write every=2 action=drop\n";
   std::string one = ::testing::TempDir() + "/bulkhead-control-one";
   std::ofstream(one) << "rule c device=serial on=write every=2 action=drop\n";
-  Capture vm = startCaptured({"run", "--kernel", guestDir() + "/stream.elf", "--cmdline",
-                              "bytes=1000000000", "--device", "debug-exit", "--control", socket});
+  Capture vm = startStreaming(socket);
   std::thread reader([&vm]() { vm.wait(); });
-  std::string devices;
-  for (int i = 0; i < 100 && devices.find("serial") == std::string::npos; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    devices = runCtl(socket, "devices");
-  }
+  std::string devices = devicesOnceServing(socket);
   for (int round = 0; round < 60; ++round) {
     runCtl(socket, "faults load " + two);
     runCtl(socket, "faults load " + one);
