@@ -119,6 +119,9 @@ std::vector<std::string> commandWords(const std::string& line) {
 
 std::unique_ptr<TerminalConsole> TerminalConsole::open() {
   if (!isatty(STDIN_FILENO)) return nullptr;
+  // A VM started in the background (`bulkhead run ... &`) leaves the terminal alone: changing
+  // its settings would stop it with SIGTTOU.
+  if (tcgetpgrp(STDIN_FILENO) != getpgrp()) return nullptr;
   int ends[2];
   if (pipe2(ends, O_CLOEXEC) != 0) return nullptr;
   kj::AutoCloseFd readEnd(ends[0]), writeEnd(ends[1]);

@@ -56,7 +56,8 @@ std::vector<std::string> commandWords(const std::string& line);
 
 class TerminalConsole {
  public:
-  // The console on standard input, when it is a terminal; nullptr otherwise.
+  // The console on standard input, when it is a terminal whose foreground this process is;
+  // nullptr otherwise.
   static std::unique_ptr<TerminalConsole> open();
   ~TerminalConsole();
 

@@ -1,5 +1,7 @@
 #include "kernel/machine/machine.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <string>
 
@@ -72,9 +74,11 @@ absl::StatusOr<DeviceSpec> serialDevice(const Options& options, Vm& vm) {
   }
   // A terminal becomes the console (kernel/console/terminal.h): the core reads it, and hands
   // the server what is typed for the guest. Anything else on stdin goes to the server as is.
+  // A terminal this VM does not have in the foreground gives no input at all: a server reading
+  // it would be stopped by SIGTTIN.
   std::unique_ptr<TerminalConsole> console = TerminalConsole::open();
-  ASSIGN_OR_RETURN(HostSide side, openHostSide(HostBackend::STDIO, spec.options,
-                                               /*stdinFree=*/console == nullptr));
+  bool stdinFree = console == nullptr && !isatty(STDIN_FILENO);
+  ASSIGN_OR_RETURN(HostSide side, openHostSide(HostBackend::STDIO, spec.options, stdinFree));
   spec.output = kj::mv(side.output);
   spec.backends = kj::mv(side.backends);
   if (console != nullptr) {
