@@ -1,7 +1,8 @@
 // The jail a device server runs in: forked (in new PID, mount, network, IPC and UTS namespaces
 // and as nobody where the core is root), with only its channel as a descriptor, exec'd by
 // descriptor with an empty environment; the server installs its seccomp filter itself
-// (servers/sdk/sandbox.h) before any device code runs.
+// (servers/sdk/sandbox.h) before any device code runs. Also the spare: the next restart's
+// server, launched the same way ahead of time and waiting on its channel (docs/recovery.md).
 #include "kernel/supervisor/device-process.h"
 
 #include <fcntl.h>
