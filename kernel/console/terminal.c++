@@ -209,7 +209,7 @@ void TerminalConsole::typed(uint8_t byte) {
     if (toGuest.size() < MAX_TYPED_AHEAD) toGuest += static_cast<char>(byte);
     return;
   }
-  if (commandRunning) return;  // one command at a time; typing waits for its answer
+  if (commandRunning) return;  // one command at a time: keys typed meanwhile are dropped
   bool done = false;
   std::string line;
   show(monitorLine.take(byte, done, line));
