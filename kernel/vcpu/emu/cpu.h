@@ -176,8 +176,7 @@ class Cpu {
   }
   uint64_t portIn(uint16_t port, unsigned size) {
     recheckCode();
-    uint64_t value = bus.portRead(port, size);
-    return size >= 8 ? value : value & ((1ull << (size * 8)) - 1);  // as readLinear's MMIO
+    return bus.portRead(port, size) & mask(size);  // as readLinear's MMIO
   }
   void portOut(uint16_t port, unsigned size, uint64_t value) { bus.portWrite(port, size, value); }
 

@@ -18,7 +18,6 @@
 
 namespace bulkhead::emu {
 
-constexpr uint64_t mask(unsigned size) { return size >= 8 ? ~0ull : (1ull << (size * 8)) - 1; }
 constexpr uint64_t signBit(unsigned size) { return 1ull << (size * 8 - 1); }
 inline int64_t signExtend(uint64_t value, unsigned size) {
   unsigned shift = 64 - size * 8;

@@ -8,6 +8,9 @@
 
 namespace bulkhead::emu {
 
+// The bits an access of `size` bytes covers.
+constexpr uint64_t mask(unsigned size) { return size >= 8 ? ~0ull : (1ull << (size * 8)) - 1; }
+
 using namespace x86;  // the software CPU speaks the SDM's names
 
 constexpr uint64_t FLAGS_ARITH = FLAG_CF | FLAG_PF | FLAG_AF | FLAG_ZF | FLAG_SF | FLAG_OF;

@@ -149,8 +149,7 @@ uint64_t Cpu::readLinear(uint64_t linear, unsigned size, bool user) {
   uint64_t physical = translate(linear, false, user, false);
   recheckCode();
   // Only the bytes read: whatever answers (a device, through the bus) cannot widen a load.
-  uint64_t value = bus.mmioRead(physical, size);
-  return size >= 8 ? value : value & ((1ull << (size * 8)) - 1);
+  return bus.mmioRead(physical, size) & mask(size);
 }
 
 void Cpu::writeLinear(uint64_t linear, unsigned size, uint64_t value, bool user) {
